@@ -1,0 +1,275 @@
+"""The ``modelmorph`` command line. ``main(argv)`` returns the exit status (see :mod:`modelmorph.errors`).
+
+Only argparse is imported at start-up; numpy, h5py and the plugins load when a command
+needs them, so ``modelmorph --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from typing import Sequence
+
+from .errors import (EXIT_DIFFERENT, EXIT_OK, EXIT_USAGE, ModelmorphError, UsageError)
+
+PROG = "modelmorph"
+
+DESCRIPTION = """\
+Convert Keras models between formats without TensorFlow, Keras or any other framework:
+Keras 3 .keras archives and .weights.h5, legacy Keras 2 .h5, TensorFlow checkpoints,
+JSON architecture files and ONNX (see `modelmorph formats` for what is installed).
+"""
+
+EPILOG = """\
+examples:
+  modelmorph convert old_model.h5 new_model.keras       upgrade a Keras 2 model to Keras 3
+  modelmorph convert weights.h5 model.keras --arch arch.json
+                                                         join a weights-only file with an architecture
+  modelmorph convert model.keras model.json -O dialect=keras2
+                                                         write the architecture as tf.keras reads it
+  modelmorph info model.keras                            layers, parameters, weights, format
+  modelmorph diff a.keras b.h5 --atol 1e-6               compare two models in any formats
+  modelmorph formats                                     formats, extensions, what each reads/writes
+
+exit status: 0 ok, 1 models differ (diff), 2 usage error, 3 unknown format,
+4 read error, 5 write error, 6 diagnostics under --strict.
+Set MODELMORPH_DISABLE_PLUGIN_AUTOLOAD=1 to load only the built-in format plugins.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line and exit status 2, like every usage error
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("convert", help="convert a model to another format",
+                       description="Convert SRC to DST. Formats are detected from content, then from the "
+                                   "file name (.keras, .weights.h5, .h5, .json, .onnx, a checkpoint prefix); "
+                                   "--from/--to override. Diagnostics (lossy, unsupported, contains-code) "
+                                   "are printed on stderr.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  modelmorph convert model.h5 model.keras\n"
+                              "  modelmorph convert ckpt/ckpt model.keras --arch model.json\n"
+                              "  modelmorph convert model.keras model.json -O dialect=keras2\n")
+    p.add_argument("source", metavar="SRC")
+    p.add_argument("destination", metavar="DST")
+    p.add_argument("--from", dest="from_format", metavar="FORMAT", help="format of SRC (see `modelmorph formats`)")
+    p.add_argument("--to", dest="to_format", metavar="FORMAT", help="format of DST")
+    _arch_args(p)
+    p.add_argument("--strict", action="store_true", help="fail (exit 6, nothing written) on any diagnostic")
+    p.add_argument("--force", action="store_true", help="replace DST if it exists")
+    _option_args(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="print no diagnostics and no progress")
+
+    p = sub.add_parser("info", help="summarize a model: layers, parameters, weights",
+                       description="Summarize a model file: its format, layers, classes, parameter counts, "
+                                   "weights with shapes and dtypes, optimizer state and Keras version.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--from", dest="from_format", metavar="FORMAT", help="format of FILE")
+    _arch_args(p)
+    _option_args(p)
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--no-weights", action="store_true", help="leave out the per-weight lines")
+
+    p = sub.add_parser("formats", help="list the formats installed plugins provide",
+                       description="List every format: name, extensions, what it reads and writes, its -O options "
+                                   "and the plugin providing it.")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    p = sub.add_parser("plugins", help="list installed plugins",
+                       description="List installed modelmorph plugins (built-in and third-party) with their "
+                                   "distribution, version and the hooks they implement.")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    p = sub.add_parser("diff", help="compare two models in any formats",
+                       description="Compare two models: architecture differences, then the maximum absolute "
+                                   "difference of every weight (matched by layer path and weight path). "
+                                   "Exit 0 when equal within --atol, 1 when they differ.")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    p.add_argument("--from-a", metavar="FORMAT", help="format of A")
+    p.add_argument("--from-b", metavar="FORMAT", help="format of B")
+    p.add_argument("--atol", type=float, default=0.0, help="largest absolute weight difference still equal (default 0)")
+    p.add_argument("--weights-only", action="store_true", help="compare weights only, not architectures")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    return parser
+
+
+def _arch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", metavar="FILE",
+                   help="architecture to join a weights-only source with (JSON, .keras, .h5...)")
+    p.add_argument("--arch-from", metavar="FORMAT", help="format of the --arch file")
+
+
+def _option_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-O", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="format option, repeatable (`modelmorph formats` lists each format's)")
+
+
+def _parse_options(items: list[str]) -> dict[str, str]:
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"option {item!r} must be KEY=VALUE")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser()
+        if not args_list:
+            parser.print_help()
+            return EXIT_USAGE
+        args = parser.parse_args(args_list)
+        if args.version:
+            from importlib.metadata import version
+
+            print(f"{PROG} {version('modelmorph')}")
+            return EXIT_OK
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = _show_warning
+            return COMMANDS[args.command](args)
+    except ModelmorphError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def _print_diagnostics(diags, quiet: bool = False) -> None:
+    if quiet:
+        return
+    for d in diags:
+        print(f"{PROG}: {d}", file=sys.stderr)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .api import convert
+    from .progress import Progress, TerminalProgress
+
+    show_progress = not args.quiet and sys.stderr.isatty()
+    diags = None
+    try:
+        diags = convert(args.source, args.destination, from_format=args.from_format, to_format=args.to_format,
+                        arch=args.arch, arch_format=args.arch_from, options=_parse_options(args.options),
+                        strict=args.strict, force=args.force,
+                        progress=TerminalProgress() if show_progress else Progress())
+    except ModelmorphError:
+        raise
+    _print_diagnostics(diags, args.quiet)
+    if not args.quiet:
+        print(f"{PROG}: wrote {args.destination}" + (f" ({len(diags)} diagnostic(s))" if diags else ""), file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .api import read
+    from .diagnostics import Diagnostics
+    from .summary import render, summarize
+
+    diags = Diagnostics()
+    with read(args.file, args.from_format, arch=args.arch, arch_format=args.arch_from,
+              options=_parse_options(args.options), diagnostics=diags) as model:
+        summary = summarize(model)
+    if args.json:
+        summary["diagnostics"] = [{"kind": d.kind, "message": d.message, "where": d.where} for d in diags]
+        print(json.dumps(summary, indent=2))
+    else:
+        print(render(summary, show_weights=not args.no_weights))
+        _print_diagnostics(diags)
+    return EXIT_OK
+
+
+def cmd_formats(args: argparse.Namespace) -> int:
+    from .registry import default_registry
+
+    reg = default_registry()
+    rows = []
+    for name in sorted(reg.formats):
+        f = reg.formats[name]
+        rows.append({"name": f.name, "description": f.description, "extensions": list(f.extensions),
+                     "reads": sorted(f.reads) if f.can_read else [], "writes": sorted(f.writes) if f.can_write else [],
+                     "options": dict(f.options), "plugin": f.plugin})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        print("no formats: no format plugin is installed")
+        return EXIT_OK
+    for r in rows:
+        print(f"{r['name']}  ({r['plugin']})  {r['description']}")
+        print(f"    extensions: {' '.join(r['extensions']) or '-'}")
+        print(f"    reads: {', '.join(r['reads']) or '-'};  writes: {', '.join(r['writes']) or '-'}")
+        for key, text in r["options"].items():
+            print(f"    -O {key}=...  {text}")
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .registry import default_registry
+
+    infos = default_registry().plugin_info()
+    rows = [{"name": i.name, "module": i.module, "distribution": i.distribution, "version": i.version,
+             "builtin": i.builtin, "hooks": i.hooks, "error": i.error} for i in infos]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for r in rows:
+        where = "built-in" if r["builtin"] else f"{r['distribution']} {r['version']}"
+        state = f"FAILED: {r['error']}" if r["error"] else ", ".join(r["hooks"]) or "no hooks"
+        print(f"{r['name']}  ({where}, module {r['module']})  {state}")
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .api import read
+    from .diff import diff_models
+
+    with read(args.a, args.from_a) as a, read(args.b, args.from_b) as b:
+        report = diff_models(a, b, atol=args.atol)
+        if args.weights_only:
+            report.architecture = []
+    if args.json:
+        print(json.dumps({"equal": report.equal, "atol": report.atol, "architecture": report.architecture,
+                          "weights": [{"path": p, "max_abs_diff": d, "note": n} for p, d, n in report.weights]},
+                         indent=2))
+    else:
+        for line in report.architecture:
+            print(f"architecture {line}")
+        worst = 0.0
+        for path, d, note in report.weights:
+            if note or d is None or d > report.atol:
+                print(f"weight {path}: {note or f'max abs diff {d:.3g}'}")
+            elif d is not None:
+                worst = max(worst, d)
+        verdict = "equal" if report.equal else "different"
+        print(f"{verdict}: {len(report.weights)} weight(s) compared, {len(report.architecture)} architecture "
+              f"difference(s), largest weight difference within tolerance {worst:.3g}")
+    return EXIT_OK if report.equal else EXIT_DIFFERENT
+
+
+COMMANDS = {"convert": cmd_convert, "info": cmd_info, "formats": cmd_formats, "plugins": cmd_plugins, "diff": cmd_diff}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""HDF5 as untrusted data: shared by every plugin that reads or writes ``.h5`` files.
+
+HDF5 can point outside the file (external links, external raw storage, virtual datasets)
+and can declare datasets far larger than what it stores. Everything here refuses those
+before any data is read, and reads tensors lazily, one at a time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+
+from .errors import ReadError
+from .ir import Weight, dtype_name
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+#: A dataset declaring more than this while storing under 1/1000 of it is a "shape bomb".
+BOMB_MIN_BYTES = 16 * 1024 * 1024
+BOMB_RATIO = 1000
+
+
+def is_hdf5_header(header: bytes) -> bool:
+    # HDF5 may start at 0, 512, 1024... (user block); Keras files start at 0.
+    return header.startswith(HDF5_MAGIC)
+
+
+def open_file(path: str | Path) -> h5py.File:
+    """Open an HDF5 file read-only, with a one-line error when it is not one."""
+    try:
+        # locking=False: reading must work on read-only media and beside other readers.
+        return h5py.File(path, "r", locking=False)
+    except FileNotFoundError:
+        raise ReadError(path, "no such file") from None
+    except OSError as exc:
+        raise ReadError(path, f"not a readable HDF5 file ({_short(exc)})") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
+
+
+def check_links(group: h5py.Group, source: str | Path) -> None:
+    """Refuse soft and external links anywhere below ``group`` (they can point at other files)."""
+    def visit(g: h5py.Group, prefix: str) -> None:
+        for name in g:
+            link = g.get(name, getlink=True)
+            where = f"{prefix}{name}"
+            if isinstance(link, h5py.ExternalLink):
+                raise ReadError(source, f"HDF5 external link at {where!r} points to another file; refused")
+            if isinstance(link, h5py.SoftLink):
+                raise ReadError(source, f"HDF5 soft link at {where!r}; refused")
+            obj = g.get(name)
+            if isinstance(obj, h5py.Group):
+                visit(obj, where + "/")
+    visit(group, group.name.rstrip("/") + "/")
+
+
+def check_dataset(ds: h5py.Dataset, source: str | Path) -> None:
+    """Refuse datasets whose data lives elsewhere or that declare more than they store."""
+    where = ds.name
+    if ds.is_virtual:
+        raise ReadError(source, f"HDF5 virtual dataset {where!r} reads other files; refused")
+    if ds.external:
+        raise ReadError(source, f"HDF5 dataset {where!r} keeps its data in an external file; refused")
+    declared = declared_nbytes(ds)
+    if declared > BOMB_MIN_BYTES:
+        stored = ds.id.get_storage_size()
+        if stored * BOMB_RATIO < declared:
+            raise ReadError(source, f"HDF5 dataset {where!r} declares {declared} bytes but stores {stored}; refused")
+
+
+def declared_nbytes(ds: h5py.Dataset) -> int:
+    n = 1
+    for d in ds.shape or ():
+        n *= int(d)
+    return n * ds.dtype.itemsize
+
+
+def is_bfloat16(ds: h5py.Dataset) -> bool:
+    """Keras 3 stores bfloat16 as 2-byte opaque data tagged ``dtype="bfloat16"``."""
+    if ds.dtype.kind != "V" or ds.dtype.itemsize != 2:
+        return False
+    tag = ds.attrs.get("dtype")
+    return tag is None or attr_str(tag) == "bfloat16"
+
+
+def dataset_dtype(ds: h5py.Dataset) -> str:
+    if is_bfloat16(ds):
+        return "bfloat16"
+    if ds.dtype.kind in ("S", "O", "U"):
+        return "string"
+    if ds.dtype.kind == "V":
+        raise ValueError(f"dataset {ds.name!r} holds opaque data of {ds.dtype.itemsize} bytes per element")
+    return dtype_name(ds.dtype)
+
+
+def read_dataset(ds: h5py.Dataset, source: str | Path) -> np.ndarray:
+    check_dataset(ds, source)
+    if is_bfloat16(ds):
+        import ml_dtypes
+
+        raw = np.empty(ds.shape, dtype=ds.dtype)
+        if raw.size:
+            ds.read_direct(raw)
+        return raw.view(np.uint16).view(ml_dtypes.bfloat16)
+    return ds[()]
+
+
+def weight_from_dataset(ds: h5py.Dataset, path: str, source: str | Path, trainable: bool = True) -> Weight:
+    """A lazy weight backed by ``ds`` (checked now, read when a writer asks)."""
+    check_dataset(ds, source)
+    try:
+        dtype = dataset_dtype(ds)
+    except ValueError as exc:
+        raise ReadError(source, str(exc)) from None
+    return Weight(path, tuple(int(d) for d in ds.shape), dtype, trainable, loader=lambda: read_dataset(ds, source))
+
+
+def write_dataset(group: h5py.Group, name: str, array: np.ndarray) -> h5py.Dataset:
+    """Write one tensor as Keras does: float16 natively, bfloat16 as tagged 2-byte opaque data."""
+    if array.dtype.name == "bfloat16":
+        ds = group.create_dataset(name, data=np.ascontiguousarray(array).view(np.dtype("V2")))
+        ds.attrs["dtype"] = "bfloat16"
+        return ds
+    if array.dtype.kind in ("O", "U"):
+        return group.create_dataset(name, data=array.astype(object), dtype=h5py.string_dtype())
+    return group.create_dataset(name, data=array)
+
+
+def attr_str(value: Any) -> str:
+    """An HDF5 string attribute, stored as str or bytes (old Keras files), as str."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return attr_str(value[()])
+    if isinstance(value, (str, np.str_)):
+        return str(value)
+    raise ValueError(f"expected a string attribute, found {type(value).__name__}")
+
+
+def attr_str_list(value: Any) -> list[str]:
+    """An HDF5 array-of-strings attribute as a list of str."""
+    if isinstance(value, (str, bytes)):
+        return [attr_str(value)]
+    if isinstance(value, np.ndarray):
+        return [attr_str(v) for v in value.reshape(-1)]
+    raise ValueError(f"expected a list of strings, found {type(value).__name__}")
+
+
+def iter_datasets(group: h5py.Group) -> Iterator[tuple[str, h5py.Dataset]]:
+    """Datasets below ``group`` as (relative path, dataset), in a stable order."""
+    items: list[tuple[str, h5py.Dataset]] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            items.append((name, obj))
+
+    group.visititems(visit)
+    return iter(items)

@@ -1,0 +1,239 @@
+"""The intermediate representation every reader produces and every writer consumes.
+
+Plain typed dataclasses and nothing else: no format knowledge lives here. Configs are
+kept in one canonical dialect, Keras 3's (see ``spec/ir.md``). Weight values are read
+lazily, one tensor at a time, only when a writer asks for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+#: The dtype names a :class:`Weight` may carry (numpy names, plus ``bfloat16`` and ``string``).
+DTYPES = (
+    "float16", "bfloat16", "float32", "float64",
+    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "bool", "complex64", "complex128", "string",
+)
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """A graph edge: output ``tensor_index`` of call ``node_index`` of layer ``layer``.
+
+    ``shape`` and ``dtype`` are what the source file recorded about the tensor, if anything.
+    """
+
+    layer: str
+    node_index: int = 0
+    tensor_index: int = 0
+    shape: tuple[int | None, ...] | None = None
+    dtype: str | None = None
+
+
+@dataclass
+class Node:
+    """One call of a layer inside its model.
+
+    ``args`` and ``kwargs`` are nested lists/dicts whose leaves are :class:`TensorRef`
+    or plain JSON constants (serialized Keras objects stay as the dicts Keras wrote).
+    """
+
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Weight:
+    """One variable of a layer (or of the optimizer).
+
+    ``path`` is relative to its layer: ``kernel``, ``cell/kernel``,
+    ``forward_layer/cell/bias``. Unknown layer classes use their positions ``0``, ``1``...
+    The value is produced by ``loader`` only when :meth:`read` is called, so a
+    conversion can stream a model far larger than memory.
+    """
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: str
+    trainable: bool = True
+    loader: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+    def read(self) -> np.ndarray:
+        if self.loader is None:
+            raise ValueError(f"weight {self.path!r} has no data")
+        return self.loader()
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        itemsize = 2 if self.dtype == "bfloat16" else (0 if self.dtype == "string" else np.dtype(self.dtype).itemsize)
+        return self.size * itemsize
+
+    @classmethod
+    def from_array(cls, path: str, array: np.ndarray, trainable: bool = True) -> "Weight":
+        """A weight backed by an in-memory array (for tests and small transformations)."""
+        return cls(path, tuple(array.shape), dtype_name(array.dtype), trainable, loader=lambda: array)
+
+
+@dataclass
+class Layer:
+    """One layer of a model, as Keras 3 would serialize it.
+
+    ``config`` is the layer's own config dict (Keras 3 dialect). ``nodes`` are its calls
+    in the enclosing functional model (empty in a Sequential). A nested model is a layer
+    whose ``submodel`` holds the inner structure; its own ``weights`` are then empty.
+    ``extra`` keeps format-specific keys verbatim, namespaced (``"keras:shared_object_id"``).
+    """
+
+    name: str
+    class_name: str
+    config: dict[str, Any] = field(default_factory=dict)
+    module: str | None = None
+    registered_name: str | None = None
+    build_config: dict[str, Any] | None = None
+    nodes: list[Node] = field(default_factory=list)
+    weights: list[Weight] = field(default_factory=list)
+    submodel: "Model | None" = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def weight(self, path: str) -> Weight:
+        for w in self.weights:
+            if w.path == path:
+                return w
+        raise KeyError(f"layer {self.name!r} has no weight {path!r}")
+
+
+@dataclass
+class OptimizerSlot:
+    """A per-variable optimizer variable: slot ``name`` (``m``, ``v``, ``momentum``...) of
+    the model variable ``variable`` (its full path, see :meth:`Model.iter_weights`)."""
+
+    variable: str
+    name: str
+    weight: Weight
+
+
+@dataclass
+class OptimizerState:
+    """The optimizer's serialized config and its variables.
+
+    ``variables`` are the optimizer's own (``iterations``, ``learning_rate``...), in the
+    optimizer's order; ``slots`` are mapped to the model variables they belong to;
+    ``unmapped`` keeps, by position, whatever could not be mapped.
+    """
+
+    config: dict[str, Any] | None = None
+    variables: list[Weight] = field(default_factory=list)
+    slots: list[OptimizerSlot] = field(default_factory=list)
+    unmapped: list[Weight] = field(default_factory=list)
+
+
+@dataclass
+class Asset:
+    """A file a layer saved beside its weights (e.g. a StringLookup vocabulary)."""
+
+    path: str
+    size: int
+    loader: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+
+    def read(self) -> bytes:
+        if self.loader is None:
+            raise ValueError(f"asset {self.path!r} has no data")
+        return self.loader()
+
+
+@dataclass
+class Model:
+    """A whole model: architecture, weights, training state and where it came from.
+
+    ``inputs``/``outputs`` are structures (a single ref, list or dict) of
+    :class:`TensorRef`, as Keras' ``input_layers``/``output_layers`` are. A Sequential
+    model has none. ``has_architecture`` is False for weights-only sources (a checkpoint,
+    a ``.weights.h5``): their layers then only group weights, with ``class_name`` ``""``
+    and ``extra["source:key"]`` telling where each group came from.
+    """
+
+    name: str
+    class_name: str = "Functional"
+    config: dict[str, Any] = field(default_factory=dict)
+    module: str | None = None
+    registered_name: str | None = None
+    build_config: dict[str, Any] | None = None
+    layers: list[Layer] = field(default_factory=list)
+    inputs: Any = None
+    outputs: Any = None
+    compile_config: dict[str, Any] | None = None
+    optimizer: OptimizerState | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    assets: list[Asset] = field(default_factory=list)
+    has_architecture: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+    _closers: list[Callable[[], None]] = field(default_factory=list, repr=False, compare=False)
+
+    # -- lookups ---------------------------------------------------------------------
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"model {self.name!r} has no layer {name!r}")
+
+    def iter_layers(self, prefix: str = "") -> Iterator[tuple[str, Layer]]:
+        """Every layer, nested models' layers included, with its ``/``-joined path."""
+        for layer in self.layers:
+            path = f"{prefix}{layer.name}"
+            yield path, layer
+            if layer.submodel is not None:
+                yield from layer.submodel.iter_layers(path + "/")
+
+    def iter_weights(self) -> Iterator[tuple[str, Layer, Weight]]:
+        """Every model weight as ``(full path, layer, weight)``; the full path is the
+        layer path plus the weight path, e.g. ``inner/dense/kernel``."""
+        for path, layer in self.iter_layers():
+            for weight in layer.weights:
+                yield f"{path}/{weight.path}", layer, weight
+
+    def weight_count(self) -> int:
+        return sum(w.size for _, _, w in self.iter_weights())
+
+    # -- resources -------------------------------------------------------------------
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Register a callback that releases what lazy weights read from."""
+        self._closers.append(closer)
+
+    def close(self) -> None:
+        while self._closers:
+            self._closers.pop()()
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def dtype_name(dtype: Any) -> str:
+    """The IR name of a numpy dtype (``bfloat16`` from ml_dtypes, ``string`` for bytes/objects)."""
+    dt = np.dtype(dtype)
+    if dt.name == "bfloat16":
+        return "bfloat16"
+    if dt.kind in ("S", "O", "U"):
+        return "string"
+    return dt.name
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    """The numpy dtype for an IR dtype name."""
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    if name == "string":
+        return np.dtype(object)
+    return np.dtype(name)

@@ -1,0 +1,134 @@
+"""Treating files as data: bounded JSON parsing, paths that stay inside a folder, atomic output.
+
+Shared by every format plugin so that each one gets the same guarantees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator
+
+from .errors import ReadError, WriteError
+
+#: Largest JSON document (architecture, metadata, shard index) modelmorph will parse.
+MAX_JSON_BYTES = 256 * 1024 * 1024
+#: Deepest nesting accepted in a JSON document; real Keras configs stay far below.
+MAX_JSON_DEPTH = 128
+
+
+def parse_json(data: bytes | str, source: str | Path, what: str = "JSON") -> Any:
+    """Parse JSON from an untrusted file: size and depth bounded, one-line errors."""
+    if len(data) > MAX_JSON_BYTES:
+        raise ReadError(source, f"{what} is {len(data)} bytes, more than the {MAX_JSON_BYTES} modelmorph accepts")
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ReadError(source, f"{what} is not UTF-8 text (byte {exc.start})") from None
+    _check_depth(data, source, what)
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise ReadError(source, f"{what} is malformed: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise ReadError(source, f"{what} is nested too deeply") from None
+
+
+def _check_depth(text: str, source: str | Path, what: str) -> None:
+    # Scan brackets outside strings before json.loads recurses into them.
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise ReadError(source, f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
+        elif ch in "]}":
+            depth -= 1
+
+
+def read_json_file(path: str | Path, what: str = "JSON") -> Any:
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise ReadError(path, exc.strerror or str(exc)) from None
+    if size > MAX_JSON_BYTES:
+        raise ReadError(path, f"{what} is {size} bytes, more than the {MAX_JSON_BYTES} modelmorph accepts")
+    return parse_json(p.read_bytes(), path, what)
+
+
+def safe_member_path(name: str, source: str | Path) -> PurePosixPath:
+    """A relative path from an archive or index that must stay inside its container."""
+    if "\\" in name or "\x00" in name:
+        raise ReadError(source, f"member name {name!r} is not a plain relative path")
+    p = PurePosixPath(name)
+    if p.is_absolute() or any(part in ("..", "") for part in p.parts) or not p.parts:
+        raise ReadError(source, f"member name {name!r} climbs out of its folder")
+    return p
+
+
+def inside(folder: Path, relative: str, source: str | Path) -> Path:
+    """``folder / relative``, refusing anything that resolves outside ``folder``."""
+    safe_member_path(relative, source)
+    target = (folder / relative).resolve()
+    if not target.is_relative_to(folder.resolve()):
+        raise ReadError(source, f"{relative!r} points outside {folder}")
+    return target
+
+
+@contextlib.contextmanager
+def atomic_output(destination: str | Path, force: bool = False) -> Iterator[Path]:
+    """Yield a path to write ``destination`` at, inside a private temporary folder next to it.
+
+    A writer may create the path itself and sibling files that share its folder (a
+    checkpoint's ``.index``/``.data-*``/``checkpoint``). On success everything is moved into
+    place; on any error nothing is left behind. Existing files are replaced only with ``force``.
+    """
+    dst = Path(destination)
+    parent = dst.parent if str(dst.parent) else Path(".")
+    if not parent.is_dir():
+        raise WriteError(dst, f"folder {parent} does not exist")
+    if (dst.exists() or dst.is_symlink()) and not force:
+        raise WriteError(dst, "already exists; use --force to replace it")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".modelmorph-", dir=parent))
+    except OSError as exc:
+        raise WriteError(dst, f"cannot write in {parent}: {exc.strerror}") from None
+    try:
+        yield tmp / dst.name
+        produced = sorted(tmp.iterdir())
+        if not produced:
+            raise WriteError(dst, "the writer produced no output")
+        clashes = [parent / p.name for p in produced if (parent / p.name).exists()]
+        if clashes and not force:
+            raise WriteError(clashes[0], "already exists; use --force to replace it")
+        for item in produced:
+            _replace(item, parent / item.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace(src: Path, dst: Path) -> None:
+    if dst.is_dir() and not dst.is_symlink():
+        # A folder cannot be renamed over another: move the old one aside first.
+        aside = dst.with_name(f".{dst.name}.modelmorph-old-{os.getpid()}")
+        os.rename(dst, aside)
+        os.rename(src, dst)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(src, dst)
