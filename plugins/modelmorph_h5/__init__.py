@@ -1,0 +1,1 @@
+"""modelmorph plugin (being written): registers no format yet."""
