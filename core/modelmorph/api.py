@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import catalogue
 from .diagnostics import Diagnostics
 from .errors import ModelmorphError, ReadError, StrictError, UsageError, WriteError
 from .ir import Model
@@ -143,9 +144,11 @@ def _note_code(model: Model, diags: Diagnostics) -> None:
         if layer.class_name == "Lambda":
             diags.add("contains-code", "Lambda layer holds Python bytecode: carried as data, never run; "
                       "loading it needs safe_mode=False", path)
-        elif layer.registered_name and layer.submodel is None and (layer.module or "").split(".")[0] not in ("keras", "tf_keras"):
-            diags.add("contains-code", f"custom layer class {layer.registered_name!r} is carried as data; "
-                      "loading it needs that class registered", path)
+        elif layer.class_name and layer.submodel is None and not catalogue.is_known(layer.class_name) \
+                and (layer.module or "").split(".")[0] not in ("keras", "tf_keras"):
+            name = layer.registered_name or layer.class_name
+            diags.add("contains-code", f"custom layer class {name!r} (module {layer.module!r}) is carried as "
+                      "data, never imported; loading it needs that class registered", path)
 
 
 def _guarded(fmt: Format, path: Any, error: type, work: Any) -> Any:

@@ -48,12 +48,14 @@ def _dialect_marks(cfg: Any) -> set[str]:
     if isinstance(config, dict):
         if cfg.get("class_name") == "InputLayer":
             marks.add("keras3" if "batch_shape" in config else "keras2" if "batch_input_shape" in config else "")
-        for node in cfg.get("inbound_nodes") or []:
+        nodes = cfg.get("inbound_nodes")
+        for node in nodes if isinstance(nodes, list) else []:
             marks.add("keras3" if isinstance(node, dict) else "keras2")
         module = cfg.get("module")
         if isinstance(module, str) and module.startswith("tf_keras"):
             marks.add("keras2")
-        for layer in config.get("layers") or []:
+        layers = config.get("layers")
+        for layer in layers if isinstance(layers, list) else []:
             marks |= _dialect_marks(layer)
     marks.discard("")
     return marks
@@ -69,6 +71,8 @@ def to_keras3(cfg: dict, diagnostics: Diagnostics | None = None) -> dict:
 def _model_to_keras3(cfg: dict, diags: Diagnostics) -> dict:
     class_name = cfg.get("class_name")
     config = cfg.get("config") or {}
+    if not isinstance(config, dict) or not isinstance(config.get("layers", []), list):
+        raise ValueError(f"{class_name} config must be an object whose layers are a list")
     if class_name == "Sequential":
         return _sequential_to_keras3(cfg, config, diags)
     if class_name in ("Functional", "Model") or isinstance(config.get("layers"), list) and "input_layers" in config:

@@ -119,7 +119,7 @@ def call_each(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> list[t
     costs its own contribution. Returns ``(plugin name, result)`` pairs."""
     results = []
     caller = getattr(pm.hook, hook_name)
-    for impl in reversed(caller.get_hookimpls()):  # pluggy calls last-registered first
+    for impl in caller.get_hookimpls():  # registration order: built-ins first
         name = pm.get_name(impl.plugin) or repr(impl.plugin)
         args = {key: kwargs[key] for key in impl.argnames if key in kwargs}
         try:

@@ -14,8 +14,8 @@ def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | N
     data = read_json_file(path, "architecture JSON")
     if not isinstance(data, dict) or "class_name" not in data or "config" not in data:
         raise ReadError(path, "not a Keras architecture: expected a JSON object with 'class_name' and 'config'")
-    dialect = dialects.detect(data)
     try:
+        dialect = dialects.detect(data)
         cfg = dialects.to_keras3(data, diagnostics) if dialect == "keras2" else data
         model = kerasconfig.model_from_config(cfg)
     except (kerasconfig.ConfigError, ValueError, TypeError, KeyError) as exc:
@@ -37,8 +37,10 @@ def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, 
         indent = int(options.get("indent", "2")) or None
     except ValueError:
         raise UsageError(f"-O indent must be a whole number, not {options['indent']!r}") from None
-    cfg = kerasconfig.model_to_config(model, include_compile=False)
+    cfg = kerasconfig.model_to_config(model, include_compile=dialect == "keras3")
     if dialect == "keras2":
+        if model.compile_config:
+            diagnostics.add("lossy", "Keras 2 architecture JSON holds no compile config; it is not written")
         cfg = dialects.to_keras2(cfg, diagnostics)
         cfg["backend"] = "tensorflow"
     with open(path, "w", encoding="utf-8") as f:

@@ -1,0 +1,127 @@
+"""The command line: help, formats, info, diff, exit codes, overwrite rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from modelmorph.cli import main
+from modelmorph.errors import EXIT_DIFFERENT, EXIT_OK, EXIT_UNKNOWN_FORMAT, EXIT_USAGE, EXIT_WRITE
+
+from conftest import FIXTURES
+
+MLP3 = FIXTURES / "keras3" / "mlp_adam.json"
+MLP2 = FIXTURES / "tf_keras" / "mlp_adam.json"
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_help_teaches(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("convert", "info", "formats", "plugins", "diff", "examples:", "exit status"):
+        assert word in text
+
+
+def test_help_loads_no_heavy_module():
+    """`modelmorph --help` must answer at once: no numpy, h5py, protobuf or plugin import."""
+    code = ("import sys; from modelmorph.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('numpy', 'h5py', 'google.protobuf', 'onnx', 'modelmorph_json') if m in sys.modules]\n"
+            "print(heavy, file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_no_arguments_prints_usage(capsys):
+    code, out, _ = run(capsys)
+    assert code == EXIT_USAGE and "COMMAND" in out
+
+
+def test_usage_error_is_one_line(capsys):
+    code, _, err = run(capsys, "convert", "only-one-arg")
+    assert code == EXIT_USAGE and len(err.strip().splitlines()) == 1
+
+
+def test_formats_json_lists_json(capsys):
+    code, out, _ = run(capsys, "formats", "--json")
+    formats = {f["name"]: f for f in json.loads(out)}
+    assert code == EXIT_OK
+    assert formats["json"]["extensions"] == [".json"] and formats["json"]["plugin"] == "json"
+    assert formats["json"]["reads"] == ["architecture"] and "dialect" in formats["json"]["options"]
+
+
+def test_plugins_lists_builtins(capsys):
+    code, out, _ = run(capsys, "plugins", "--json")
+    plugins = {p["name"]: p for p in json.loads(out)}
+    assert plugins["json"]["builtin"] and plugins["json"]["hooks"] == ["modelmorph_formats"]
+
+
+def test_info_text_and_json(capsys):
+    code, out, _ = run(capsys, "info", MLP3)
+    assert code == EXIT_OK and "Sequential" in out and "Dense" in out and "format json" in out
+    code, out, _ = run(capsys, "info", MLP3, "--json")
+    summary = json.loads(out)
+    assert summary["format"] == "json" and summary["class_name"] == "Sequential"
+    assert [l["class_name"] for l in summary["layers"]][-2:] == ["Dense", "Dense"]
+
+
+def test_convert_refuses_to_overwrite_without_force(tmp_path, capsys):
+    out = tmp_path / "m.json"
+    out.write_text("keep me")
+    code, _, err = run(capsys, "convert", MLP2, out)
+    assert code == EXIT_WRITE and "--force" in err and out.read_text() == "keep me"
+    code, _, _ = run(capsys, "convert", MLP2, out, "--force")
+    assert code == EXIT_OK and json.loads(out.read_text())["class_name"] == "Sequential"
+
+
+def test_unknown_target_format(tmp_path, capsys):
+    code, _, err = run(capsys, "convert", MLP3, tmp_path / "m.xyz")
+    assert code == EXIT_UNKNOWN_FORMAT and "--to" in err and "json" in err
+    code, _, err = run(capsys, "convert", MLP3, tmp_path / "m.json", "--to", "nope")
+    assert code == EXIT_UNKNOWN_FORMAT and "known formats" in err
+
+
+def test_unknown_source(tmp_path, capsys):
+    src = tmp_path / "data.bin"
+    src.write_bytes(b"\x00\x01garbage")
+    code, _, err = run(capsys, "info", src)
+    assert code == EXIT_UNKNOWN_FORMAT and "--from" in err
+    code, _, err = run(capsys, "info", tmp_path / "missing.json")
+    assert code in (EXIT_UNKNOWN_FORMAT, 4) and "missing.json" in err
+
+
+def test_unknown_option_is_a_usage_error(tmp_path, capsys):
+    code, _, err = run(capsys, "convert", MLP3, tmp_path / "m.json", "-O", "colour=blue")
+    assert code == EXIT_USAGE and "colour" in err and "dialect" in err
+    code, _, err = run(capsys, "convert", MLP3, tmp_path / "m.json", "-O", "dialect=keras9")
+    assert code == EXIT_USAGE and not (tmp_path / "m.json").exists()
+
+
+def test_diff_equal_and_different(tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert run(capsys, "convert", MLP2, out)[0] == EXIT_OK
+    code, text, _ = run(capsys, "diff", MLP2, out)
+    assert code == EXIT_OK and text.strip().splitlines()[-1].startswith("equal")
+    cfg = json.loads(out.read_text())
+    cfg["config"]["layers"][-1]["config"]["units"] = 5
+    out.write_text(json.dumps(cfg))
+    code, text, _ = run(capsys, "diff", MLP2, out)
+    assert code == EXIT_DIFFERENT and "units" in text
+
+
+def test_console_script_runs(tmp_path):
+    """The installed `modelmorph` command exists and reports errors without a traceback."""
+    exe = os.path.join(os.path.dirname(sys.executable), "modelmorph")
+    proc = subprocess.run([exe, "info", str(tmp_path / "nope.h5")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "nope.h5" in proc.stderr

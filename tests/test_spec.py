@@ -1,0 +1,38 @@
+"""The written specification keeps up with the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from modelmorph import hookspecs
+from modelmorph.registry import default_registry
+
+SPEC = Path(__file__).resolve().parents[1] / "spec"
+
+
+def test_every_hook_is_documented():
+    text = (SPEC / "hooks.md").read_text()
+    documented = set(re.findall(r"^### `(modelmorph_\w+)`", text, flags=re.M))
+    assert documented == set(hookspecs.HOOK_NAMES)
+
+
+def test_every_builtin_format_has_a_spec_page():
+    builtins = {f.name for f in default_registry().formats.values()
+                if f.plugin in {p.name for p in default_registry().plugin_info() if p.builtin}}
+    assert builtins, "no built-in format registered"
+    for name in builtins:
+        page = SPEC / "formats" / f"{name.split('-')[0]}.md"
+        assert page.exists(), f"spec/formats/{page.name} missing for format {name}"
+
+
+def test_ir_spec_names_every_ir_class():
+    import dataclasses
+
+    from modelmorph import ir
+
+    text = (SPEC / "ir.md").read_text()
+    classes = [n for n, v in vars(ir).items() if dataclasses.is_dataclass(v) and v.__module__ == ir.__name__]
+    assert classes
+    for name in classes:
+        assert f"`{name}`" in text, f"spec/ir.md does not describe {name}"
