@@ -1,0 +1,1015 @@
+"""TensorBundle (TensorFlow checkpoint) reader and writer, without TensorFlow.
+
+A checkpoint ``<prefix>`` is ``<prefix>.index`` (an SSTable, see :mod:`.table`) plus data
+shards ``<prefix>.data-NNNNN-of-MMMMM``.  The index maps ``""`` to a
+``BundleHeaderProto`` and every tensor key to a ``BundleEntryProto`` giving dtype, shape,
+shard, byte offset/size and the masked CRC-32C of the tensor's bytes.
+
+Partitioned variables have an entry under their full key that carries only dtype, shape
+and the list of ``slices``; each slice is stored as an ordinary tensor under a key built
+by :func:`.ordered_code.encode_slice_key`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import struct
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Iterator, Mapping, NamedTuple, Sequence
+
+import ml_dtypes
+import numpy as np
+from google.protobuf import text_format
+from google.protobuf.message import DecodeError
+
+from .ordered_code import decode_slice_key, encode_slice_key
+from .protos import checkpoint_state_pb2, tensor_bundle_pb2, trackable_object_graph_pb2
+from .table import (
+    BundleError,
+    TableReader,
+    TableWriter,
+    crc32c_extend,
+    decode_varint,
+    encode_varint,
+    mask_crc,
+    short_repr,
+)
+
+__all__ = [
+    "Entry",
+    "BundleReader",
+    "BundleWriter",
+    "OBJECT_GRAPH_KEY",
+    "SUPPORTED_DTYPES",
+    "data_filename",
+    "index_filename",
+    "read_checkpoint_state",
+    "write_checkpoint_state",
+    "resolve_checkpoint",
+]
+
+OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+_HEADER_KEY = b""
+_MAX_RANK = 254
+_MAX_SHARDS = 99999  # the %05d file-name field
+_BUNDLE_VERSION = 1  # TensorFlow's kTensorBundleVersion
+_IO_CHUNK = 16 * 1024 * 1024
+_MAX_STATE_FILE = 1024 * 1024  # a `checkpoint` state file is a few hundred bytes
+_LITTLE_ENDIAN_HOST = sys.byteorder == "little"
+
+
+# --------------------------------------------------------------------------- dtypes
+
+
+class _DType(NamedTuple):
+    enum: int
+    name: str
+    np: np.dtype | None  # None: string (object) or unsupported
+
+
+_DT = tensor_bundle_pb2
+_DTYPE_LIST = [
+    _DType(_DT.DT_FLOAT, "float32", np.dtype("<f4")),
+    _DType(_DT.DT_DOUBLE, "float64", np.dtype("<f8")),
+    _DType(_DT.DT_INT32, "int32", np.dtype("<i4")),
+    _DType(_DT.DT_UINT8, "uint8", np.dtype("u1")),
+    _DType(_DT.DT_INT16, "int16", np.dtype("<i2")),
+    _DType(_DT.DT_INT8, "int8", np.dtype("i1")),
+    _DType(_DT.DT_STRING, "string", None),
+    _DType(_DT.DT_COMPLEX64, "complex64", np.dtype("<c8")),
+    _DType(_DT.DT_INT64, "int64", np.dtype("<i8")),
+    _DType(_DT.DT_BOOL, "bool", np.dtype("?")),
+    _DType(_DT.DT_QINT8, "qint8", np.dtype("i1")),
+    _DType(_DT.DT_QUINT8, "quint8", np.dtype("u1")),
+    _DType(_DT.DT_QINT32, "qint32", np.dtype("<i4")),
+    _DType(_DT.DT_BFLOAT16, "bfloat16", np.dtype(ml_dtypes.bfloat16)),
+    _DType(_DT.DT_QINT16, "qint16", np.dtype("<i2")),
+    _DType(_DT.DT_QUINT16, "quint16", np.dtype("<u2")),
+    _DType(_DT.DT_UINT16, "uint16", np.dtype("<u2")),
+    _DType(_DT.DT_COMPLEX128, "complex128", np.dtype("<c16")),
+    _DType(_DT.DT_HALF, "float16", np.dtype("<f2")),
+    _DType(_DT.DT_RESOURCE, "resource", None),
+    _DType(_DT.DT_VARIANT, "variant", None),
+    _DType(_DT.DT_UINT32, "uint32", np.dtype("<u4")),
+    _DType(_DT.DT_UINT64, "uint64", np.dtype("<u8")),
+    _DType(_DT.DT_FLOAT8_E5M2, "float8_e5m2", np.dtype(ml_dtypes.float8_e5m2)),
+    _DType(_DT.DT_FLOAT8_E4M3FN, "float8_e4m3fn", np.dtype(ml_dtypes.float8_e4m3fn)),
+    _DType(_DT.DT_INT4, "int4", None),
+    _DType(_DT.DT_UINT4, "uint4", None),
+]
+_DTYPE_BY_ENUM = {d.enum: d for d in _DTYPE_LIST}
+_DTYPE_BY_NAME = {d.name: d for d in _DTYPE_LIST}
+_DTYPE_BY_NAME.update({"half": _DTYPE_BY_NAME["float16"], "float": _DTYPE_BY_NAME["float32"],
+                       "double": _DTYPE_BY_NAME["float64"], "bytes": _DTYPE_BY_NAME["string"],
+                       "str": _DTYPE_BY_NAME["string"], "object": _DTYPE_BY_NAME["string"]})
+# numpy dtype name -> the TensorFlow dtype a writer stores it as
+_WRITABLE_BY_NUMPY_NAME = {
+    d.np.name: d
+    for d in _DTYPE_LIST
+    if d.np is not None and not d.name.startswith("q")
+}
+
+#: dtype names :meth:`BundleReader.read` can decode (qint*/quint* come back as plain ints).
+SUPPORTED_DTYPES = tuple(d.name for d in _DTYPE_LIST if d.np is not None or d.name == "string")
+
+
+def _dtype_name(enum: int) -> str:
+    d = _DTYPE_BY_ENUM.get(enum)
+    return d.name if d else f"unknown_dtype_{enum}"
+
+
+def _resolve_dtype(dtype) -> _DType:
+    """Accept a TF dtype name ("bfloat16", "string"), a numpy dtype or an enum int."""
+    if isinstance(dtype, _DType):
+        return dtype
+    if isinstance(dtype, int) and not isinstance(dtype, bool):
+        if dtype in _DTYPE_BY_ENUM:
+            return _DTYPE_BY_ENUM[dtype]
+        raise ValueError(f"unknown TensorFlow dtype enum {dtype}")
+    if isinstance(dtype, str) and dtype in _DTYPE_BY_NAME:
+        return _DTYPE_BY_NAME[dtype]
+    try:
+        npd = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"unsupported dtype {dtype!r}") from None
+    if npd.kind in "OSUT":
+        return _DTYPE_BY_NAME["string"]
+    d = _WRITABLE_BY_NUMPY_NAME.get(npd.name)
+    if d is None:
+        raise ValueError(f"dtype {npd} cannot be stored in a TensorFlow checkpoint")
+    return d
+
+
+# --------------------------------------------------------------------------- names
+
+
+def index_filename(prefix: str | os.PathLike) -> str:
+    return f"{os.fspath(prefix)}.index"
+
+
+def data_filename(prefix: str | os.PathLike, shard_id: int, num_shards: int) -> str:
+    return f"{os.fspath(prefix)}.data-{shard_id:05d}-of-{num_shards:05d}"
+
+
+def _key_to_str(key: bytes) -> str:
+    return key.decode("utf-8", "surrogateescape")
+
+
+def _key_to_bytes(key: str | bytes) -> bytes:
+    return key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape")
+
+
+# --------------------------------------------------------------------------- entries
+
+
+Extents = tuple  # tuple[tuple[int, int | None], ...]; length None = whole dimension
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor of a checkpoint as described by the index (no data read yet).
+
+    ``dtype`` is a TensorFlow dtype name ("float32", "bfloat16", "string", ...;
+    ``unknown_dtype_N`` for enums this library does not know).  ``crc32c`` is the
+    masked CRC-32C as stored.  ``slices`` is non-empty for a partitioned variable whose
+    data lives in slice entries: one tuple of ``(start, length)`` per dimension per
+    slice, ``length`` ``None`` meaning the whole dimension.  ``slice`` is set on the
+    sub-entries that hold one slice's data (see :meth:`BundleReader.slice_entries`).
+    """
+
+    key: str
+    dtype: str
+    shape: tuple[int, ...]
+    shard_id: int = 0
+    offset: int = 0
+    size: int = 0
+    crc32c: int = 0
+    slices: tuple[Extents, ...] = ()
+    slice: Extents | None = None
+    dtype_enum: int = 0
+
+    @property
+    def num_elements(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def is_partitioned(self) -> bool:
+        return bool(self.slices)
+
+
+def _extents_from_proto(sp) -> Extents:
+    return tuple((int(e.start), int(e.length) if e.HasField("length") else None) for e in sp.extent)
+
+
+def _concrete(extents: Extents, shape: tuple[int, ...]) -> tuple[tuple[int, int], ...] | None:
+    """Replace whole-dimension extents by (0, dim); None if ranks differ."""
+    if len(extents) != len(shape):
+        return None
+    return tuple((start, dim - start if length is None else length) for (start, length), dim in zip(extents, shape))
+
+
+# --------------------------------------------------------------------------- reader
+
+
+class BundleReader:
+    """Lazy, checked reader of a TensorFlow checkpoint.
+
+    ``prefix`` may be the checkpoint prefix, its ``.index`` file, one of its data
+    shards, or a folder holding a ``checkpoint`` state file (see
+    :func:`resolve_checkpoint`).  The index is parsed at construction; tensor data is
+    read on demand by :meth:`read`, CRC-verified, from the right data shard.  Instances
+    are safe to share between threads (reads are serialised per reader).
+
+    ``confine_to`` (a folder): refuse to open any file (index or shard) whose real
+    path, symlinks resolved, lies outside that folder.  Off by default because shared
+    caches legitimately symlink checkpoint files to blobs stored elsewhere.
+    """
+
+    def __init__(
+        self,
+        prefix: str | os.PathLike,
+        *,
+        verify_checksums: bool = True,
+        confine_to: str | os.PathLike | None = None,
+    ):
+        self.prefix = resolve_checkpoint(prefix)
+        self.index_path = index_filename(self.prefix)
+        self.verify_checksums = verify_checksums
+        self.confine_to = os.fspath(confine_to) if confine_to is not None else None
+        self._check_confined(self.index_path)
+        self._lock = threading.Lock()
+        self._shard_files: dict[int, tuple[object, int, str]] = {}
+        self._entries: dict[str, Entry] = {}
+        self._slice_entries: dict[str, list[Entry]] = {}
+        with TableReader(self.index_path) as table:
+            self.num_data_blocks = table.num_data_blocks
+            items = iter(table)
+            first = next(items, None)
+            if first is None or first[0] != _HEADER_KEY:
+                raise self._error("index has no bundle header (the entry under the empty key)")
+            self._parse_header(first[1])
+            for key, value in items:
+                self._add_entry(key, value)
+
+    # -- parsing ---------------------------------------------------------------------
+    def _error(self, problem: str, path: str | None = None) -> BundleError:
+        return BundleError(problem, path or self.index_path)
+
+    def _parse_header(self, value: bytes) -> None:
+        try:
+            h = tensor_bundle_pb2.BundleHeaderProto.FromString(value)
+        except DecodeError:
+            raise self._error("unparsable bundle header") from None
+        if not 1 <= h.num_shards <= _MAX_SHARDS:
+            raise self._error(f"bundle header declares {h.num_shards} data shards")
+        if h.endianness != tensor_bundle_pb2.BundleHeaderProto.LITTLE:
+            raise self._error("big-endian checkpoints are not supported")
+        v = h.version
+        if v.min_consumer > _BUNDLE_VERSION or _BUNDLE_VERSION in v.bad_consumers:
+            raise self._error(
+                f"checkpoint format version too new (producer {v.producer}, min_consumer {v.min_consumer})"
+            )
+        self.num_shards = h.num_shards
+        self.header = h
+
+    def _add_entry(self, raw_key: bytes, value: bytes) -> None:
+        is_slice = raw_key[:1] == b"\x00"
+        if is_slice:
+            try:
+                name, extents = decode_slice_key(raw_key)
+            except BundleError as e:
+                raise self._error(e.problem) from None
+        else:
+            name, extents = _key_to_str(raw_key), None
+        label = f"entry {short_repr(name)}" + (" (slice)" if is_slice else "")
+        try:
+            p = tensor_bundle_pb2.BundleEntryProto.FromString(value)
+        except DecodeError:
+            raise self._error(f"{label}: unparsable BundleEntryProto") from None
+        if p.shape.unknown_rank:
+            raise self._error(f"{label}: shape of unknown rank")
+        if len(p.shape.dim) > _MAX_RANK:
+            raise self._error(f"{label}: rank {len(p.shape.dim)} exceeds {_MAX_RANK}")
+        shape = tuple(int(d.size) for d in p.shape.dim)
+        if any(d < 0 for d in shape):
+            raise self._error(f"{label}: negative or unknown dimension in shape {list(shape)}")
+        slices = tuple(_extents_from_proto(s) for s in p.slices)
+        entry = Entry(
+            key=name,
+            dtype=_dtype_name(p.dtype),
+            shape=shape,
+            shard_id=int(p.shard_id),
+            offset=int(p.offset),
+            size=int(p.size),
+            crc32c=int(p.crc32c),
+            slices=slices,
+            slice=extents,
+            dtype_enum=int(p.dtype),
+        )
+        if not slices:  # a partitioned variable's own entry stores no data
+            if not 0 <= entry.shard_id < self.num_shards:
+                raise self._error(f"{label}: shard {entry.shard_id} out of range (bundle has {self.num_shards})")
+            if entry.offset < 0 or entry.size < 0 or entry.offset + entry.size >= 1 << 63:
+                raise self._error(f"{label}: invalid offset {entry.offset} / size {entry.size}")
+            self._check_declared_size(entry, label)
+        if is_slice:
+            if slices:
+                raise self._error(f"{label}: a slice cannot itself be partitioned")
+            self._slice_entries.setdefault(name, []).append(entry)
+        else:
+            self._entries[name] = entry
+
+    def _check_declared_size(self, e: Entry, label: str) -> None:
+        """Shape, dtype and stored byte size must agree (no allocation is ever based on
+        a shape that the stored bytes do not back)."""
+        d = _DTYPE_BY_ENUM.get(e.dtype_enum)
+        n = e.num_elements
+        if d is not None and d.np is not None:
+            need = n * d.np.itemsize
+            if need != e.size:
+                raise self._error(
+                    f"{label}: shape {list(e.shape)} of {e.dtype} needs {need} bytes but the entry stores {e.size}"
+                )
+        elif d is not None and d.name == "string":
+            if e.size < 4 or n > e.size - 4:
+                raise self._error(
+                    f"{label}: {n} strings cannot fit in the {e.size} bytes the entry stores"
+                )
+
+    # -- mapping API -------------------------------------------------------------------
+    def entries(self) -> Mapping[str, Entry]:
+        """All tensors in key order (slice sub-entries are folded into their variable)."""
+        return dict(self._entries)
+
+    def slice_entries(self, key: str) -> list[Entry]:
+        """The sub-entries holding the slices of partitioned variable ``key``."""
+        return list(self._slice_entries.get(key, ()))
+
+    def keys(self) -> list[str]:
+        return list(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.read(key)
+
+    def items(self) -> Iterator[tuple[str, np.ndarray]]:
+        """``(key, array)`` for every tensor, reading one tensor at a time."""
+        for key in list(self._entries):
+            yield key, self.read(key)
+
+    # -- files -----------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            for f, _, _ in self._shard_files.values():
+                f.close()
+            self._shard_files.clear()
+
+    def __enter__(self) -> "BundleReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def data_files(self) -> list[str]:
+        return [data_filename(self.prefix, i, self.num_shards) for i in range(self.num_shards)]
+
+    def _check_confined(self, path: str) -> None:
+        if self.confine_to is not None and not _inside(path, self.confine_to):
+            raise BundleError(f"file resolves outside {self.confine_to} (symbolic link?)", path)
+
+    def _shard(self, shard_id: int) -> tuple[object, int, str]:
+        got = self._shard_files.get(shard_id)
+        if got is None:
+            path = data_filename(self.prefix, shard_id, self.num_shards)
+            self._check_confined(path)
+            try:
+                f = open(path, "rb")
+            except FileNotFoundError:
+                raise BundleError(f"missing data shard {shard_id} of {self.num_shards}", path) from None
+            except OSError as e:
+                raise BundleError(f"cannot open data shard: {e.strerror or e}", path) from None
+            got = (f, os.fstat(f.fileno()).st_size, path)
+            self._shard_files[shard_id] = got
+        return got
+
+    # -- reading ---------------------------------------------------------------------
+    def _entry(self, key: str) -> Entry:
+        try:
+            return self._entries[key]
+        except KeyError:
+            raise KeyError(f"no tensor {key!r} in checkpoint {self.prefix}") from None
+
+    def read(self, key: str) -> np.ndarray:
+        """The tensor stored under ``key`` as a numpy array (writable, C order).
+
+        Strings come back as an object array of ``bytes``; bfloat16/float8 use
+        ml_dtypes; partitioned variables are reassembled from their slices.  Corrupted
+        or inconsistent data raises :class:`BundleError` naming the key.
+        """
+        entry = self._entry(key)
+        with self._lock:
+            if entry.slices:
+                return self._read_partitioned(entry)
+            return self._read_plain(entry, key)
+
+    def _check_region(self, e: Entry, label: str) -> tuple[object, str]:
+        f, fsize, path = self._shard(e.shard_id)
+        if e.offset + e.size > fsize:
+            raise BundleError(
+                f"tensor {label}: bytes {e.offset}..{e.offset + e.size} lie past the end of the data file ({fsize} bytes)",
+                path,
+            )
+        return f, path
+
+    def _read_bytes(self, e: Entry, label: str, verify: bool = True) -> np.ndarray:
+        """The entry's raw bytes, bounds- and CRC-checked, as a fresh uint8 array."""
+        f, path = self._check_region(e, label)
+        buf = np.empty(e.size, dtype=np.uint8)  # size checked against the file just above
+        mv = memoryview(buf)
+        f.seek(e.offset)
+        got = 0
+        while got < e.size:
+            n = f.readinto(mv[got:])
+            if not n:
+                raise BundleError(f"tensor {label}: data file ended early", path)
+            got += n
+        if verify and self.verify_checksums:
+            actual = mask_crc(crc32c_extend(0, buf))
+            if actual != e.crc32c:
+                raise BundleError(
+                    f"checksum mismatch for tensor {label} (stored {e.crc32c:#010x}, computed {actual:#010x}): data corrupted",
+                    path,
+                )
+        return buf
+
+    def _read_plain(self, e: Entry, key: str) -> np.ndarray:
+        label = short_repr(key)
+        d = _DTYPE_BY_ENUM.get(e.dtype_enum)
+        if d is None or (d.np is None and d.name != "string"):
+            raise self._error(f"tensor {label}: unsupported dtype {e.dtype}")
+        if d.name == "string":
+            return self._decode_strings(self._read_bytes(e, label, verify=False), e, label)
+        buf = self._read_bytes(e, label)
+        if d.name == "bool":
+            return (buf != 0).reshape(e.shape)
+        arr = buf.view(d.np)
+        if not _LITTLE_ENDIAN_HOST and d.np.byteorder == "|" and d.np.itemsize > 1:
+            arr = arr.byteswap()  # ml_dtypes types have no explicit byte order
+        return arr.reshape(e.shape)
+
+    def _decode_strings(self, buf: np.ndarray, e: Entry, label: str) -> np.ndarray:
+        # Layout: varint64 length per element, masked CRC-32C of the lengths (each as a
+        # little-endian uint32, or uint64 if it does not fit), then the bytes.  The
+        # entry's checksum chains: lengths (as uint32/uint64) + the 4 stored bytes + data.
+        data = buf.tobytes()
+        n = e.num_elements  # <= size - 4, checked at open
+        lengths = []
+        pos = 0
+        limit = len(data)
+        try:
+            for _ in range(n):
+                length, pos = decode_varint(data, pos, limit, 64, what="string length")
+                lengths.append(length)
+        except BundleError as err:
+            raise self._error(f"tensor {label}: {err.problem}") from None
+        lcrc = _lengths_crc(lengths)
+        if pos + 4 > limit:
+            raise self._error(f"tensor {label}: string lengths run past the stored bytes")
+        (stored,) = struct.unpack_from("<I", data, pos)
+        if self.verify_checksums and stored != mask_crc(lcrc):
+            raise self._error(f"checksum mismatch in the string lengths of tensor {label}: data corrupted")
+        pos += 4
+        if pos + sum(lengths) != limit:
+            raise self._error(f"tensor {label}: string lengths do not add up to the stored size")
+        if self.verify_checksums:
+            actual = mask_crc(crc32c_extend(lcrc, memoryview(data)[pos - 4 :]))
+            if actual != e.crc32c:
+                raise self._error(
+                    f"checksum mismatch for tensor {label} (stored {e.crc32c:#010x}, computed {actual:#010x}): data corrupted"
+                )
+        out = np.empty(n, dtype=object)
+        for i, length in enumerate(lengths):
+            out[i] = data[pos : pos + length]
+            pos += length
+        return out.reshape(e.shape)
+
+    def _read_partitioned(self, e: Entry) -> np.ndarray:
+        label = short_repr(e.key)
+        d = _DTYPE_BY_ENUM.get(e.dtype_enum)
+        if d is None or d.np is None:
+            raise self._error(f"tensor {label}: partitioned variables of dtype {e.dtype} are not supported")
+        subs = {}
+        for s in self._slice_entries.get(e.key, ()):
+            c = _concrete(s.slice, e.shape)
+            if c is not None:
+                subs[c] = s
+        pieces = []
+        covered = 0
+        per_shard: dict[int, int] = {}
+        if len(set(e.slices)) != len(e.slices):
+            raise self._error(f"tensor {label}: the same slice is listed twice")
+        for spec in e.slices:
+            c = _concrete(spec, e.shape)
+            if c is None:
+                raise self._error(f"tensor {label}: slice rank differs from the tensor's rank {len(e.shape)}")
+            for (start, length), dim in zip(c, e.shape):
+                if start < 0 or length < 0 or start + length > dim:
+                    raise self._error(f"tensor {label}: slice {list(c)} lies outside shape {list(e.shape)}")
+            sub = subs.get(c)
+            if sub is None:
+                raise self._error(f"tensor {label}: the data of slice {list(c)} is missing")
+            if sub.dtype_enum != e.dtype_enum or sub.shape != tuple(length for _, length in c):
+                raise self._error(f"tensor {label}: slice {list(c)} stored with dtype/shape {sub.dtype}{list(sub.shape)}")
+            self._check_region(sub, f"{label} slice {list(c)}")
+            # Slices may not claim more bytes than their data files hold, so that the
+            # whole tensor allocated below is backed by data that really exists.
+            per_shard[sub.shard_id] = per_shard.get(sub.shard_id, 0) + sub.size
+            if per_shard[sub.shard_id] > self._shard(sub.shard_id)[1]:
+                raise self._error(f"tensor {label}: its slices claim more bytes than data shard {sub.shard_id} holds")
+            pieces.append((c, sub))
+            covered += sub.num_elements
+        total = e.num_elements
+        if covered != total or self._slices_overlap([c for c, _ in pieces], e.shape):
+            raise self._error(f"tensor {label}: its slices do not tile shape {list(e.shape)} exactly")
+        out = np.empty(e.shape, dtype=d.np)
+        for c, sub in pieces:
+            part = self._read_plain(sub, f"{e.key} slice {list(c)}")
+            out[tuple(slice(s, s + n) for s, n in c)] = part
+        return out
+
+    @staticmethod
+    def _slices_overlap(specs, shape) -> bool:
+        def intersects(a, b):
+            return all(sa < sb + nb and sb < sa + na for (sa, na), (sb, nb) in zip(a, b))
+
+        specs = [s for s in specs if all(n > 0 for _, n in s)]
+        if len(specs) <= 256:
+            return any(intersects(specs[i], specs[j]) for i in range(len(specs)) for j in range(i + 1, len(specs)))
+        mask = np.zeros(shape, dtype=np.uint8)  # element count <= stored bytes (checked)
+        for s in specs:
+            region = mask[tuple(slice(a, a + n) for a, n in s)]
+            if region.any():
+                return True
+            region[...] = 1
+        return False
+
+    # -- object graph ------------------------------------------------------------------
+    def object_graph(self):
+        """The ``TrackableObjectGraph`` stored under ``_CHECKPOINTABLE_OBJECT_GRAPH``, or
+        ``None`` for a name-based (TF1-style) checkpoint without one."""
+        e = self._entries.get(OBJECT_GRAPH_KEY)
+        if e is None:
+            return None
+        if e.dtype != "string" or e.shape != ():
+            raise self._error(f"{OBJECT_GRAPH_KEY} is not a string scalar")
+        data = self.read(OBJECT_GRAPH_KEY)[()]
+        try:
+            return trackable_object_graph_pb2.TrackableObjectGraph.FromString(data)
+        except DecodeError:
+            raise self._error(f"unparsable {OBJECT_GRAPH_KEY}") from None
+
+
+# --------------------------------------------------------------------------- writer
+
+
+def _shape_proto(proto, shape) -> None:
+    proto.SetInParent()  # a scalar's shape is present but empty, as TensorFlow writes it
+    for dim in shape:
+        proto.dim.add(size=int(dim))
+
+
+def _lengths_crc(lengths: list[int]) -> int:
+    """CRC-32C over string lengths, each as a little-endian uint32 (uint64 if larger)."""
+    if not lengths or max(lengths) <= 0xFFFFFFFF:
+        return crc32c_extend(0, np.asarray(lengths, dtype="<u4").tobytes())
+    crc = 0
+    for length in lengths:
+        crc = crc32c_extend(crc, struct.pack("<I" if length <= 0xFFFFFFFF else "<Q", length))
+    return crc
+
+
+def _string_elements(value) -> tuple[list[bytes], tuple[int, ...]]:
+    arr = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value
+    shape = tuple(arr.shape)
+    out = []
+    for item in arr.reshape(-1).tolist() if arr.dtype.kind != "O" else arr.reshape(-1):
+        if isinstance(item, str):
+            item = item.encode("utf-8")
+        elif isinstance(item, (np.bytes_, bytearray, memoryview)):
+            item = bytes(item)
+        elif not isinstance(item, bytes):
+            raise ValueError(f"string tensor element must be bytes or str, not {type(item).__name__}")
+        out.append(item)
+    return out, shape
+
+
+class BundleWriter:
+    """Stream tensors into a new checkpoint ``<prefix>.index`` + data shard(s).
+
+    Each :meth:`add` writes the tensor's bytes to the current data file at once (only
+    index metadata is kept in memory).  With ``max_shard_size`` (bytes) a new data file
+    is started whenever the next tensor would push the current one past that size (a
+    tensor is never split; one larger than the limit gets a shard of its own).  Data go
+    to temporary files that :meth:`finish` renames to ``<prefix>.data-NNNNN-of-MMMMM``
+    before writing the ``.index``; :meth:`abort` (or leaving a ``with`` block by an
+    exception) removes them.
+    """
+
+    def __init__(self, prefix: str | os.PathLike, max_shard_size: int | None = None):
+        if max_shard_size is not None and max_shard_size <= 0:
+            raise ValueError("max_shard_size must be positive")
+        self.prefix = os.fspath(prefix)
+        self.max_shard_size = max_shard_size
+        parent = os.path.dirname(os.path.abspath(self.prefix))
+        os.makedirs(parent, exist_ok=True)
+        self._token = secrets.token_hex(4)
+        self._tmp_paths: list[str] = []
+        self._shard_sizes: list[int] = []
+        self._f = None
+        self._entries: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
+        self._partitioned: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
+        self._done = False
+        self._new_shard()
+
+    # -- files -----------------------------------------------------------------------
+    def _new_shard(self) -> None:
+        if self._f is not None:
+            self._f.close()
+        if len(self._tmp_paths) >= _MAX_SHARDS:
+            raise ValueError(f"more than {_MAX_SHARDS} data shards")
+        path = f"{self.prefix}.data-{len(self._tmp_paths):05d}.tmp{self._token}"
+        self._f = open(path, "wb")
+        self._tmp_paths.append(path)
+        self._shard_sizes.append(0)
+
+    def _reserve(self, nbytes: int) -> tuple[int, int]:
+        cur = self._shard_sizes[-1]
+        if self.max_shard_size is not None and cur > 0 and cur + nbytes > self.max_shard_size:
+            self._new_shard()
+            cur = 0
+        return len(self._tmp_paths) - 1, cur
+
+    def __enter__(self) -> "BundleWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            if not self._done:
+                self.finish()
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        """Remove every file written so far (no checkpoint is left behind)."""
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        for p in self._tmp_paths:
+            try:
+                os.remove(p)
+            except FileNotFoundError:
+                pass
+        self._done = True
+
+    # -- adding ----------------------------------------------------------------------
+    def _check_key(self, key: str | bytes) -> bytes:
+        if self._done:
+            raise ValueError("writer already finished")
+        k = _key_to_bytes(key)
+        if not k:
+            raise ValueError("the empty key is reserved for the bundle header")
+        if k[:1] == b"\x00":
+            raise ValueError("keys starting with NUL are reserved for slices")
+        if k in self._entries or k in self._partitioned:
+            raise ValueError(f"duplicate key {key!r}")
+        return k
+
+    def add(self, key: str, value, dtype=None) -> Entry:
+        """Write one tensor now.  ``value`` is anything ``numpy.asarray`` accepts;
+        ``dtype`` (a TF dtype name such as ``"bfloat16"``/``"string"``, or a numpy
+        dtype) converts it first, chunk by chunk.  Arrays of ``bytes``/``str`` objects
+        (or numpy ``S``/``U`` arrays, or a plain ``bytes``/``str``) become DT_STRING."""
+        k = self._check_key(key)
+        proto = self._write_tensor(value, dtype)
+        self._entries[k] = proto
+        return self._entry_of(key, proto)
+
+    def add_slice(self, key: str, full_shape: Sequence[int], start: Sequence[int], value, dtype=None) -> Entry:
+        """Write one slice of partitioned variable ``key`` (shape ``full_shape``); the
+        slice begins at index ``start`` and has ``value``'s shape.  All slices of a key
+        must have the same dtype and together tile the full shape (checked by readers)."""
+        if self._done:
+            raise ValueError("writer already finished")
+        k = _key_to_bytes(key)
+        if not k or k[:1] == b"\x00" or k in self._entries:
+            raise ValueError(f"invalid or duplicate key {key!r}")
+        full_shape = tuple(int(d) for d in full_shape)
+        arr = np.asarray(value) if dtype is None else np.asarray(value, dtype=_resolve_dtype(dtype).np)
+        if len(start) != len(full_shape) or arr.ndim != len(full_shape):
+            raise ValueError("slice rank differs from the variable's rank")
+        extents = tuple((int(s), int(n)) for s, n in zip(start, arr.shape))
+        for (s, n), dim in zip(extents, full_shape):
+            if s < 0 or s + n > dim:
+                raise ValueError(f"slice {extents} lies outside shape {full_shape}")
+        full = self._partitioned.get(k)
+        slice_key = encode_slice_key(k, extents)
+        if slice_key in self._entries:
+            raise ValueError(f"slice {extents} of {key!r} added twice")
+        proto = self._write_tensor(arr, dtype)
+        if proto.dtype == tensor_bundle_pb2.DT_STRING:
+            raise ValueError("string variables cannot be partitioned")
+        if full is None:
+            full = tensor_bundle_pb2.BundleEntryProto(dtype=proto.dtype)
+            _shape_proto(full.shape, full_shape)
+            self._partitioned[k] = full
+        elif full.dtype != proto.dtype or tuple(d.size for d in full.shape.dim) != full_shape:
+            raise ValueError(f"slices of {key!r} disagree on dtype or full shape")
+        sp = full.slices.add()
+        for s, n in extents:  # TensorFlow writes explicit lengths, start omitted when 0
+            sp.extent.add(start=s, length=n)
+        self._entries[slice_key] = proto
+        return self._entry_of(key, proto, extents)
+
+    def add_object_graph(self, graph) -> Entry:
+        """Store a ``TrackableObjectGraph`` (message or serialized bytes) under
+        ``_CHECKPOINTABLE_OBJECT_GRAPH``, which TF2 restore-by-object requires."""
+        data = graph if isinstance(graph, bytes) else graph.SerializeToString()
+        return self.add(OBJECT_GRAPH_KEY, np.array(data, dtype=object))
+
+    def _entry_of(self, key, p, extents=None) -> Entry:
+        return Entry(
+            key=key if isinstance(key, str) else _key_to_str(key),
+            dtype=_dtype_name(p.dtype),
+            shape=tuple(d.size for d in p.shape.dim),
+            shard_id=p.shard_id,
+            offset=p.offset,
+            size=p.size,
+            crc32c=p.crc32c,
+            slice=extents,
+            dtype_enum=p.dtype,
+        )
+
+    def _write_tensor(self, value, dtype) -> tensor_bundle_pb2.BundleEntryProto:
+        target = _resolve_dtype(dtype) if dtype is not None else None
+        if isinstance(value, (bytes, str)) and (target is None or target.name == "string"):
+            value = np.array(value, dtype=object)
+        if isinstance(value, np.ndarray):
+            arr = value
+        else:
+            arr = np.asarray(value)
+            if arr.dtype.kind in "SU":  # numpy's fixed-width bytes drop trailing NULs
+                arr = np.asarray(value, dtype=object)
+        if target is None:
+            target = _resolve_dtype(arr.dtype)
+        if target.name == "string":
+            return self._write_strings(arr)
+        if target.np is None:
+            raise ValueError(f"dtype {target.name} cannot be written")
+        shape = tuple(arr.shape)
+        size = arr.size * target.np.itemsize
+        shard, offset = self._reserve(size)
+        crc = 0
+        written = 0
+        try:
+            for chunk in _le_chunks(arr, target.np):
+                data = memoryview(chunk.reshape(-1).view(np.uint8))  # no copy
+                crc = crc32c_extend(crc, data)
+                self._f.write(data)
+                written += data.nbytes
+            if written != size:
+                raise ValueError(f"wrote {written} bytes for a tensor of {size}")
+        except BaseException:
+            self._f.seek(offset)  # drop the partial tensor so later offsets stay right
+            self._f.truncate()
+            raise
+        self._shard_sizes[-1] += size
+        p = tensor_bundle_pb2.BundleEntryProto(
+            dtype=target.enum, shard_id=shard, offset=offset, size=size, crc32c=mask_crc(crc)
+        )
+        _shape_proto(p.shape, shape)
+        return p
+
+    def _write_strings(self, arr) -> tensor_bundle_pb2.BundleEntryProto:
+        items, shape = _string_elements(arr)
+        header = bytearray()
+        for s in items:
+            header += encode_varint(len(s))
+        crc = _lengths_crc([len(s) for s in items])  # fixed-width ints, not the varints
+        masked = struct.pack("<I", mask_crc(crc))
+        header += masked
+        crc = crc32c_extend(crc, masked)
+        header = bytes(header)
+        size = len(header) + sum(len(s) for s in items)
+        shard, offset = self._reserve(size)
+        try:
+            self._f.write(header)
+            pending: list[bytes] = []
+            pending_size = 0
+            for i, s in enumerate(items):
+                pending.append(s)
+                pending_size += len(s)
+                if pending_size >= 1 << 20 or i == len(items) - 1:  # write in ~1 MiB batches
+                    blob = b"".join(pending)
+                    crc = crc32c_extend(crc, blob)
+                    self._f.write(blob)
+                    pending, pending_size = [], 0
+        except BaseException:
+            self._f.seek(offset)
+            self._f.truncate()
+            raise
+        self._shard_sizes[-1] += size
+        p = tensor_bundle_pb2.BundleEntryProto(
+            dtype=tensor_bundle_pb2.DT_STRING, shard_id=shard, offset=offset, size=size, crc32c=mask_crc(crc)
+        )
+        _shape_proto(p.shape, shape)
+        return p
+
+    # -- finishing ---------------------------------------------------------------------
+    def finish(self) -> list[str]:
+        """Close the data shards under their final names and write the sorted index.
+        Returns the paths written (index first)."""
+        if self._done:
+            raise ValueError("writer already finished")
+        self._f.close()
+        self._f = None
+        n = len(self._tmp_paths)
+        finals = [data_filename(self.prefix, i, n) for i in range(n)]
+        for tmp, final in zip(self._tmp_paths, finals):
+            os.replace(tmp, final)
+        self._tmp_paths = []
+        header = tensor_bundle_pb2.BundleHeaderProto(num_shards=n)
+        header.version.producer = _BUNDLE_VERSION
+        items = {**self._entries, **self._partitioned}
+        index_path = index_filename(self.prefix)
+        tmp_index = f"{index_path}.tmp{self._token}"
+        try:
+            with open(tmp_index, "wb") as f:
+                table = TableWriter(f)
+                table.add(_HEADER_KEY, header.SerializeToString())
+                for key in sorted(items):
+                    table.add(key, items[key].SerializeToString())
+                table.finish()
+            os.replace(tmp_index, index_path)
+        except BaseException:
+            if os.path.exists(tmp_index):
+                os.remove(tmp_index)
+            raise
+        self._done = True
+        return [index_path, *finals]
+
+
+def _le_chunks(arr: np.ndarray, target: np.dtype) -> Iterator[np.ndarray]:
+    """C-order, little-endian ``target`` pieces of ``arr`` of about _IO_CHUNK bytes,
+    without ever materialising a converted copy of the whole array."""
+    if arr.dtype == target and arr.flags.c_contiguous and (_LITTLE_ENDIAN_HOST or target.byteorder == "<"):
+        flat = arr.reshape(-1)
+        step = max(1, _IO_CHUNK // max(1, target.itemsize))
+        for i in range(0, flat.size, step):
+            yield flat[i : i + step]
+        return
+    if arr.ndim == 0 or arr.size == 0:
+        yield np.ascontiguousarray(arr.reshape(-1), dtype=target)
+        return
+    row_bytes = max(1, math.prod(arr.shape[1:]) * target.itemsize)
+    rows = max(1, _IO_CHUNK // row_bytes)
+    for i in range(0, arr.shape[0], rows):
+        yield np.ascontiguousarray(arr[i : i + rows], dtype=target)
+
+
+# --------------------------------------------------------------------------- state file
+
+
+def read_checkpoint_state(directory: str | os.PathLike):
+    """Parse ``<directory>/checkpoint`` (text-format ``CheckpointState``), or ``None``
+    if there is no such file."""
+    path = os.path.join(os.fspath(directory), "checkpoint")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_STATE_FILE + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise BundleError(f"cannot read checkpoint state file: {e.strerror or e}", path) from None
+    if len(data) > _MAX_STATE_FILE:
+        raise BundleError("checkpoint state file is implausibly large", path)
+    try:
+        return text_format.Parse(data.decode("utf-8"), checkpoint_state_pb2.CheckpointState())
+    except (text_format.ParseError, UnicodeDecodeError) as e:
+        raise BundleError(f"unparsable checkpoint state file: {e}", path) from None
+
+
+def write_checkpoint_state(
+    directory: str | os.PathLike,
+    model_checkpoint_path: str,
+    all_model_checkpoint_paths: Sequence[str] | None = None,
+    all_model_checkpoint_timestamps: Sequence[float] | None = None,
+    last_preserved_timestamp: float | None = None,
+) -> str:
+    """Write ``<directory>/checkpoint`` naming the latest checkpoint (paths are stored
+    relative to ``directory`` when they lie inside it).  Returns the file's path."""
+    directory = os.fspath(directory)
+
+    def rel(p: str) -> str:
+        p = os.fspath(p)
+        if os.path.isabs(p) and _inside(p, directory):
+            return os.path.relpath(p, directory)
+        return p
+
+    state = checkpoint_state_pb2.CheckpointState(model_checkpoint_path=rel(model_checkpoint_path))
+    paths = list(all_model_checkpoint_paths) if all_model_checkpoint_paths is not None else [model_checkpoint_path]
+    state.all_model_checkpoint_paths.extend(rel(p) for p in paths)
+    if all_model_checkpoint_timestamps:
+        state.all_model_checkpoint_timestamps.extend(float(t) for t in all_model_checkpoint_timestamps)
+    if last_preserved_timestamp is not None:
+        state.last_preserved_timestamp = float(last_preserved_timestamp)
+    path = os.path.join(directory, "checkpoint")
+    tmp = f"{path}.tmp{secrets.token_hex(4)}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text_format.MessageToString(state))
+    os.replace(tmp, path)
+    return path
+
+
+def _inside(path: str, folder: str) -> bool:
+    p = os.path.realpath(path)
+    d = os.path.realpath(folder)
+    return p == d or p.startswith(d.rstrip(os.sep) + os.sep)
+
+
+_DATA_SUFFIX_LEN = len(".data-00000-of-00000")
+
+
+def _strip_data_suffix(path: str) -> str | None:
+    tail = path[-_DATA_SUFFIX_LEN:]
+    if (
+        len(path) > _DATA_SUFFIX_LEN
+        and tail.startswith(".data-")
+        and tail[6:11].isdigit()
+        and tail[11:15] == "-of-"
+        and tail[15:].isdigit()
+    ):
+        return path[:-_DATA_SUFFIX_LEN]
+    return None
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> str:
+    """Turn what a user names into a checkpoint prefix.
+
+    * a folder: the prefix named by its ``checkpoint`` state file
+      (``model_checkpoint_path``), which must stay inside that folder; without a state
+      file, the folder's only ``*.index`` file;
+    * ``<prefix>.index`` or ``<prefix>.data-NNNNN-of-MMMMM``: that prefix;
+    * anything else is taken as a prefix and must have a ``.index`` file.
+    """
+    p = os.fspath(path)
+    if os.path.isdir(p):
+        return _resolve_folder(p)
+    if p.endswith(".index") and os.path.isfile(p):
+        return p[: -len(".index")]
+    stripped = _strip_data_suffix(p)
+    if stripped is not None and os.path.isfile(index_filename(stripped)):
+        return stripped
+    if os.path.isfile(index_filename(p)):
+        return p
+    if p.endswith(".index"):
+        raise BundleError("index file not found", p)
+    raise BundleError("no checkpoint here (expected a folder, a .index file or a checkpoint prefix)", p)
+
+
+def _resolve_folder(folder: str) -> str:
+    state_path = os.path.join(folder, "checkpoint")
+    state = read_checkpoint_state(folder)
+    if state is not None:
+        name = state.model_checkpoint_path
+        if not name:
+            raise BundleError("checkpoint state file names no model_checkpoint_path", state_path)
+        candidate = name if os.path.isabs(name) else os.path.join(folder, name)
+        if not _inside(candidate, folder) or os.path.realpath(candidate) == os.path.realpath(folder):
+            # A state file written on another machine may hold an absolute path; only
+            # the same base name inside this folder is ever considered.
+            base = os.path.basename(name.replace("\\", "/"))
+            fallback = os.path.join(folder, base)
+            if base and base not in (".", "..") and _inside(fallback, folder) and os.path.isfile(index_filename(fallback)):
+                return fallback
+            raise BundleError(f"checkpoint state file points outside its folder: {short_repr(name)}", state_path)
+        if not os.path.isfile(index_filename(candidate)):
+            raise BundleError(f"checkpoint state file names {short_repr(name)} but that .index file does not exist", state_path)
+        return candidate
+    indexes = sorted(f for f in os.listdir(folder) if f.endswith(".index"))
+    if len(indexes) == 1:
+        return os.path.join(folder, indexes[0][: -len(".index")])
+    if not indexes:
+        raise BundleError("folder holds no checkpoint (.index file or checkpoint state file)", folder)
+    raise BundleError(f"folder holds {len(indexes)} checkpoints and no checkpoint state file to choose one", folder)
