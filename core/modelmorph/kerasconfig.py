@@ -184,8 +184,6 @@ def layer_to_entry(layer: Layer, functional: bool = True) -> dict[str, Any]:
     else:
         entry = {"module": layer.module, "class_name": layer.class_name, "config": layer.config,
                  "registered_name": layer.registered_name}
-        if layer.build_config is not None:
-            entry["build_config"] = layer.build_config
     if layer.build_config is not None:
         entry["build_config"] = layer.build_config
     for key, value in layer.extra.items():

@@ -27,6 +27,7 @@ def summarize(model: Model, format_name: str | None = None) -> dict[str, Any]:
         "format": format_name or model.metadata.get("source_format"),
         "has_architecture": model.has_architecture,
         "metadata": {k: v for k, v in model.metadata.items() if isinstance(v, (str, int, float, bool))},
+        "has_weights": any(True for _ in model.iter_weights()),
         "params": {"total": total, "trainable": trainable, "non_trainable": total - trainable},
         "layers": layers,
         "compiled": bool(model.compile_config),
@@ -66,7 +67,8 @@ def render(summary: dict[str, Any], show_weights: bool = True) -> str:
         lines.append(extra)
     rows = [("Layer (path)", "Class", "Params", "Connected to")]
     for layer in summary["layers"]:
-        rows.append((layer["path"], layer["class_name"] or "-", f'{layer["params"]:,}', ", ".join(layer["inputs"])))
+        params = f'{layer["params"]:,}' if summary["has_weights"] else "-"
+        rows.append((layer["path"], layer["class_name"] or "-", params, ", ".join(layer["inputs"])))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     rule = "-" * (sum(widths) + 6 + max(len(r[3]) for r in rows))
     lines.append(rule)
@@ -81,7 +83,10 @@ def render(summary: dict[str, Any], show_weights: bool = True) -> str:
                 lines.append(f"    {w['path']}  {shape}  {w['dtype']}{flag}")
     lines.append(rule)
     p = summary["params"]
-    lines.append(f"Total params: {p['total']:,}  (trainable {p['trainable']:,}, non-trainable {p['non_trainable']:,})")
+    if summary["has_weights"]:
+        lines.append(f"Total params: {p['total']:,}  (trainable {p['trainable']:,}, non-trainable {p['non_trainable']:,})")
+    else:
+        lines.append("No weights in this file (architecture only).")
     opt = summary["optimizer"]
     if opt:
         lines.append(f"Optimizer: {opt['class_name'] or '?'} with {len(opt['variables'])} own variable(s), "
