@@ -60,7 +60,7 @@ def model_from_config(cfg: Any, where: str = "model") -> Model:
         model.inputs = _refs_from_config(config["input_layers"], f"{where}.input_layers")
     if "output_layers" in config:
         model.outputs = _refs_from_config(config["output_layers"], f"{where}.output_layers")
-    for ref in _iter_refs((model.inputs, model.outputs, [n.args for l in model.layers for n in l.nodes],
+    for ref in iter_refs((model.inputs, model.outputs, [n.args for l in model.layers for n in l.nodes],
                            [n.kwargs for l in model.layers for n in l.nodes])):
         if ref.layer not in names:
             raise ConfigError(f"{where}: a tensor refers to layer {ref.layer!r}, which the model does not have")
@@ -136,20 +136,16 @@ def _is_ref_triple(value: Any) -> bool:
             and isinstance(value[1], int) and isinstance(value[2], int))
 
 
-def _iter_refs(value: Any):
+def iter_refs(value: Any):
+    """Every :class:`TensorRef` in a structure."""
     if isinstance(value, TensorRef):
         yield value
     elif isinstance(value, (list, tuple)):
         for v in value:
-            yield from _iter_refs(v)
+            yield from iter_refs(v)
     elif isinstance(value, dict):
         for v in value.values():
-            yield from _iter_refs(v)
-
-
-def iter_refs(value: Any):
-    """Every :class:`TensorRef` in a structure."""
-    return _iter_refs(value)
+            yield from iter_refs(v)
 
 
 # -- IR → config ---------------------------------------------------------------------------

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ir import Model, TensorRef
+from .ir import Model
+from .kerasconfig import iter_refs
 
 
 def summarize(model: Model, format_name: str | None = None) -> dict[str, Any]:
@@ -15,7 +16,7 @@ def summarize(model: Model, format_name: str | None = None) -> dict[str, Any]:
             "path": path,
             "class_name": layer.class_name or None,
             "params": sum(w.size for w in layer.weights),
-            "inputs": sorted({r.layer for node in layer.nodes for r in _refs(node.args)}),
+            "inputs": sorted({r.layer for node in layer.nodes for r in iter_refs(node.args)}),
             "weights": [{"path": w.path, "shape": list(w.shape), "dtype": w.dtype, "trainable": w.trainable}
                         for w in layer.weights],
         })
@@ -43,17 +44,6 @@ def summarize(model: Model, format_name: str | None = None) -> dict[str, Any]:
             "unmapped": [{"path": w.path, "shape": list(w.shape), "dtype": w.dtype} for w in opt.unmapped],
         }
     return out
-
-
-def _refs(value: Any):
-    if isinstance(value, TensorRef):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _refs(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _refs(v)
 
 
 def render(summary: dict[str, Any], show_weights: bool = True) -> str:
