@@ -100,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, default=0.0, help="largest absolute weight difference still equal (default 0)")
     p.add_argument("--weights-only", action="store_true", help="compare weights only, not architectures")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    p = sub.add_parser("migrate", help="convert a tree of models to another format, in parallel",
+                       description="Convert every model under each PATH (.h5, .hdf5, .json, .keras files; folders "
+                                   "are walked) to FORMAT, several at a time. Outputs mirror the input tree under "
+                                   "--out (default: next to each input) with FORMAT's extension; those newer than "
+                                   "their input are skipped. One bad file never stops the others: a closing table "
+                                   "lists each file, and the exit status is non-zero if any failed.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  modelmorph migrate models/ --to keras --out models_keras3/ --jobs 4\n")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--to", dest="to_format", required=True, metavar="FORMAT", help="format to write (e.g. keras)")
+    p.add_argument("--out", metavar="DIR", help="folder to mirror the input tree into")
+    p.add_argument("--jobs", type=int, metavar="N", help="conversions at a time (default: one per CPU)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -268,7 +282,21 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK if report.equal else EXIT_DIFFERENT
 
 
-COMMANDS = {"convert": cmd_convert, "info": cmd_info, "formats": cmd_formats, "plugins": cmd_plugins, "diff": cmd_diff}
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from . import migrate
+    from .progress import Progress, TerminalProgress
+
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
+    jobs, skipped = migrate.plan(args.paths, args.to_format, args.out)
+    progress = TerminalProgress() if not args.quiet and sys.stderr.isatty() else Progress()
+    outcomes = migrate.run(jobs, args.to_format, workers=args.jobs, progress=progress) + skipped
+    print(migrate.table(outcomes))
+    return migrate.exit_code(outcomes)
+
+
+COMMANDS = {"convert": cmd_convert, "info": cmd_info, "formats": cmd_formats, "plugins": cmd_plugins, "diff": cmd_diff,
+            "migrate": cmd_migrate}
 
 
 if __name__ == "__main__":

@@ -45,19 +45,17 @@ def _short(exc: BaseException) -> str:
 
 
 def check_links(group: h5py.Group, source: str | Path) -> None:
-    """Refuse soft and external links anywhere below ``group`` (they can point at other files)."""
-    def visit(g: h5py.Group, prefix: str) -> None:
-        for name in g:
-            link = g.get(name, getlink=True)
-            where = f"{prefix}{name}"
-            if isinstance(link, h5py.ExternalLink):
-                raise ReadError(source, f"HDF5 external link at {where!r} points to another file; refused")
-            if isinstance(link, h5py.SoftLink):
-                raise ReadError(source, f"HDF5 soft link at {where!r}; refused")
-            obj = g.get(name)
-            if isinstance(obj, h5py.Group):
-                visit(obj, where + "/")
-    visit(group, group.name.rstrip("/") + "/")
+    """Refuse soft, external and user-defined links anywhere below ``group`` (they can point
+    at other files). One traversal in HDF5 itself: it follows hard links only, once each."""
+    found = group.id.links.visit(lambda name, info: None if info.type == h5py.h5l.TYPE_HARD else (name, info.type),
+                                 info=True)
+    if found is None:
+        return
+    where = group.name.rstrip("/") + "/" + found[0].decode("utf-8", "replace")
+    if found[1] == h5py.h5l.TYPE_EXTERNAL:
+        raise ReadError(source, f"HDF5 external link at {where!r} points to another file; refused")
+    kind = "soft" if found[1] == h5py.h5l.TYPE_SOFT else "user-defined"
+    raise ReadError(source, f"HDF5 {kind} link at {where!r}; refused")
 
 
 def check_dataset(ds: h5py.Dataset, source: str | Path) -> None:

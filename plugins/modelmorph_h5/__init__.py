@@ -1,1 +1,48 @@
-"""modelmorph plugin (being written): registers no format yet."""
+"""Legacy Keras HDF5 (``model.save("x.h5")``, ``save_weights("x.h5")``): Keras 2 and Keras 3 written.
+
+This module is what the entry point loads; it stays light. The reader and writer live in
+:mod:`modelmorph_h5.reader` and :mod:`modelmorph_h5.writer` and are imported only when used.
+"""
+
+from __future__ import annotations
+
+import modelmorph
+from modelmorph import CERTAIN, NO
+
+#: Root attributes only legacy Keras files have: a full model's config, or a weights-only
+#: file's layer list (split into ``layer_names0``, ``layer_names1``... when large).
+_MARKS = ("model_config", "layer_names", "layer_names0")
+
+
+def sniff(probe: "modelmorph.Probe") -> int:
+    from modelmorph import hdf5
+
+    if probe.is_dir or not hdf5.is_hdf5_header(probe.header):
+        return NO
+    try:
+        with hdf5.open_file(probe.path) as f:
+            # A Keras 3 weights file (also `.weights.h5`) has `vars` groups and none of these.
+            return CERTAIN if any(mark in f.attrs for mark in _MARKS) else NO
+    except modelmorph.ReadError:
+        return NO  # unreadable: the reader chosen by extension gives the one-line error
+
+
+@modelmorph.hookimpl
+def modelmorph_formats():
+    return [
+        modelmorph.Format(
+            name="h5",
+            description="legacy Keras HDF5 (model.save('x.h5') / save_weights('x.h5')), Keras 2 or Keras 3 written",
+            extensions=(".h5", ".hdf5"),
+            reads=frozenset({"architecture", "weights", "optimizer"}),
+            writes=frozenset({"architecture", "weights", "optimizer"}),
+            reader="modelmorph_h5.reader:read",
+            writer="modelmorph_h5.writer:write",
+            sniff=sniff,
+            options={
+                "by_name": "true or false (default): join a weights-only file to --arch by layer name, "
+                           "not by position",
+                "weights_only": "true or false (default): write only the weights, as save_weights() does",
+            },
+        )
+    ]

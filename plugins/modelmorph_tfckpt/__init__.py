@@ -1,4 +1,69 @@
-"""modelmorph plugin for TensorFlow checkpoints (TensorBundle), without TensorFlow.
+"""TensorFlow checkpoints (TensorBundle: ``<prefix>.index`` + ``<prefix>.data-*``), without TensorFlow.
 
-The low-level, TensorFlow-free reader/writer lives in :mod:`modelmorph_tfckpt.bundle`.
+This module is what the entry point loads; it stays light. The reader and writer live in
+:mod:`modelmorph_tfckpt.reader` and :mod:`modelmorph_tfckpt.writer`, imported only when used;
+the TensorBundle library itself in :mod:`modelmorph_tfckpt.bundle`.
 """
+
+from __future__ import annotations
+
+import itertools
+import re
+import struct
+
+import modelmorph
+from modelmorph import CERTAIN, NO, PLAUSIBLE
+
+#: The last 8 bytes of an SSTable (LevelDB table), which a checkpoint's ``.index`` is.
+_TABLE_MAGIC = struct.pack("<Q", 0xDB4775248B80FB57)
+_DATA_SHARD = re.compile(r"\.data-\d{5}-of-\d{5}$")
+
+
+def sniff(probe: "modelmorph.Probe") -> int:
+    path = probe.path
+    try:
+        if probe.is_dir:
+            if (path / "checkpoint").is_file():
+                return CERTAIN
+            # Without a state file, a folder holding exactly one checkpoint is read as that one.
+            return PLAUSIBLE if len(list(itertools.islice(path.glob("*.index"), 2))) == 1 else NO
+        if not probe.exists:  # a checkpoint is named by its prefix, which is no file
+            return CERTAIN if path.with_name(path.name + ".index").is_file() else NO
+        if path.name.endswith(".index"):
+            return CERTAIN if _footer(path) == _TABLE_MAGIC else NO
+        shard = _DATA_SHARD.search(path.name)
+        if shard and path.with_name(path.name[: shard.start()] + ".index").is_file():
+            return CERTAIN
+    except (OSError, ValueError):  # unreadable, or a path without a name: not ours to judge
+        pass
+    return NO
+
+
+def _footer(path) -> bytes:
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        f.seek(max(0, size - len(_TABLE_MAGIC)))
+        return f.read()
+
+
+@modelmorph.hookimpl
+def modelmorph_formats():
+    return [
+        modelmorph.Format(
+            name="tf-checkpoint",
+            description="TensorFlow checkpoint (TensorBundle): a prefix with .index and .data-* files, as written "
+                        "by tf.train.Checkpoint and tf_keras save_weights; name the prefix, its .index or its folder",
+            extensions=(".index",),
+            reads=frozenset({"weights", "optimizer"}),
+            writes=frozenset({"weights", "optimizer"}),
+            reader="modelmorph_tfckpt.reader:read",
+            writer="modelmorph_tfckpt.writer:write",
+            sniff=sniff,
+            options={
+                "naming": "keras2 (default: what tf_keras load_weights(prefix) restores), keras3 "
+                          "(tf.train.Checkpoint(model=m) of a Keras 3 model) or module (layer path/weight path)",
+                "max_shard_size": "largest data shard, e.g. 500MB, 2GB (binary units) or a number of bytes "
+                                  "(default: one shard; a tensor is never split)",
+            },
+        )
+    ]

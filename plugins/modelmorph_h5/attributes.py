@@ -1,0 +1,50 @@
+"""Keras' conventions for HDF5 attributes, shared by the reader and the writer."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import h5py
+import numpy as np
+
+from modelmorph import UsageError
+from modelmorph.hdf5 import attr_str_list
+
+#: HDF5 keeps attributes in the object header; Keras splits a string list longer than this
+#: into ``name0``, ``name1``... (the same limit tf_keras and Keras 3 use).
+HEADER_LIMIT = 64512
+
+
+def read_list(attrs: h5py.AttributeManager, name: str) -> list[str]:
+    """A string-list attribute, whole or split into numbered chunks; empty when absent."""
+    if name in attrs:
+        return attr_str_list(attrs[name])
+    out: list[str] = []
+    chunk = 0
+    while f"{name}{chunk}" in attrs:
+        out += attr_str_list(attrs[f"{name}{chunk}"])
+        chunk += 1
+    return out
+
+
+def write_list(attrs: h5py.AttributeManager, name: str, values: list[str]) -> None:
+    """Write a string list as Keras does: byte strings, split when over the header limit."""
+    data = np.array([v.encode("utf-8") for v in values]) if values else np.array([], dtype="S1")
+    too_long = [v for v in values if len(v.encode("utf-8")) > HEADER_LIMIT]
+    if too_long:
+        raise ValueError(f"name {too_long[0][:60]!r}... is longer than the {HEADER_LIMIT} bytes an HDF5 attribute holds")
+    chunks = 1
+    while any(part.nbytes > HEADER_LIMIT for part in np.array_split(data, chunks)):
+        chunks += 1
+    if chunks == 1:
+        attrs[name] = data
+        return
+    for i, part in enumerate(np.array_split(data, chunks)):
+        attrs[f"{name}{i}"] = part
+
+
+def flag(options: Mapping[str, str], key: str) -> bool:
+    value = options.get(key, "false").strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise UsageError(f"-O {key} must be true or false, not {options[key]!r}")
+    return value in ("true", "1", "yes")

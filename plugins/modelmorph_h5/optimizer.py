@@ -1,0 +1,142 @@
+"""The ``optimizer_weights`` group ↔ :class:`modelmorph.OptimizerState`.
+
+Keras restores optimizer state by position: its own variables (``iteration``), then the slots
+it creates over ``model.trainable_variables``. Reading maps the i-th value of each slot name to
+the i-th trainable variable, which holds for every layout Keras used (slots interleaved per
+variable, or one slot after the other); the stored names only tell which slot a value is:
+tf_keras 2.11+ writes ``Adam/m/dense/kernel:0``, Keras 2.10 and older ``Adam/dense/kernel/m:0``,
+Keras 3 ``adam/dense_kernel_momentum``. Writing lays the slots out as tf_keras builds them
+(:func:`modelmorph.keras3_layout.optimizer_entries` with ``keras2=True``) under tf_keras' names.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import h5py
+import numpy as np
+
+from modelmorph import dialects, keras3_layout
+from modelmorph.diagnostics import Diagnostics
+from modelmorph.hdf5 import write_dataset
+from modelmorph.ir import Model, OptimizerSlot, OptimizerState, Weight
+from modelmorph.progress import Progress
+
+from .attributes import read_list, write_list
+
+#: The optimizer's own variables by the last part of their stored name → IR name.
+_OWN = {"iteration": "iterations", "iter": "iterations", "iterations": "iterations",
+        "learning_rate": "learning_rate", "lr": "learning_rate"}
+
+
+def read_state(group: h5py.Group, model: Model, config: dict | None,
+               dataset: Callable[[h5py.Group, str, str], Weight], diags: Diagnostics) -> OptimizerState:
+    """The optimizer state in ``group`` (``optimizer_weights``), its slots mapped onto ``model``.
+    ``dataset(group, stored name, weight path)`` gives the lazy weight of one dataset."""
+    stored = [(name, dataset(group, name, name.removesuffix(":0"))) for name in read_list(group.attrs, "weight_names")]
+    state = OptimizerState(config=config)
+    while stored and _leaf(stored[0][0]) in _OWN:
+        name, weight = stored.pop(0)
+        weight.path = _OWN[_leaf(name)]
+        state.variables.append(weight)
+    learning_rate = ((config or {}).get("config") or {}).get("learning_rate")
+    if isinstance(learning_rate, (int, float)) and all(v.path != "learning_rate" for v in state.variables):
+        # Keras 3 keeps the learning rate as an optimizer variable; tf_keras keeps it in the config.
+        state.variables.append(Weight.from_array("learning_rate", np.asarray(learning_rate, dtype="float32")))
+    slots = _map_slots(stored, model, config)
+    if slots is None:
+        state.unmapped = [weight for _, weight in stored]
+        diags.add("lossy", f"{len(stored)} optimizer slot variable(s) do not match the model's trainable "
+                  "variables; kept unmapped, by position")
+    else:
+        state.slots = slots
+    return state
+
+
+def _leaf(name: str) -> str:
+    return name.removesuffix(":0").rsplit("/", 1)[-1]
+
+
+def _map_slots(stored: list[tuple[str, Weight]], model: Model, config: dict | None) -> list[OptimizerSlot] | None:
+    if not stored:
+        return []
+    weights = {path: weight for path, _, weight in model.iter_weights()}
+    variables = [(path, weights[path]) for path in keras3_layout.trainable_weight_paths(model)]
+    if not variables:
+        return None
+    optimizer = dialects.optimizer_class(config)
+    style = _naming_style(stored[0][0], variables[0][1].path.rsplit("/", 1)[-1])
+    keras3_names = {e.name for e in keras3_layout.optimizer_entries(model, config) or () if e.variable}
+    seen: dict[str, int] = {}
+    slots = []
+    for name, weight in stored:
+        slot = _slot_of(name, style, keras3_names)
+        index = seen.get(slot, 0) if slot else len(variables)
+        if index >= len(variables) or weight.shape != variables[index][1].shape:
+            return None
+        seen[slot] = index + 1
+        ir_name = slot if style == "keras3" else dialects.slot_name_to_keras3(optimizer, slot)
+        slots.append(OptimizerSlot(variables[index][0], ir_name, weight))
+    return slots if all(count == len(variables) for count in seen.values()) else None
+
+
+def _naming_style(first: str, leaf: str) -> str:
+    """How slots are named, told from the first one, which always belongs to the first variable."""
+    parts = first.removesuffix(":0").split("/")[1:]
+    if len(parts) >= 2 and parts[-1] == leaf:
+        return "slot-first"  # tf_keras 2.11+: Adam/m/dense/kernel:0
+    if len(parts) >= 2 and parts[-2] == leaf:
+        return "slot-last"  # keras <= 2.10: Adam/dense/kernel/m:0
+    return "keras3"  # adam/dense_kernel_momentum
+
+
+def _slot_of(name: str, style: str, keras3_names: set[str]) -> str | None:
+    parts = name.removesuffix(":0").split("/")[1:]
+    if style == "keras3":
+        tail = parts[-1] if parts else ""
+        return next((s for s in sorted(keras3_names, key=len, reverse=True) if tail.endswith("_" + s)), None)
+    if len(parts) < 2:
+        return None
+    return parts[0] if style == "slot-first" else parts[-1]
+
+
+def keras2_entries(model: Model, diags: Diagnostics) -> list[tuple[str, Weight]] | None:
+    """The ``optimizer_weights`` datasets tf_keras expects, in its order, or None (with a
+    diagnostic) when the state cannot be laid out for tf_keras."""
+    state = model.optimizer
+    assert state is not None
+    config = dialects.optimizer_to_keras2(state.config, Diagnostics()) if isinstance(state.config, dict) else None
+    optimizer = dialects.optimizer_class(config)
+    entries = keras3_layout.optimizer_entries(model, config, keras2=True)
+    own = {v.path: v for v in state.variables}
+    slots = {(s.variable, s.name): s.weight for s in state.slots}
+    prefix = str((config or {}).get("config", {}).get("name") or optimizer)
+    out = []
+    for entry in entries or ():
+        if entry.variable is None:
+            if entry.name != "iterations":
+                continue  # tf_keras keeps such variables (Nadam's u_product) outside its optimizer's list
+            weight, name = own.get("iterations"), "iteration:0"
+        else:
+            weight = slots.pop((entry.variable, entry.name), None)
+            name = f"{prefix}/{dialects.slot_name_to_keras2(optimizer, entry.name)}/{entry.variable}:0"
+        if weight is None:
+            entries = None
+            break
+        out.append((name, weight))
+    if not entries:
+        diags.add("lossy", f"the optimizer state does not match what tf_keras' {optimizer or 'optimizer'} builds for "
+                  "this model; it is not written (training resumes with a fresh optimizer)")
+        return None
+    dropped = len(slots) + len(state.unmapped) + len([v for v in own if v not in ("iterations", "learning_rate")])
+    if dropped:
+        diags.add("lossy", f"{dropped} optimizer variable(s) tf_keras' {optimizer} does not have were not written")
+    return out
+
+
+def write_state(file: h5py.File, entries: list[tuple[str, Weight]], progress: Progress) -> None:
+    group = file.create_group("optimizer_weights")
+    write_list(group.attrs, "weight_names", [name for name, _ in entries])
+    for name, weight in entries:
+        write_dataset(group, name, weight.read())
+        progress.advance(weight.nbytes)

@@ -1,0 +1,189 @@
+"""Reading legacy Keras ``.h5`` files: full models (``model.save``) and weights-only files
+(``save_weights``), written by Keras 2 (tf.keras, tf_keras, keras 2.x) or by Keras 3."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+
+from modelmorph import dialects, hdf5, kerasconfig
+from modelmorph.diagnostics import Diagnostics
+from modelmorph.errors import ReadError
+from modelmorph.ir import Layer, Model, Weight
+from modelmorph.safety import parse_json
+
+from .attributes import flag, read_list
+from .layout import UnknownLayout, Variable, group_variables, saved_layers
+from .optimizer import read_state
+
+
+def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | None = None) -> Model:
+    by_name = flag(options, "by_name")
+    file = hdf5.open_file(path)
+    try:
+        hdf5.check_links(file, path)
+        model = _read(_Source(file, path), diagnostics, arch, by_name)
+    except BaseException:
+        file.close()
+        raise
+    model.on_close(file.close)
+    return model
+
+
+class _Source:
+    """The open file and its name, with lookups that fail as one-line read errors."""
+
+    def __init__(self, file: h5py.File, path: Path):
+        self.file, self.path = file, path
+
+    def error(self, problem: str) -> ReadError:
+        return ReadError(self.path, problem)
+
+    def group(self, parent: h5py.Group, name: str) -> h5py.Group:
+        obj = parent.get(name) if not name.startswith("/") else None
+        if not isinstance(obj, h5py.Group):
+            raise self.error(f"{parent.name.rstrip('/')}/{name}: expected a group of weights, found "
+                             f"{'nothing' if obj is None else type(obj).__name__}")
+        return obj
+
+    def weight(self, group: h5py.Group, name: str, path: str, trainable: bool = True) -> Weight:
+        # A name starting with "/" would reach outside the layer's group.
+        obj = group.get(name) if not name.startswith("/") else None
+        if not isinstance(obj, h5py.Dataset):
+            raise self.error(f"{group.name}/{name}: weight listed in weight_names is not a dataset")
+        weight = hdf5.weight_from_dataset(obj, path, self.path, trainable)
+        weight.loader = self._guarded(weight.loader, obj.name)
+        return weight
+
+    def _guarded(self, loader: Callable[[], np.ndarray], where: str) -> Callable[[], np.ndarray]:
+        def load() -> np.ndarray:
+            try:
+                return loader()
+            except OSError as exc:  # a truncated or corrupted file fails only when data is read
+                raise self.error(f"dataset {where!r} cannot be read ({str(exc).splitlines()[0][:120]})") from None
+        return load
+
+    def json_attr(self, name: str) -> dict:
+        value = parse_json(hdf5.attr_str(self.file.attrs[name]), self.path, name)
+        if not isinstance(value, dict):
+            raise self.error(f"{name} is JSON {type(value).__name__}, not an object")
+        return value
+
+
+def _read(src: _Source, diags: Diagnostics, arch: Model | None, by_name: bool) -> Model:
+    attrs = src.file.attrs
+    try:
+        if "model_config" in attrs:
+            model = _read_full_model(src, diags, arch)
+        elif "layer_names" in attrs or "layer_names0" in attrs:
+            model = _read_weights_only(src, diags, arch, by_name)
+        else:
+            raise src.error("not a Keras HDF5 model: the file has neither a model_config nor a layer_names attribute")
+        model.metadata.update(_versions(attrs))
+    except (ValueError, TypeError, KeyError) as exc:  # wrong types or shapes of attributes and configs
+        raise src.error(f"malformed Keras HDF5 file: {exc}") from None
+    return model
+
+
+def _versions(attrs: h5py.AttributeManager) -> dict:
+    out = {}
+    for key in ("keras_version", "backend"):
+        try:
+            out[key] = hdf5.attr_str(attrs[key])
+        except (KeyError, ValueError):
+            pass  # informative only
+    return out
+
+
+def _read_full_model(src: _Source, diags: Diagnostics, arch: Model | None) -> Model:
+    config = src.json_attr("model_config")
+    dialect = dialects.detect(config)
+    model = kerasconfig.model_from_config(dialects.to_keras3(config, diags) if dialect == "keras2"
+                                          else dialects.complete_keras3(config))
+    model.metadata["dialect"] = dialect
+    if arch is not None:
+        diags.add("unsupported", "--arch is ignored: this .h5 holds an architecture of its own")
+    weights = src.group(src.file, "model_weights")
+    layers = {layer.name: layer for layer in saved_layers(model)}
+    for name in read_list(weights.attrs, "layer_names"):
+        group = src.group(weights, name)
+        weight_names = read_list(group.attrs, "weight_names")
+        if name not in layers:
+            if weight_names:
+                diags.add("unsupported", f"weights of {name!r} belong to no layer of the model config; dropped", name)
+            continue
+        _attach(src, layers[name], group, weight_names, diags, strict=False)
+    _note_top_level_weights(src, weights, diags)
+    if "training_config" in src.file.attrs:
+        model.compile_config = dialects.compile_to_keras3(src.json_attr("training_config"), diags)
+        if "optimizer_weights" in src.file:
+            model.optimizer = read_state(src.group(src.file, "optimizer_weights"), model,
+                                         model.compile_config.get("optimizer"), src.weight, diags)
+    return model
+
+
+def _read_weights_only(src: _Source, diags: Diagnostics, arch: Model | None, by_name: bool) -> Model:
+    groups = [(name, src.group(src.file, name)) for name in read_list(src.file.attrs, "layer_names")]
+    stored = [(name, group, names) for name, group in groups if (names := read_list(group.attrs, "weight_names"))]
+    _note_top_level_weights(src, src.file, diags)
+    if arch is None:
+        model = Model(name=src.path.stem, class_name="", has_architecture=False)
+        for name, group, weight_names in stored:
+            layer = Layer(name=name, class_name="", extra={"source:key": name})
+            layer.weights = [src.weight(group, wn, str(i)) for i, wn in enumerate(weight_names)]
+            model.layers.append(layer)
+        return model
+    # A fresh copy of the architecture: the weights are attached to it, never to the caller's model.
+    model = kerasconfig.model_from_config(kerasconfig.model_to_config(arch))
+    if by_name:
+        layers = {layer.name: layer for layer in saved_layers(model)}
+        for name, group, weight_names in stored:
+            if name not in layers:
+                diags.add("unsupported", f"weights of {name!r} match no layer of the architecture by name; dropped", name)
+                continue
+            _attach(src, layers[name], group, weight_names, diags, strict=True)
+        return model
+    # As Keras: the layers that have weights, in order, zipped with the stored groups that have some.
+    names_with_weights = {name for name, _, _ in stored}
+    layers = [layer for layer in saved_layers(model) if _has_weights(layer, names_with_weights)]
+    if len(layers) != len(stored):
+        raise src.error(f"the architecture has {len(layers)} layer(s) with weights, the file {len(stored)} "
+                        "(join by layer name with -O by_name=true?)")
+    for layer, (_, group, weight_names) in zip(layers, stored):
+        _attach(src, layer, group, weight_names, diags, strict=True)
+    return model
+
+
+def _has_weights(layer: Layer, names_with_weights: set[str]) -> bool:
+    try:
+        return bool(group_variables(layer))
+    except UnknownLayout:
+        # Nothing tells how many variables an unknown class has: trust a same-named stored group.
+        return layer.name in names_with_weights
+
+
+def _attach(src: _Source, layer: Layer, group: h5py.Group, weight_names: list[str], diags: Diagnostics,
+            strict: bool) -> None:
+    """Give ``layer`` (and, for a nested model, its sublayers) the stored weights, by position."""
+    try:
+        variables = group_variables(layer, count_unknown=len(weight_names))
+    except UnknownLayout as exc:
+        raise src.error(f"cannot place the weights of {layer.name!r}: {exc}") from None
+    if len(variables) != len(weight_names):
+        problem = (f"layer {layer.name!r} ({layer.class_name}) has {len(variables)} variable(s), "
+                   f"the file stores {len(weight_names)} in {group.name!r}")
+        if strict:
+            raise src.error(problem)
+        diags.add("unsupported", problem + "; kept by position", layer.name)
+        variables = [Variable(layer, str(i), "", True, True) for i in range(len(weight_names))]
+    for var, name in zip(variables, weight_names):
+        var.owner.weights.append(src.weight(group, name, var.path, var.trainable))
+
+
+def _note_top_level_weights(src: _Source, weights: h5py.Group, diags: Diagnostics) -> None:
+    if "top_level_model_weights" in weights:
+        if read_list(src.group(weights, "top_level_model_weights").attrs, "weight_names"):
+            diags.add("unsupported", "variables of the model object itself (top_level_model_weights) are dropped")

@@ -1,0 +1,363 @@
+"""``.keras`` archives: the zip ``model.save`` writes and the folder ``save_model(zipped=False)``
+writes, holding ``metadata.json``, ``config.json``, ``model.weights.h5`` and ``assets/``.
+
+The archive is untrusted: member names must stay inside it, declared sizes are checked
+before anything is read, JSON is bounded, and the weights are read in place (a stored member
+is a window on the archive file; h5py reads only the tensors asked for) after their CRC is
+checked. Writing has HDF5 write ``model.weights.h5`` straight into the zip (see ``storedzip``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import json
+import os
+import shutil
+import struct
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from modelmorph import Asset, Diagnostics, Model, Progress, ReadError, UsageError, WriteError
+from modelmorph import dialects, kerasconfig, safety
+from modelmorph.hdf5 import open_file
+from modelmorph.safety import inside, parse_json, read_json_file, safe_member_path
+
+from .h5store import VarsStore
+from .mapping import attach
+from .storedzip import StoredZip, crc32_of, local_header_size
+from .weightsfile import write_weights
+
+CONFIG, METADATA, WEIGHTS, WEIGHTS_NPZ, ASSETS = "config.json", "metadata.json", "model.weights.h5", "model.weights.npz", "assets"
+#: The Keras release whose archive layout modelmorph writes (and is tested against), used as
+#: ``keras_version`` unless the model came from a Keras 3 file naming its own.
+KERAS_VERSION = "3.15.1"
+#: A deflated member larger than this may expand at most MAX_EXPANSION times (Keras' own rule).
+BOMB_FLOOR = 1 << 28
+MAX_EXPANSION = 100
+_CHUNK = 1 << 20
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature ... file name length, extra field length
+
+
+# -- reading ---------------------------------------------------------------------------------
+def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | None = None) -> Model:
+    if arch is not None:
+        diagnostics.add("unsupported", "--arch is ignored: a .keras archive holds an architecture of its own")
+    archive = FolderArchive(path) if path.is_dir() else ZipArchive(path)
+    try:
+        model, dialect = architecture(archive.read_json(CONFIG, "config.json"), path, diagnostics)
+        metadata = archive.read_json(METADATA, "metadata.json", required=False)
+        if isinstance(metadata, dict):
+            model.metadata.update({k: v for k, v in metadata.items() if isinstance(v, str)})
+        model.metadata["dialect"] = dialect
+        store = VarsStore(path)
+        store.scan(archive.open_weights())
+        attach(model, store, diagnostics, strict=False, keras2=dialect == "keras2")
+        model.assets = archive.assets()
+    except BaseException:
+        archive.close()
+        raise
+    model.on_close(archive.close)
+    return model
+
+
+def architecture(data: Any, source: Path, diagnostics: Diagnostics) -> tuple[Model, str]:
+    """The IR of an archive's ``config.json``, Keras 2 (tf_keras) configs translated."""
+    if not isinstance(data, dict) or "class_name" not in data or "config" not in data:
+        raise ReadError(source, "config.json is not a Keras model config (no 'class_name' and 'config')")
+    dialect = dialects.detect(data)
+    try:
+        model = kerasconfig.model_from_config(dialects.to_keras3(data, diagnostics) if dialect == "keras2" else data)
+    except (kerasconfig.ConfigError, ValueError, TypeError, KeyError) as exc:
+        raise ReadError(source, f"invalid Keras architecture in config.json: {exc}") from None
+    if dialect == "keras2" and model.compile_config:
+        model.compile_config = _compile_config_to_keras3(model.compile_config)
+    return model, dialect
+
+
+# tf_keras compile settings Keras 3 rejects: optimizer arguments it does not have, and None
+# where Keras 3 needs a value (None meant tf_keras' defaults, which these are).
+_TF_KERAS_OPTIMIZER_ARGS = ("jit_compile", "is_legacy_optimizer")
+_KERAS3_COMPILE_DEFAULTS = {"run_eagerly": False, "steps_per_execution": 1, "jit_compile": False}
+
+
+def _compile_config_to_keras3(compile_config: dict) -> dict:
+    out = dict(compile_config)
+    optimizer = out.get("optimizer")
+    if isinstance(optimizer, dict) and isinstance(optimizer.get("config"), dict):
+        config = {k: v for k, v in optimizer["config"].items() if k not in _TF_KERAS_OPTIMIZER_ARGS}
+        out["optimizer"] = {**optimizer, "config": config}
+    for key, default in _KERAS3_COMPILE_DEFAULTS.items():
+        if out.get(key) is None:
+            out[key] = default
+    return out
+
+
+class ZipArchive:
+    """A ``.keras`` zip, checked member by member when opened."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.h5: h5py.File | None = None
+        self.view: _MemberView | None = None
+        try:
+            self.raw = open(path, "rb")
+        except OSError as exc:
+            raise ReadError(path, exc.strerror or _first_line(exc)) from None
+        try:
+            self.zip = zipfile.ZipFile(self.raw)
+            self.members = self._check_members()
+        except BaseException as exc:
+            self.raw.close()
+            if isinstance(exc, (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError)):
+                raise ReadError(path, f"not a readable .keras zip archive ({_first_line(exc)})") from None
+            raise
+
+    def _check_members(self) -> dict[str, zipfile.ZipInfo]:
+        members: dict[str, zipfile.ZipInfo] = {}
+        for info in self.zip.infolist():
+            safe_member_path(info.filename.rstrip("/") if info.is_dir() else info.filename, self.path)
+            if info.filename in members:
+                raise ReadError(self.path, f"member {info.filename!r} appears twice")
+            if info.flag_bits & 0x1:
+                raise ReadError(self.path, f"member {info.filename!r} is encrypted")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise ReadError(self.path, f"member {info.filename!r} uses compression method {info.compress_type}, "
+                                           "which Keras never writes")
+            if info.file_size > BOMB_FLOOR and info.file_size > MAX_EXPANSION * info.compress_size:
+                raise ReadError(self.path, f"member {info.filename!r} declares {info.file_size} bytes but stores "
+                                           f"{info.compress_size}: a decompression bomb; refused")
+            members[info.filename] = info
+        return members
+
+    def read_json(self, name: str, what: str, required: bool = True) -> Any:
+        info = self.members.get(name)
+        if info is None:
+            if required:
+                raise ReadError(self.path, f"the archive has no {name}")
+            return None
+        limit = safety.MAX_JSON_BYTES
+        if info.file_size > limit:
+            raise ReadError(self.path, f"{what} declares {info.file_size} bytes, more than the {limit} modelmorph accepts")
+        return parse_json(self._read(info, limit + 1), self.path, what)
+
+    def _read(self, info: zipfile.ZipInfo, limit: int = -1) -> bytes:
+        try:
+            with self.zip.open(info) as member:
+                return member.read(limit)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise ReadError(self.path, f"member {info.filename!r} is corrupt ({_first_line(exc)})") from None
+
+    def open_weights(self) -> h5py.File:
+        info = self.members.get(WEIGHTS)
+        if info is None:
+            raise ReadError(self.path, _no_weights(WEIGHTS_NPZ in self.members))
+        if info.compress_type == zipfile.ZIP_STORED:
+            self.view = _MemberView(self.path, self._data_start(info), info.file_size)
+            if crc32_of(self.view, 0, info.file_size) != info.CRC:
+                raise ReadError(self.path, f"{WEIGHTS} is corrupt (CRC-32 mismatch)")
+            self.h5 = _open_h5(self.view, self.path)
+        else:
+            self.h5 = self._extract_weights(info)
+        return self.h5
+
+    def _data_start(self, info: zipfile.ZipInfo) -> int:
+        self.raw.seek(info.header_offset)
+        header = self.raw.read(_LOCAL_HEADER.size)
+        if len(header) < _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+            raise ReadError(self.path, f"the zip entry of {info.filename!r} is corrupt")
+        _, name_length, extra_length = _LOCAL_HEADER.unpack(header)
+        start = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+        if info.file_size != info.compress_size or start + info.file_size > os.fstat(self.raw.fileno()).st_size:
+            raise ReadError(self.path, f"{info.filename} is truncated")
+        return start
+
+    def _extract_weights(self, info: zipfile.ZipInfo) -> h5py.File:
+        # A deflated member (an archive re-zipped by hand) cannot be read in place: copy it out,
+        # bounded by its declared size (zipfile stops there and checks the CRC).
+        tmp = tempfile.NamedTemporaryFile(prefix="modelmorph-", suffix=".weights.h5", delete=False)
+        try:
+            with tmp, self.zip.open(info) as member:
+                shutil.copyfileobj(member, tmp, _CHUNK)
+            return _open_h5(tmp.name, self.path)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise ReadError(self.path, f"{WEIGHTS} is corrupt ({_first_line(exc)})") from None
+        finally:
+            # An open file keeps its data once unlinked (POSIX); elsewhere the unlink fails harmlessly.
+            with contextlib.suppress(OSError):
+                os.unlink(tmp.name)
+
+    def assets(self) -> list[Asset]:
+        return [Asset(name, info.file_size, loader=lambda info=info: self._read(info))
+                for name, info in self.members.items() if name.startswith(ASSETS + "/") and not info.is_dir()]
+
+    def close(self) -> None:
+        # The HDF5 file first: it reads through the view, which reads the archive.
+        for resource in (self.h5, self.view, self.zip, self.raw):
+            if resource is not None:
+                resource.close()
+
+
+class FolderArchive:
+    """The unzipped variant: the same members as files in a folder (no symlink may leave it)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.h5: h5py.File | None = None
+
+    def read_json(self, name: str, what: str, required: bool = True) -> Any:
+        if not (self.path / name).exists():
+            if required:
+                raise ReadError(self.path, f"the folder has no {name}")
+            return None
+        return read_json_file(inside(self.path, name, self.path), what)
+
+    def open_weights(self) -> h5py.File:
+        if not (self.path / WEIGHTS).exists():
+            raise ReadError(self.path, _no_weights((self.path / WEIGHTS_NPZ).exists()))
+        self.h5 = open_file(inside(self.path, WEIGHTS, self.path))
+        return self.h5
+
+    def assets(self) -> list[Asset]:
+        out = []
+        for folder, _, files in os.walk(self.path / ASSETS):
+            for file in sorted(files):
+                rel = (Path(folder) / file).relative_to(self.path).as_posix()
+                target = inside(self.path, rel, self.path)
+                out.append(Asset(rel, target.stat().st_size, loader=target.read_bytes))
+        return sorted(out, key=lambda a: a.path)
+
+    def close(self) -> None:
+        if self.h5 is not None:
+            self.h5.close()
+
+
+def _no_weights(has_npz: bool) -> str:
+    if has_npz:
+        return f"the archive keeps its weights as {WEIGHTS_NPZ} (weights_format='npz'), which modelmorph does not read"
+    return f"the archive has no {WEIGHTS}"
+
+
+def _open_h5(target: io.RawIOBase | str, source: Path) -> h5py.File:
+    try:
+        return h5py.File(target, "r", locking=False)
+    except OSError as exc:
+        raise ReadError(source, f"{WEIGHTS} is not a readable HDF5 file ({_first_line(exc)})") from None
+
+
+class _MemberView(io.RawIOBase):
+    """Bytes ``[start, start + size)`` of a file, read-only and seekable: how h5py reads a
+    stored zip member in place, with a file handle of its own."""
+
+    def __init__(self, path: Path, start: int, size: int):
+        super().__init__()
+        self.file = open(path, "rb", buffering=0)
+        self.start, self.size, self.pos = start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = max(0, min(len(view), self.size - self.pos))
+        if n == 0:
+            return 0
+        self.file.seek(self.start + self.pos)
+        got = self.file.readinto(view[:n]) or 0
+        self.pos += got
+        return got
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+
+# -- writing ---------------------------------------------------------------------------------
+def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, progress: Progress | None = None) -> None:
+    zipped = options.get("zipped", "true").strip().lower()
+    if zipped not in ("true", "false"):
+        raise UsageError(f"-O zipped must be true or false, not {options['zipped']!r}")
+    if zipped == "false" and path.name.endswith(".keras"):
+        raise UsageError("-O zipped=false writes a folder, which Keras loads only if its name does not end in .keras")
+    if not model.has_architecture:
+        raise WriteError(path, "a .keras archive holds an architecture, and this model has weights only "
+                               "(give one with --arch)")
+    for asset in model.assets:
+        try:
+            safe_member_path(asset.path, path)
+        except ReadError as exc:
+            raise WriteError(path, f"asset {exc.problem}") from None
+        if not asset.path.startswith(ASSETS + "/"):
+            raise WriteError(path, f"asset path {asset.path!r} is not under {ASSETS}/")
+    config = kerasconfig.model_to_config(model)
+    config.setdefault("compile_config", {})  # what Keras writes for a model never compiled
+    version = model.metadata.get("keras_version")
+    metadata = json.dumps({
+        "keras_version": version if isinstance(version, str) and version.startswith("3.") else KERAS_VERSION,
+        "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
+    })
+    progress = progress or Progress()
+    if zipped == "true":
+        _write_zip(model, path, metadata, json.dumps(config), diagnostics, progress)
+    else:
+        _write_folder(model, path, metadata, json.dumps(config), diagnostics, progress)
+
+
+def _write_zip(model: Model, path: Path, metadata: str, config: str, diagnostics: Diagnostics, progress: Progress) -> None:
+    # HDF5 writes the weights in place, after a user block that then receives metadata.json,
+    # config.json and the weights' zip header (see storedzip). The header always has zip64
+    # sizes: its length must be known before the size is. config.json ends in blanks (valid
+    # JSON) so that the header ends exactly where the user block does.
+    head = [(METADATA, metadata.encode()), (CONFIG, config.encode())]
+    prefix = sum(local_header_size(name, len(data)) + len(data) for name, data in head)
+    prefix += local_header_size(WEIGHTS, 0, zip64=True)
+    userblock = max(512, 1 << (prefix - 1).bit_length())
+    head[1] = (CONFIG, head[1][1] + b" " * (userblock - prefix))
+    write_weights(model, path, diagnostics, progress, userblock=userblock)
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END) - userblock
+        crc = crc32_of(f, userblock, size)
+        f.seek(0)
+        archive = StoredZip(f)
+        for name, data in head:
+            archive.add(name, data)
+        archive.header(WEIGHTS, crc, size, zip64=True)
+        assert f.tell() == userblock, "the archive's first members overran the HDF5 user block"
+        f.seek(userblock + size)
+        for asset in model.assets:
+            archive.add(asset.path, asset.read())
+        archive.finish()
+
+
+def _write_folder(model: Model, path: Path, metadata: str, config: str, diagnostics: Diagnostics,
+                  progress: Progress) -> None:
+    (path / ASSETS).mkdir(parents=True)
+    (path / METADATA).write_text(metadata)
+    (path / CONFIG).write_text(config)
+    write_weights(model, path / WEIGHTS, diagnostics, progress)
+    for asset in model.assets:
+        target = path / asset.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(asset.read())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

@@ -1,0 +1,238 @@
+"""Keras 3 weights files ↔ the IR: place each stored variable on its layer (reading) and
+each IR weight in its ``vars`` group (writing), by the paths :mod:`modelmorph.keras3_layout`
+derives from the architecture, as Keras' ``load_weights`` and ``save_weights`` do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from modelmorph import Diagnostics, Layer, Model, OptimizerSlot, OptimizerState, ReadError, Weight
+from modelmorph import keras3_layout as layout
+
+from .h5store import Group, StoredGroup, VarsStore
+
+SOURCE_KEY = "source:key"  # weights-only layers: the h5 group they came from
+SOURCE_NAME = "source:name"  # ... and that group's `name` attribute
+
+
+class PlanError(ValueError):
+    """The model's weights cannot be placed where Keras 3 looks for them (message says why)."""
+
+
+# -- reading ---------------------------------------------------------------------------------
+def attach(model: Model, store: VarsStore, diagnostics: Diagnostics, *, strict: bool, keras2: bool = False) -> None:
+    """Give ``model``'s layers (in place) the weights ``store`` holds for them, and its optimizer.
+
+    ``strict`` (joining a weights file to a separate architecture): a layer whose variables do
+    not match is a ReadError, as in Keras. Otherwise (an archive, whose own config describes its
+    weights) such a layer keeps what the file holds by position, with a diagnostic.
+    """
+    taken: set[str] = set()
+    for place in layout.places(model):
+        slots = layout.catalogue_slots(place.layer)
+        weights = None if slots is None else _named(place, slots, store, taken, diagnostics, strict)
+        place.layer.weights = weights if weights is not None else _positional(place.h5_path, store, taken)
+    model.optimizer = _optimizer(model, store, diagnostics, keras2)
+    taken.add("optimizer")
+    dropped = [f"{p}/vars" if p else "vars" for p, g in store.groups.items() if g.datasets and p not in taken]
+    dropped += store.strays
+    if dropped:
+        diagnostics.add("unsupported", f"{len(dropped)} group(s) or dataset(s) of the weights file belong to "
+                                       f"nothing in the architecture and are dropped: {', '.join(dropped[:5])}")
+
+
+def _lookup(store: VarsStore, path: str, taken: set[str]) -> StoredGroup | None:
+    # tf_keras keeps private attributes (MultiHeadAttention's `_query_dense`), and tf_keras 2.13
+    # named the layer list `_layer_checkpoint_dependencies`; Keras 3 reads both.
+    head, _, sub = path.rpartition("/")
+    for candidate in (path, f"{head}/_{sub}" if head else f"_{sub}",
+                      "/".join("_layer_checkpoint_dependencies" if p == "layers" else p for p in path.split("/"))):
+        if candidate in store.groups:
+            taken.add(candidate)
+            return store.groups[candidate]
+    return None
+
+
+def _named(place: layout.Place, slots: list[layout.Slot], store: VarsStore, taken: set[str],
+           diagnostics: Diagnostics, strict: bool) -> list[Weight] | None:
+    weights = []
+    for sub in dict.fromkeys(s.sub for s in slots):
+        wanted = [s for s in slots if s.sub == sub]
+        where = f"{place.h5_path}/{sub}" if sub else place.h5_path
+        group = _lookup(store, where, taken)
+        found = sorted(group.datasets) if group is not None else []
+        if found != list(range(len(wanted))):
+            problem = (f"layer {place.layer_path!r} ({place.layer.class_name}): the file holds {len(found)} variable(s) "
+                       f"at {where}/vars where Keras 3 expects {len(wanted)} ({', '.join(s.weight_path for s in wanted)})")
+            if strict:
+                raise ReadError(store.source, problem)
+            diagnostics.add("unsupported", problem + "; they are kept by position", place.layer_path)
+            return None
+        weights += [store.weight(group.datasets[s.index], s.weight_path, s.trainable) for s in wanted]
+    return weights
+
+
+def _positional(h5_path: str, store: VarsStore, taken: set[str]) -> list[Weight]:
+    """Everything under a layer of a class the catalogue does not know: ``0``, ``cell/1``..."""
+    weights = []
+    subs = [p for p in store.groups if p == h5_path or p.startswith(h5_path + "/")]
+    for path in sorted(subs, key=layout.visit_key):
+        taken.add(path)
+        sub = path[len(h5_path) + 1:]
+        for index, ds in sorted(store.groups[path].datasets.items()):
+            weights.append(store.weight(ds, f"{sub}/{index}" if sub else str(index)))
+    return weights
+
+
+def _optimizer(model: Model, store: VarsStore, diagnostics: Diagnostics, keras2: bool) -> OptimizerState | None:
+    group = store.groups.get("optimizer")
+    if group is None or not group.datasets:
+        return None
+    config = (model.compile_config or {}).get("optimizer")
+    datasets = group.ordered()
+    entries = layout.optimizer_entries(model, config, keras2=keras2)
+    state = OptimizerState(config=config)
+    shapes = {path: w.shape for path, _, w in model.iter_weights()}
+    if (entries is not None and len(entries) == len(datasets) and sorted(group.datasets) == list(range(len(datasets)))
+            and all(e.variable is None or shapes[e.variable] == ds.shape for e, ds in zip(entries, datasets))):
+        for entry, ds in zip(entries, datasets):
+            if entry.variable is None:
+                state.variables.append(store.weight(ds, entry.name, trainable=False))
+            else:
+                weight = store.weight(ds, f"{entry.variable}/{entry.name}", trainable=False)
+                state.slots.append(OptimizerSlot(entry.variable, entry.name, weight))
+        return state
+    state.unmapped = [store.weight(ds, str(i), trainable=False) for i, ds in sorted(group.datasets.items())]
+    diagnostics.add("unsupported", f"the {len(datasets)} optimizer variables do not match what a Keras 3 "
+                                   f"{_class_of(config)} of this model holds; they are kept by position")
+    return state
+
+
+def _class_of(optimizer: object) -> str:
+    name = optimizer.get("class_name") if isinstance(optimizer, dict) else None
+    return name if isinstance(name, str) else "optimizer (none compiled)"
+
+
+def weights_only(store: VarsStore, name: str) -> Model:
+    """A model without architecture: one weights-only layer per stored group, named by its h5 path."""
+    root = store.groups.get("")
+    model = Model(name=(root.name if root is not None and root.name else name), class_name="", has_architecture=False)
+    for path, group in sorted(store.groups.items(), key=lambda item: layout.visit_key(item[0])):
+        if not group.datasets:
+            continue
+        if path == "optimizer":
+            model.optimizer = OptimizerState(unmapped=[store.weight(ds, str(i), False) for i, ds in sorted(group.datasets.items())])
+            continue
+        key = f"{path}/vars" if path else "vars"
+        extra = {SOURCE_KEY: key} | ({SOURCE_NAME: group.name} if group.name is not None else {})
+        layer = Layer(name=key, class_name="", extra=extra)
+        layer.weights = [store.weight(ds, str(i)) for i, ds in sorted(group.datasets.items())]
+        model.layers.append(layer)
+    return model
+
+
+def structure_of(arch: Model) -> Model:
+    """A copy of an architecture without weights or optimizer state, to attach weights to
+    (the caller's model is left untouched)."""
+    layers = [dataclasses.replace(layer, weights=[], submodel=structure_of(layer.submodel) if layer.submodel else None)
+              for layer in arch.layers]
+    metadata = {k: v for k, v in arch.metadata.items() if k != "source_format"}
+    return dataclasses.replace(arch, layers=layers, optimizer=None, assets=[], metadata=metadata, _closers=[])
+
+
+# -- writing ---------------------------------------------------------------------------------
+def plan(model: Model, diagnostics: Diagnostics) -> list[Group]:
+    """The ``vars`` groups of ``model`` in the order Keras 3 writes them (PlanError if impossible)."""
+    if not model.has_architecture:
+        return _replay(model)
+    groups = [Group("", model.name)]
+    for place in layout.places(model):
+        groups += _layer_groups(place)
+    optimizer = _optimizer_group(model, diagnostics)
+    return groups + ([optimizer] if optimizer is not None else [])
+
+
+def _layer_groups(place: layout.Place) -> list[Group]:
+    layer = place.layer
+    by_path = {w.path: w for w in layer.weights}
+    slots = layout.catalogue_slots(layer)
+    if slots is None:
+        slots = [layout.positional_slot(w.path) for w in layer.weights]
+        if None in slots:
+            bad = next(w.path for w, s in zip(layer.weights, slots) if s is None)
+            raise PlanError(f"layer {place.layer_path!r}: class {layer.class_name!r} is not in the layer catalogue, so "
+                            f"its weights must be positional (0, 1, ...), not {bad!r}")
+    elif set(by_path) != {s.weight_path for s in slots}:
+        raise PlanError(f"layer {place.layer_path!r} ({layer.class_name}) has weights [{', '.join(by_path)}] where "
+                        f"Keras 3 expects [{', '.join(s.weight_path for s in slots)}]")
+    subs = {""} | {"/".join(s.sub.split("/")[:n]) for s in slots for n in range(1, s.sub.count("/") + 2) if s.sub}
+    groups = []
+    for sub in sorted(subs, key=layout.visit_key):
+        indexed = sorted(((s.index, by_path[s.weight_path]) for s in slots if s.sub == sub), key=lambda t: t[0])
+        if [i for i, _ in indexed] != list(range(len(indexed))):
+            raise PlanError(f"layer {place.layer_path!r}: positional weights of {sub or 'the layer'} skip an index")
+        path = f"{place.h5_path}/{sub}" if sub else place.h5_path
+        groups.append(Group(path, layout.sub_object_name(layer, sub), [w for _, w in indexed]))
+    return groups
+
+
+def _optimizer_group(model: Model, diagnostics: Diagnostics) -> Group | None:
+    state = model.optimizer
+    if state is None:
+        return None
+    config = state.config or (model.compile_config or {}).get("optimizer")
+    name = layout.optimizer_group_name(config)
+    if not state.variables and not state.slots:
+        if state.unmapped:
+            diagnostics.add("unsupported", "optimizer variables are written by position: Keras 3 loads them only "
+                                           "if its optimizer builds the same variables in the same order")
+        return Group("optimizer", name, list(state.unmapped))
+    own = {w.path: w for w in state.variables}
+    slots = {(s.variable, s.name): s.weight for s in state.slots}
+    weights = []
+    for entry in layout.optimizer_entries(model, config) or [None]:
+        if entry is None:
+            weight = None
+        elif entry.variable is None:
+            # tf_keras keeps the learning rate in the config only
+            weight = own.pop(entry.name, None) or (_learning_rate(config) if entry.name == "learning_rate" else None)
+        else:
+            weight = slots.pop((entry.variable, entry.name), None)
+        if weight is None:
+            diagnostics.add("lossy", f"the optimizer state does not match the variables a Keras 3 {_class_of(config)} "
+                                     "of this model has; it is not written")
+            return None
+        weights.append(weight)
+    if own or slots or state.unmapped:
+        diagnostics.add("lossy", f"{len(own) + len(slots) + len(state.unmapped)} optimizer variable(s) have no place "
+                                 "in a Keras 3 optimizer and are not written")
+    return Group("optimizer", name, weights)
+
+
+def _learning_rate(config: dict | None) -> Weight | None:
+    value = ((config or {}).get("config") or {}).get("learning_rate")
+    if not isinstance(value, (int, float)):
+        return None
+    return Weight.from_array("learning_rate", np.asarray(value, dtype=np.float32), trainable=False)
+
+
+def _replay(model: Model) -> list[Group]:
+    """A weights-only model read from a Keras weights file goes back to the paths it came from."""
+    if model.metadata.get("source_format") != "keras-weights" or not all(SOURCE_KEY in l.extra for l in model.layers):
+        raise PlanError("Keras 3 weights are placed by the model's architecture, and this model has weights only "
+                        "(give one with --arch)")
+    groups = []
+    for layer in model.layers:
+        slots = [layout.positional_slot(w.path) for w in layer.weights]
+        if any(s is None or s.sub for s in slots) or sorted(s.index for s in slots) != list(range(len(slots))):
+            raise PlanError(f"weights of {layer.name!r} are not numbered 0, 1, ... as a Keras weights file stores them")
+        key = str(layer.extra[SOURCE_KEY])
+        path = key.removesuffix("vars").rstrip("/")
+        weights = [w for _, w in sorted(((s.index, w) for s, w in zip(slots, layer.weights)), key=lambda t: t[0])]
+        groups.append(Group(path, layer.extra.get(SOURCE_NAME), weights))
+    if model.optimizer is not None:
+        groups.append(Group("optimizer", None, list(model.optimizer.unmapped)))
+    return groups

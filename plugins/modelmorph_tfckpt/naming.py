@@ -1,0 +1,149 @@
+"""Where each naming scheme puts a model's layers and variables in a checkpoint's object graph.
+
+A TensorFlow checkpoint names a variable by the chain of attribute names (children) that
+leads to it from the root object. Which chain depends on who wrote it:
+
+``keras2``
+    tf_keras ``model.save_weights(prefix)`` / ``load_weights(prefix)``: the model is the
+    root. Layer ``i`` of ``model.layers`` (a Sequential's InputLayer is not one) is child
+    ``layer-i`` and, when it has variables, also ``layer_with_weights-k`` (``k`` counts only
+    such layers). Keys use the latter: it comes first, and keys follow the first path found
+    breadth-first. Variables are children named after ``add_weight(name=...)``; sub-objects
+    after the attribute holding them (``cell``, ``forward_layer``, MultiHeadAttention's
+    private ``_query_dense``).
+``keras3``
+    ``tf.train.Checkpoint(model=m)`` of a Keras 3 model (the root's child ``model`` is the
+    model object). A Functional's layers and ops are ``_operations/i`` in config order,
+    InputLayers included; a Sequential keeps them in its inner ``_functional``. Variables
+    are named after the attribute holding them, which is private for some classes
+    (Dense's ``_kernel``, Embedding's ``_embeddings``).
+``module``
+    Plain object paths, as ``tf.train.Checkpoint(model=module)`` writes a ``tf.Module``:
+    the IR layer path then the weight path (``dense/kernel``, ``inner/dense/bias``).
+
+The paths here are relative to the model's object; callers anchor them (the ``model`` child
+for ``keras3``) and escape them into keys through the bundle library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelmorph import catalogue
+from modelmorph.ir import Layer, Model
+
+SCHEMES = ("keras2", "keras3", "module")
+
+Path = tuple[str, ...]
+
+#: Sub-objects whose attribute is private in both Keras versions (IR name → attribute).
+_SUB_OBJECTS = {"MultiHeadAttention": {"query_dense": "_query_dense", "key_dense": "_key_dense",
+                                       "value_dense": "_value_dense", "output_dense": "_output_dense"}}
+
+#: Keras 3 attributes that differ from the IR variable name, by class (tf_keras uses the IR names).
+_KERAS3_VARIABLES = {
+    "Dense": {"kernel": "_kernel"},
+    "EinsumDense": {"kernel": "_kernel"},
+    "Embedding": {"embeddings": "_embeddings"},
+    "Conv1D": {"kernel": "_kernel"}, "Conv2D": {"kernel": "_kernel"}, "Conv3D": {"kernel": "_kernel"},
+    "DepthwiseConv1D": {"depthwise_kernel": "kernel"}, "DepthwiseConv2D": {"depthwise_kernel": "kernel"},
+    "Normalization": {"mean": "adapt_mean", "variance": "adapt_variance"},
+}
+
+
+@dataclass(frozen=True)
+class LayerObject:
+    """One layer of a model level and the child paths reaching it from the model's object.
+
+    ``path`` is the canonical one (keys use it); ``aliases`` also reach the same object
+    (Keras 2's ``layer-i``).
+    """
+
+    layer: Layer
+    layer_path: str
+    path: Path
+    aliases: tuple[Path, ...] = ()
+
+
+def layer_objects(model: Model, scheme: str, prefix: str = "") -> list[LayerObject]:
+    """The layers of one model level (not nested ones) with their object paths.
+
+    ``prefix`` is the IR path of ``model`` inside its outer model (``"inner/"``).
+    """
+    if scheme == "module":
+        return [LayerObject(layer, prefix + layer.name, tuple(layer.name.split("/"))) for layer in model.layers]
+    if scheme == "keras2":
+        return _keras2_layers(model, prefix)
+    if scheme == "keras3":
+        return _keras3_layers(model, prefix)
+    raise ValueError(f"unknown naming scheme {scheme!r}")
+
+
+def _keras2_layers(model: Model, prefix: str) -> list[LayerObject]:
+    layers = model.layers
+    if model.class_name == "Sequential":
+        layers = [layer for layer in layers if layer.class_name != "InputLayer"]
+    out, weighted = [], 0
+    for index, layer in enumerate(layers):
+        positional = (f"layer-{index}",)
+        if has_variables(layer):
+            out.append(LayerObject(layer, prefix + layer.name, (f"layer_with_weights-{weighted}",), (positional,)))
+            weighted += 1
+        else:
+            out.append(LayerObject(layer, prefix + layer.name, positional))
+    return out
+
+
+def _keras3_layers(model: Model, prefix: str) -> list[LayerObject]:
+    if model.class_name == "Sequential":
+        # Keras 3 builds a Sequential into an inner Functional whose operation 0 is the
+        # InputLayer, whether or not the config lists one.
+        offset = 0 if model.layers and model.layers[0].class_name == "InputLayer" else 1
+        return [LayerObject(layer, prefix + layer.name, ("_functional", "_operations", str(i + offset)))
+                for i, layer in enumerate(model.layers)]
+    return [LayerObject(layer, prefix + layer.name, ("_operations", str(i))) for i, layer in enumerate(model.layers)]
+
+
+def has_variables(layer: Layer) -> bool:
+    """Whether Keras gives the layer variables: by its class and config, as the live layer
+    has them whether or not this model carries their values (or by its weights, for a class
+    the catalogue does not know)."""
+    if layer.submodel is not None:
+        return any(has_variables(sub) for sub in layer.submodel.layers)
+    return bool(layer.weights) or bool(catalogue.variables_of(layer.class_name, layer.config))
+
+
+def is_positional(layer: Layer) -> bool:
+    """A layer whose class the catalogue does not know: its IR weights are named ``0``, ``1``...
+    by position, and no scheme knows the attribute names its class gives them."""
+    return layer.submodel is None and catalogue.variables_of(layer.class_name, layer.config) is None
+
+
+def variable_path(layer: Layer, weight_path: str, scheme: str) -> Path | None:
+    """Child names from ``layer``'s object to the variable at IR ``weight_path``; None when
+    the scheme cannot name it (a positional weight of a class the catalogue does not know)."""
+    parts = weight_path.split("/")
+    if scheme == "module":
+        return tuple(parts)
+    if is_positional(layer):
+        return None
+    class_name, config = layer.class_name, layer.config or {}
+    out = []
+    for attr in parts[:-1]:
+        out.append(_SUB_OBJECTS.get(class_name, {}).get(attr, attr))
+        class_name, config = _sub_object(class_name, config, attr)
+    names = _KERAS3_VARIABLES.get(class_name, {}) if scheme == "keras3" else {}
+    out.append(names.get(parts[-1], parts[-1]))
+    return tuple(out)
+
+
+def _sub_object(class_name: str, config: dict, attr: str) -> tuple[str, dict]:
+    """The class and config of the sub-object ``class_name`` keeps under ``attr`` (only the
+    class matters here: it selects the attribute names of the sub-object's variables)."""
+    if class_name in _SUB_OBJECTS:
+        return "EinsumDense", {}
+    key = "backward_layer" if attr == "backward_layer" and isinstance(config.get("backward_layer"), dict) else "layer"
+    if attr in ("layer", "forward_layer", "backward_layer") and isinstance(config.get(key), dict):
+        inner = config[key]
+        return str(inner.get("class_name", "")), inner.get("config") if isinstance(inner.get("config"), dict) else {}
+    return f"{class_name}.{attr}", {}  # e.g. an RNN's cell: its variables keep their IR names

@@ -1,0 +1,141 @@
+"""Writing a model as a TensorFlow checkpoint: ``<prefix>.index``, data shard(s), the object
+graph TensorFlow restores by, and the ``checkpoint`` state file naming it the latest.
+
+Tensors are streamed one at a time: each weight is read, written and dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from modelmorph import Diagnostics, Model, Progress, UsageError
+from modelmorph.ir import Weight
+
+from . import naming
+from .bundle import BundleWriter, TrackableNode, build_object_graph, write_checkpoint_state
+from .bundle.protos.trackable_object_graph_pb2 import TrackableObjectGraph
+from .optimizer import optimizer_object
+from .reader import CHECKPOINT_KEYS, OBJECT_GRAPH
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KIB|MIB|GIB)?\s*$", re.IGNORECASE)
+_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
+
+
+def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, progress: Progress | None = None) -> None:
+    progress = progress or Progress()
+    prefix = path.with_name(path.name[: -len(".index")]) if path.name.endswith(".index") else path
+    if not prefix.name:
+        raise UsageError(f"{path.name}: a checkpoint needs a prefix name before .index")
+    max_shard_size = _max_shard_size(options.get("max_shard_size"))
+    tensors, graph = _plan(model, options.get("naming"), diagnostics)
+    progress.start(sum(w.nbytes for _, w in tensors), f"writing {prefix.name}")
+    with BundleWriter(prefix, max_shard_size=max_shard_size) as bundle:
+        for key, weight in tensors:
+            value = weight.read()
+            if tuple(value.shape) != tuple(weight.shape):  # the core names the destination
+                raise ValueError(f"variable {key!r}: its data has shape {list(value.shape)}, "
+                                 f"the model declares {list(weight.shape)}")
+            bundle.add(key, value, dtype=weight.dtype)
+            progress.advance(weight.nbytes)
+            del value
+        if graph is not None:
+            bundle.add_object_graph(graph)
+    write_checkpoint_state(prefix.parent, prefix.name)
+
+
+def _plan(model: Model, scheme: str | None, diagnostics: Diagnostics) -> tuple[list[tuple[str, Weight]], object]:
+    """The tensors to write under their keys, and the object graph (None: write none)."""
+    if scheme is not None and scheme not in naming.SCHEMES:
+        raise UsageError(f"-O naming must be one of {', '.join(naming.SCHEMES)}, not {scheme!r}")
+    if not model.has_architecture:
+        if scheme is not None:
+            raise UsageError("-O naming applies to models with an architecture; a weights-only model keeps its "
+                             "checkpoint keys, or is named by its layer and weight paths (give an architecture with --arch)")
+        recorded = _recorded_keys(model)
+        if recorded is not None:
+            return recorded, _pruned_graph(model.extra.get(OBJECT_GRAPH), {key for key, _ in recorded}, diagnostics)
+        scheme = "module"
+    scheme = scheme or "keras2"
+    variables: dict[str, TrackableNode] = {}
+    model_node = TrackableNode()
+    _fill(model_node, model, scheme, "", variables, diagnostics)
+    optimizer = optimizer_object(model, scheme, variables, diagnostics)
+    if optimizer is not None:
+        model_node.add_child("optimizer", optimizer)
+    root = model_node
+    if scheme == "keras3":  # tf.train.Checkpoint(model=m): the model is the root's child
+        root = TrackableNode()
+        root.add_child("model", model_node)
+    built = build_object_graph(root)
+    return list(built.values()), built.graph
+
+
+def _fill(node: TrackableNode, model: Model, scheme: str, prefix: str, variables: dict[str, TrackableNode],
+          diagnostics: Diagnostics) -> None:
+    """Attach ``model``'s layers and variables under ``node`` as ``scheme`` names them."""
+    for obj in naming.layer_objects(model, scheme, prefix):
+        layer_node = _descend(node, obj.path)
+        for alias in obj.aliases:
+            _descend(node, alias[:-1]).add_child(alias[-1], layer_node)
+        if obj.layer.submodel is not None:
+            _fill(layer_node, obj.layer.submodel, scheme, obj.layer_path + "/", variables, diagnostics)
+            continue
+        for weight in obj.layer.weights:
+            relative = naming.variable_path(obj.layer, weight.path, scheme)
+            if relative is None:
+                diagnostics.add("unsupported", f"class {obj.layer.class_name!r} is not in the layer catalogue, so the "
+                                               f"names Keras gives its variables are unknown; they are written under "
+                                               f"their positions, where {scheme} Keras will not restore them",
+                                obj.layer_path)
+                relative = tuple(weight.path.split("/"))
+            full_path = f"{obj.layer_path}/{weight.path}"
+            owner = _descend(layer_node, relative[:-1])
+            variables[full_path] = owner.add_variable(relative[-1], weight, full_name=full_path)
+
+
+def _descend(node: TrackableNode, path: tuple[str, ...]) -> TrackableNode:
+    for name in path:
+        node = node.child(name)
+    return node
+
+
+def _recorded_keys(model: Model) -> list[tuple[str, Weight]] | None:
+    """A weights-only model read from a checkpoint goes back under the keys it came from."""
+    out = []
+    for _, layer in model.iter_layers():
+        keys = layer.extra.get(CHECKPOINT_KEYS)
+        if not isinstance(keys, dict) or any(w.path not in keys for w in layer.weights):
+            return None
+        out += [(keys[w.path], w) for w in layer.weights]
+    return out
+
+
+def _pruned_graph(data: bytes | None, written: set[str], diagnostics: Diagnostics):
+    """The source's object graph, without the attributes of variables no longer written
+    (TensorFlow fails on a key the graph names and the bundle lacks)."""
+    if not isinstance(data, bytes):
+        return None
+    graph = TrackableObjectGraph.FromString(data)
+    dropped = 0
+    for node in graph.nodes:
+        kept = [a for a in node.attributes if a.checkpoint_key in written]
+        if len(kept) != len(node.attributes):
+            dropped += len(node.attributes) - len(kept)
+            del node.attributes[:]
+            node.attributes.extend(kept)
+    if dropped:
+        diagnostics.add("lossy", f"{dropped} variable(s) of the source checkpoint are no longer in the model; "
+                                 "the object graph is written without them")
+    return graph
+
+
+def _max_shard_size(value: str | None) -> int | None:
+    if value is None:
+        return None
+    m = _SIZE.match(value)
+    size = int(float(m.group(1)) * _UNITS[(m.group(2) or "B").upper()]) if m else 0
+    if size <= 0:
+        raise UsageError(f"-O max_shard_size must be a positive size such as 500MB, 2GB or a number of bytes, "
+                         f"not {value!r}")
+    return size
