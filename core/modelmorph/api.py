@@ -75,8 +75,13 @@ def write(
     _check_capabilities(model, fmt, diags, path)
     prog = progress or Progress()
     with atomic_output(path, force=force) as tmp:
-        _guarded(fmt, path, WriteError,
-                 lambda: fmt.load_writer()(model, tmp, options=opts, diagnostics=diags, progress=prog))
+        try:
+            _guarded(fmt, path, WriteError,
+                     lambda: fmt.load_writer()(model, tmp, options=opts, diagnostics=diags, progress=prog))
+        except WriteError as exc:
+            if exc.path.startswith(str(tmp.parent)):  # name the user's file, not our temporary one
+                raise WriteError(path, exc.problem) from None
+            raise
         prog.finish()
         if strict and diags:
             raise StrictError(f"{path}: not written because --strict is set and the conversion has "

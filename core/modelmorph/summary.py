@@ -68,7 +68,7 @@ def render(summary: dict[str, Any], show_weights: bool = True) -> str:
             lines.append(rule)
         if show_weights and i > 0:
             for w in summary["layers"][i - 1]["weights"]:
-                shape = "(" + ", ".join(str(d) for d in w["shape"]) + ")"
+                shape = str(tuple(w["shape"]))
                 flag = "" if w["trainable"] else "  non-trainable"
                 lines.append(f"    {w['path']}  {shape}  {w['dtype']}{flag}")
     lines.append(rule)
