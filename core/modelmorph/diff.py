@@ -21,7 +21,8 @@ class DiffReport:
         return not self.architecture and all(d is not None and d <= self.atol and not note for _, d, note in self.weights)
 
 
-_VOLATILE = {"build_config"}  # recomputed by Keras on load; not part of what a model is
+# Recomputed by Keras on load, or ids of the saving process: not part of what a model is.
+_VOLATILE = {"build_config", "shared_object_id"}
 
 
 def diff_models(a: Model, b: Model, atol: float = 0.0) -> DiffReport:
