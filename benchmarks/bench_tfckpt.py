@@ -12,9 +12,9 @@ peak resident memory of that subprocess (``os.wait4``):
 - TensorFlow: ``tf.train.load_checkpoint(SRC)``, every tensor into a ``tf.Variable`` of a
   ``tf.Module`` under the same attribute, then ``tf.train.Checkpoint(model=m).write(DST)``.
 
-Each job runs ``--repeat`` times (outputs deleted in between); the median time and the largest
-peak are reported with the ratios TensorFlow / modelmorph. Both outputs are checked to hold the
-same keys, dtypes and shapes. Targets: modelmorph at least 5x faster, at most 1/5 of TF's peak.
+Each job runs ``--repeat`` times, the two interleaved, each after ``os.sync()`` (outputs deleted
+in between); the median time and the largest peak are reported with the ratios TensorFlow /
+modelmorph. Both outputs are checked to hold the same keys, dtypes and shapes. Targets: modelmorph at least 5x faster, at most 1/5 of TF's peak.
 The temporary folder is deleted at the end unless ``--keep`` names a folder to use instead.
 """
 
@@ -80,19 +80,24 @@ def tensors(prefix: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
         return {k: (e.dtype, tuple(e.shape)) for k, e in r.entries().items() if k != "_CHECKPOINTABLE_OBJECT_GRAPH"}
 
 
-def run(label: str, argv_for, env: dict[str, str], folder: Path, repeat: int, src: Path) -> tuple[float, int]:
-    times, peaks = [], []
+def run(jobs: dict, folder: Path, repeat: int, src: Path) -> dict[str, tuple[float, int]]:
+    """Each job ``repeat`` times, interleaved, each from flushed dirty pages (``os.sync``) so
+    that no job pays for writing back another's output. Returns label → (median s, peak B)."""
+    times: dict[str, list[float]] = {label: [] for label in jobs}
+    peaks: dict[str, list[int]] = {label: [] for label in jobs}
     for i in range(repeat):
-        out = folder / f"{label}-{i}"
-        out.mkdir()
-        seconds, peak = measure(argv_for(out / "ckpt"), env)
-        if tensors(out / "ckpt") != tensors(src):
-            raise SystemExit(f"{label}: the output does not hold the source's tensors")
-        shutil.rmtree(out)
-        times.append(seconds)
-        peaks.append(peak)
-        print(f"  {label} run {i + 1}: {seconds:6.2f} s, peak {peak / 2**20:7.1f} MiB", flush=True)
-    return statistics.median(times), max(peaks)
+        for label, (argv_for, env) in jobs.items():
+            out = folder / f"{label}-{i}"
+            out.mkdir()
+            os.sync()
+            seconds, peak = measure(argv_for(out / "ckpt"), env)
+            if tensors(out / "ckpt") != tensors(src):
+                raise SystemExit(f"{label}: the output does not hold the source's tensors")
+            shutil.rmtree(out)
+            times[label].append(seconds)
+            peaks[label].append(peak)
+            print(f"  {label} run {i + 1}: {seconds:6.2f} s, peak {peak / 2**20:7.1f} MiB", flush=True)
+    return {label: (statistics.median(times[label]), max(peaks[label])) for label in jobs}
 
 
 def main() -> None:
@@ -113,11 +118,15 @@ def main() -> None:
             raise SystemExit(f"building the checkpoint failed:\n{done.stderr[-2000:]}")
         size = sum(p.stat().st_size for p in src.parent.iterdir())
         print(f"checkpoint: {len(tensors(src))} float32 variables, {size / 2**20:.0f} MiB on disk "
-              f"(built by TensorFlow in {time.perf_counter() - t:.0f} s); {os.cpu_count()} CPUs, warm page cache")
-        ours = run("modelmorph", lambda dst: [sys.executable, "-m", "modelmorph", "convert", str(src), str(dst),
-                                              "--to", "tf-checkpoint", "-q"], {}, folder, args.repeat, src)
-        theirs = run("tensorflow", lambda dst: [sys.executable, "-c", TF_JOB.format(src=str(src), dst=str(dst))],
-                     TF_ENV, folder, args.repeat, src)
+              f"(built by TensorFlow in {time.perf_counter() - t:.0f} s); {os.cpu_count()} CPUs, warm page cache",
+              flush=True)
+        jobs = {
+            "modelmorph": (lambda dst: [sys.executable, "-m", "modelmorph", "convert", str(src), str(dst),
+                                        "--to", "tf-checkpoint", "-q"], {}),
+            "tensorflow": (lambda dst: [sys.executable, "-c", TF_JOB.format(src=str(src), dst=str(dst))], TF_ENV),
+        }
+        results = run(jobs, folder, args.repeat, src)
+        ours, theirs = results["modelmorph"], results["tensorflow"]
         print(f"\n{'job':<12}{'median time':>14}{'peak RSS':>14}")
         for label, (seconds, peak) in (("modelmorph", ours), ("tensorflow", theirs)):
             print(f"{label:<12}{seconds:>12.2f} s{peak / 2**20:>10.0f} MiB")

@@ -51,8 +51,10 @@ def _diff_weight(path, x, y):
         return (path, 0.0 if np.array_equal(ax, ay) else None, "" if np.array_equal(ax, ay) else "strings differ")
     if ax.size == 0:
         return (path, 0.0, "")
-    d = np.abs(ax.astype(np.float64) - ay.astype(np.float64))
-    nan_a, nan_b = np.isnan(ax.astype(np.float64)), np.isnan(ay.astype(np.float64))
+    wide = np.complex128 if np.iscomplexobj(ax) else np.float64  # keep imaginary parts
+    ax, ay = ax.astype(wide), ay.astype(wide)
+    d = np.abs(ax - ay)
+    nan_a, nan_b = np.isnan(ax), np.isnan(ay)
     if (nan_a != nan_b).any():
         return (path, None, "NaN in one model only")
     return (path, float(np.nanmax(d)) if d.size else 0.0, "")

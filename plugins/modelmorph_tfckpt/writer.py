@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from modelmorph import Diagnostics, Model, Progress, UsageError
+from modelmorph import Diagnostics, Model, Progress, UsageError, WriteError
 from modelmorph.ir import Weight
 
 from . import naming
@@ -33,12 +33,12 @@ def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, 
     with BundleWriter(prefix, max_shard_size=max_shard_size) as bundle:
         for key, weight in tensors:
             value = weight.read()
-            if tuple(value.shape) != tuple(weight.shape):  # the core names the destination
-                raise ValueError(f"variable {key!r}: its data has shape {list(value.shape)}, "
-                                 f"the model declares {list(weight.shape)}")
+            if tuple(value.shape) != tuple(weight.shape):
+                raise WriteError(path, f"variable {key!r}: its data has shape {list(value.shape)}, "
+                                       f"the model declares {list(weight.shape)}")
             bundle.add(key, value, dtype=weight.dtype)
             progress.advance(weight.nbytes)
-            del value
+            del value  # before the next read: one tensor in memory at a time, not two
         if graph is not None:
             bundle.add_object_graph(graph)
     write_checkpoint_state(prefix.parent, prefix.name)

@@ -171,3 +171,14 @@ def test_unknown_layer_classes_are_written_by_position_with_a_diagnostic(tmp_pat
     modelmorph.write(model, tmp_path / "ckpt", "tf-checkpoint", diagnostics=diags)
     assert "layer_with_weights-0/0/.ATTRIBUTES/VARIABLE_VALUE" in checkpoint_tensors(tmp_path / "ckpt")
     assert any(d.kind == "unsupported" and d.where == "scale" for d in diags)
+
+
+def test_data_of_another_shape_than_declared_is_a_write_error_naming_the_output(tmp_path):
+    model = Model("w", class_name="", has_architecture=False)
+    model.layers.append(Layer("dense", "", weights=[
+        Weight("kernel", (2, 2), "float32", loader=lambda: np.zeros(3, np.float32))]))
+    with pytest.raises(modelmorph.WriteError) as err:
+        modelmorph.write(model, tmp_path / "ckpt", "tf-checkpoint")
+    assert str(err.value) == (f"{tmp_path / 'ckpt'}: variable 'dense/kernel/.ATTRIBUTES/VARIABLE_VALUE': its data "
+                              "has shape [3], the model declares [2, 2]")
+    assert list(tmp_path.iterdir()) == []
