@@ -27,7 +27,7 @@ def test_reading_and_writing_json_imports_no_framework(tmp_path):
 def test_installed_top_level_names_are_ours():
     """pyproject lists every package on disk, and none is a generic name like core or plugins."""
     listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    on_disk = {"modelmorph"}
+    on_disk = {".".join(init.parent.relative_to(ROOT / "core").parts) for init in (ROOT / "core").rglob("__init__.py")}
     for init in (ROOT / "plugins").rglob("__init__.py"):
         on_disk.add(".".join(init.parent.relative_to(ROOT / "plugins").parts))
     assert set(listed) == on_disk

@@ -21,7 +21,7 @@ _LAZY = {
     # the Python API
     "read": "api", "write": "api", "convert": "api",
     # the IR
-    "Model": "ir", "Layer": "ir", "Weight": "ir", "Node": "ir", "TensorRef": "ir",
+    "Model": "ir", "Layer": "ir", "Weight": "ir", "ByteRange": "ir", "Node": "ir", "TensorRef": "ir",
     "OptimizerState": "ir", "OptimizerSlot": "ir", "Asset": "ir", "dtype_name": "ir", "numpy_dtype": "ir",
     # plugin API
     "Format": "registry", "Probe": "registry", "Registry": "registry", "default_registry": "registry",
@@ -51,6 +51,6 @@ if TYPE_CHECKING:
     from .diagnostics import Diagnostic, Diagnostics
     from .errors import (CannotHandle, ModelmorphError, ReadError, StrictError, UnknownFormatError, UsageError,
                          WriteError)
-    from .ir import Asset, Layer, Model, Node, OptimizerSlot, OptimizerState, TensorRef, Weight, dtype_name, numpy_dtype
+    from .ir import Asset, ByteRange, Layer, Model, Node, OptimizerSlot, OptimizerState, TensorRef, Weight, dtype_name, numpy_dtype
     from .progress import Progress
     from .registry import CERTAIN, NO, PLAUSIBLE, Format, Probe, Registry, default_registry

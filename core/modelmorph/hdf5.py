@@ -8,13 +8,14 @@ before any data is read, and reads tensors lazily, one at a time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
-
-import h5py
-import numpy as np
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import ReadError
 from .ir import Weight, dtype_name
+
+if TYPE_CHECKING:  # imported when used: plain files are read and written without them
+    import h5py
+    import numpy as np
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -28,8 +29,10 @@ def is_hdf5_header(header: bytes) -> bool:
     return header.startswith(HDF5_MAGIC)
 
 
-def open_file(path: str | Path) -> h5py.File:
+def open_file(path: str | Path) -> "h5py.File":
     """Open an HDF5 file read-only, with a one-line error when it is not one."""
+    import h5py
+
     try:
         # locking=False: reading must work on read-only media and beside other readers.
         return h5py.File(path, "r", locking=False)
@@ -44,9 +47,11 @@ def _short(exc: BaseException) -> str:
     return text[:200]
 
 
-def check_links(group: h5py.Group, source: str | Path) -> None:
+def check_links(group: "h5py.Group", source: str | Path) -> None:
     """Refuse soft, external and user-defined links anywhere below ``group`` (they can point
     at other files). One traversal in HDF5 itself: it follows hard links only, once each."""
+    import h5py
+
     found = group.id.links.visit(lambda name, info: None if info.type == h5py.h5l.TYPE_HARD else (name, info.type),
                                  info=True)
     if found is None:
@@ -58,7 +63,7 @@ def check_links(group: h5py.Group, source: str | Path) -> None:
     raise ReadError(source, f"HDF5 {kind} link at {where!r}; refused")
 
 
-def check_dataset(ds: h5py.Dataset, source: str | Path) -> None:
+def check_dataset(ds: "h5py.Dataset", source: str | Path) -> None:
     """Refuse datasets whose data lives elsewhere or that declare more than they store."""
     where = ds.name
     if ds.is_virtual:
@@ -72,14 +77,14 @@ def check_dataset(ds: h5py.Dataset, source: str | Path) -> None:
             raise ReadError(source, f"HDF5 dataset {where!r} declares {declared} bytes but stores {stored}; refused")
 
 
-def declared_nbytes(ds: h5py.Dataset) -> int:
+def declared_nbytes(ds: "h5py.Dataset") -> int:
     n = 1
     for d in ds.shape or ():
         n *= int(d)
     return n * ds.dtype.itemsize
 
 
-def is_bfloat16(ds: h5py.Dataset) -> bool:
+def is_bfloat16(ds: "h5py.Dataset") -> bool:
     """Keras 3 stores bfloat16 as 2-byte opaque data tagged ``dtype="bfloat16"``."""
     if ds.dtype.kind != "V" or ds.dtype.itemsize != 2:
         return False
@@ -87,7 +92,7 @@ def is_bfloat16(ds: h5py.Dataset) -> bool:
     return tag is None or attr_str(tag) == "bfloat16"
 
 
-def dataset_dtype(ds: h5py.Dataset) -> str:
+def dataset_dtype(ds: "h5py.Dataset") -> str:
     if is_bfloat16(ds):
         return "bfloat16"
     if ds.dtype.kind in ("S", "O", "U"):
@@ -97,7 +102,9 @@ def dataset_dtype(ds: h5py.Dataset) -> str:
     return dtype_name(ds.dtype)
 
 
-def read_dataset(ds: h5py.Dataset, source: str | Path) -> np.ndarray:
+def read_dataset(ds: "h5py.Dataset", source: str | Path) -> "np.ndarray":
+    import numpy as np
+
     check_dataset(ds, source)
     if is_bfloat16(ds):
         import ml_dtypes
@@ -109,7 +116,7 @@ def read_dataset(ds: h5py.Dataset, source: str | Path) -> np.ndarray:
     return ds[()]
 
 
-def weight_from_dataset(ds: h5py.Dataset, path: str, source: str | Path, trainable: bool = True) -> Weight:
+def weight_from_dataset(ds: "h5py.Dataset", path: str, source: str | Path, trainable: bool = True) -> Weight:
     """A lazy weight backed by ``ds`` (checked now, read when a writer asks)."""
     check_dataset(ds, source)
     try:
@@ -119,8 +126,11 @@ def weight_from_dataset(ds: h5py.Dataset, path: str, source: str | Path, trainab
     return Weight(path, tuple(int(d) for d in ds.shape), dtype, trainable, loader=lambda: read_dataset(ds, source))
 
 
-def write_dataset(group: h5py.Group, name: str, array: np.ndarray) -> h5py.Dataset:
+def write_dataset(group: "h5py.Group", name: str, array: "np.ndarray") -> "h5py.Dataset":
     """Write one tensor as Keras does: float16 natively, bfloat16 as tagged 2-byte opaque data."""
+    import h5py
+    import numpy as np
+
     if array.dtype.name == "bfloat16":
         ds = group.create_dataset(name, data=np.ascontiguousarray(array).view(np.dtype("V2")))
         ds.attrs["dtype"] = "bfloat16"
@@ -131,27 +141,32 @@ def write_dataset(group: h5py.Group, name: str, array: np.ndarray) -> h5py.Datas
 
 
 def attr_str(value: Any) -> str:
-    """An HDF5 string attribute, stored as str or bytes (old Keras files), as str."""
-    if isinstance(value, bytes):
+    """An HDF5 string attribute, stored as str or bytes (old Keras files), as str; from h5py
+    (numpy scalars and 0-d arrays) or from :mod:`modelmorph.plainh5` (str, bytes)."""
+    if isinstance(value, bytes):  # np.bytes_ too
         return value.decode("utf-8")
-    if isinstance(value, np.ndarray) and value.shape == ():
-        return attr_str(value[()])
-    if isinstance(value, (str, np.str_)):
+    if isinstance(value, str):  # np.str_ too
         return str(value)
+    if getattr(value, "shape", None) == () and hasattr(value, "item"):  # a 0-d numpy array
+        return attr_str(value[()])
     raise ValueError(f"expected a string attribute, found {type(value).__name__}")
 
 
 def attr_str_list(value: Any) -> list[str]:
-    """An HDF5 array-of-strings attribute as a list of str."""
+    """An HDF5 array-of-strings attribute (numpy array or plainh5 list) as a list of str."""
     if isinstance(value, (str, bytes)):
         return [attr_str(value)]
-    if isinstance(value, np.ndarray):
+    if isinstance(value, list):
+        return [attr_str(v) for v in value]
+    if hasattr(value, "reshape") and hasattr(value, "dtype"):  # a numpy array
         return [attr_str(v) for v in value.reshape(-1)]
     raise ValueError(f"expected a list of strings, found {type(value).__name__}")
 
 
-def iter_datasets(group: h5py.Group) -> Iterator[tuple[str, h5py.Dataset]]:
+def iter_datasets(group: "h5py.Group") -> Iterator[tuple[str, "h5py.Dataset"]]:
     """Datasets below ``group`` as (relative path, dataset), in a stable order."""
+    import h5py
+
     items: list[tuple[str, h5py.Dataset]] = []
 
     def visit(name: str, obj: Any) -> None:

@@ -7,17 +7,24 @@ lazily, one tensor at a time, only when a writer asks for them.
 
 from __future__ import annotations
 
+import functools
+import io
+import math
+import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported only when a tensor is: a byte-copying conversion never needs it
+    import numpy as np
 
-#: The dtype names a :class:`Weight` may carry (numpy names, plus ``bfloat16`` and ``string``).
-DTYPES = (
-    "float16", "bfloat16", "float32", "float64",
-    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "bool", "complex64", "complex128", "string",
-)
+#: The dtype names a :class:`Weight` may carry (numpy names, plus ``bfloat16`` and ``string``),
+#: with their sizes in bytes (0: variable).
+ITEMSIZE = {
+    "float16": 2, "bfloat16": 2, "float32": 4, "float64": 8,
+    "int8": 1, "int16": 2, "int32": 4, "int64": 8, "uint8": 1, "uint16": 2, "uint32": 4, "uint64": 8,
+    "bool": 1, "complex64": 8, "complex128": 16, "string": 0,
+}
+DTYPES = tuple(ITEMSIZE)
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,17 @@ class Node:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ByteRange:
+    """Where a weight's value already lies as raw bytes: ``nbytes`` bytes of the open binary
+    ``file`` from ``offset``, in C order, little-endian (bfloat16: its 2-byte patterns). A writer
+    that stores exactly these bytes may copy them file to file instead of decoding the tensor."""
+
+    file: BinaryIO = field(compare=False, repr=False)
+    offset: int
+    nbytes: int
+
+
 @dataclass
 class Weight:
     """One variable of a layer (or of the optimizer).
@@ -60,24 +78,34 @@ class Weight:
     shape: tuple[int, ...]
     dtype: str
     trainable: bool = True
-    loader: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    loader: Callable[[], "np.ndarray"] | None = field(default=None, repr=False, compare=False)
+    #: The same value as raw bytes in a file, when the reader knows where (``None`` otherwise).
+    #: Whoever replaces ``loader`` with one that changes the value must clear it.
+    raw: ByteRange | None = field(default=None, repr=False, compare=False)
 
-    def read(self) -> np.ndarray:
+    def read(self) -> "np.ndarray":
         if self.loader is None:
             raise ValueError(f"weight {self.path!r} has no data")
         return self.loader()
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(int(d) for d in self.shape)
 
     @property
     def nbytes(self) -> int:
-        itemsize = 2 if self.dtype == "bfloat16" else (0 if self.dtype == "string" else np.dtype(self.dtype).itemsize)
-        return self.size * itemsize
+        return self.size * ITEMSIZE[self.dtype]
 
     @classmethod
-    def from_array(cls, path: str, array: np.ndarray, trainable: bool = True) -> "Weight":
+    def scalar(cls, path: str, value: float, dtype: str = "float32", trainable: bool = False) -> "Weight":
+        """A 0-d weight from a Python number (an optimizer's learning rate from its config),
+        held as bytes: writers copy them like any stored tensor, numpy never loads."""
+        data = struct.pack(_SCALAR_FORMATS[dtype], value)
+        return cls(path, (), dtype, trainable, loader=functools.partial(_from_bytes, data, dtype),
+                   raw=ByteRange(io.BytesIO(data), 0, len(data)))
+
+    @classmethod
+    def from_array(cls, path: str, array: "np.ndarray", trainable: bool = True) -> "Weight":
         """A weight backed by an in-memory array (for tests and small transformations)."""
         return cls(path, tuple(array.shape), dtype_name(array.dtype), trainable, loader=lambda: array)
 
@@ -218,8 +246,19 @@ class Model:
         self.close()
 
 
+_SCALAR_FORMATS = {"float16": "<e", "float32": "<f", "float64": "<d", "int32": "<i", "int64": "<q"}
+
+
+def _from_bytes(data: bytes, dtype: str) -> "np.ndarray":
+    import numpy as np
+
+    return np.frombuffer(bytearray(data), np.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(())
+
+
 def dtype_name(dtype: Any) -> str:
     """The IR name of a numpy dtype (``bfloat16`` from ml_dtypes, ``string`` for bytes/objects)."""
+    import numpy as np
+
     dt = np.dtype(dtype)
     if dt.name == "bfloat16":
         return "bfloat16"
@@ -228,8 +267,10 @@ def dtype_name(dtype: Any) -> str:
     return dt.name
 
 
-def numpy_dtype(name: str) -> np.dtype:
+def numpy_dtype(name: str) -> "np.dtype":
     """The numpy dtype for an IR dtype name."""
+    import numpy as np
+
     if name == "bfloat16":
         import ml_dtypes
 

@@ -30,35 +30,27 @@ def parse_json(data: bytes | str, source: str | Path, what: str = "JSON") -> Any
             data = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ReadError(source, f"{what} is not UTF-8 text (byte {exc.start})") from None
-    _check_depth(data, source, what)
     try:
-        return json.loads(data)
+        value = json.loads(data)
     except json.JSONDecodeError as exc:
         raise ReadError(source, f"{what} is malformed: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
-        raise ReadError(source, f"{what} is nested too deeply") from None
+        raise ReadError(source, f"{what} is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    if isinstance(value, (dict, list)):
+        _check_depth(value, source, what)
+    return value
 
 
-def _check_depth(text: str, source: str | Path, what: str) -> None:
-    # Scan brackets outside strings before json.loads recurses into them.
-    depth = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                raise ReadError(source, f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
-        elif ch in "]}":
-            depth -= 1
+def _check_depth(value: Any, source: str | Path, what: str) -> None:
+    # json.loads itself stops at Python's recursion limit; the code that walks a config later
+    # is recursive too, so nesting is bounded well below that (iteratively: no recursion here).
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ReadError(source, f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
 def read_json_file(path: str | Path, what: str = "JSON") -> Any:

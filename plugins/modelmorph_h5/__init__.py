@@ -15,13 +15,18 @@ _MARKS = ("model_config", "layer_names", "layer_names0")
 
 
 def sniff(probe: "modelmorph.Probe") -> int:
-    from modelmorph import hdf5
+    from modelmorph import hdf5, plainh5
 
     if probe.is_dir or not hdf5.is_hdf5_header(probe.header):
         return NO
+    # A Keras 3 weights file (also `.weights.h5`) has `vars` groups and none of these marks.
+    try:
+        with open(probe.path, "rb") as f:
+            return CERTAIN if any(mark in plainh5.read(f).attrs for mark in _MARKS) else NO
+    except (OSError, plainh5.Unsupported):
+        pass  # not plain: h5py decides (without numpy and h5py loading for the files Keras writes)
     try:
         with hdf5.open_file(probe.path) as f:
-            # A Keras 3 weights file (also `.weights.h5`) has `vars` groups and none of these.
             return CERTAIN if any(mark in f.attrs for mark in _MARKS) else NO
     except modelmorph.ReadError:
         return NO  # unreadable: the reader chosen by extension gives the one-line error

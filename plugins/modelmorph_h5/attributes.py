@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
-
-import h5py
-import numpy as np
+from typing import Any, Mapping
 
 from modelmorph import UsageError
 from modelmorph.hdf5 import attr_str_list
@@ -15,7 +12,7 @@ from modelmorph.hdf5 import attr_str_list
 HEADER_LIMIT = 64512
 
 
-def read_list(attrs: h5py.AttributeManager, name: str) -> list[str]:
+def read_list(attrs: Mapping[str, Any], name: str) -> list[str]:
     """A string-list attribute, whole or split into numbered chunks; empty when absent."""
     if name in attrs:
         return attr_str_list(attrs[name])
@@ -27,8 +24,10 @@ def read_list(attrs: h5py.AttributeManager, name: str) -> list[str]:
     return out
 
 
-def write_list(attrs: h5py.AttributeManager, name: str, values: list[str]) -> None:
+def write_list(attrs: Any, name: str, values: list[str]) -> None:
     """Write a string list as Keras does: byte strings, split when over the header limit."""
+    import numpy as np
+
     data = np.array([v.encode("utf-8") for v in values]) if values else np.array([], dtype="S1")
     too_long = [v for v in values if len(v.encode("utf-8")) > HEADER_LIMIT]
     if too_long:

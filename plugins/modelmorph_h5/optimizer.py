@@ -11,10 +11,7 @@ Keras 3 ``adam/dense_kernel_momentum``. Writing lays the slots out as tf_keras b
 
 from __future__ import annotations
 
-from typing import Callable
-
-import h5py
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable
 
 from modelmorph import dialects, keras3_layout
 from modelmorph.diagnostics import Diagnostics
@@ -24,14 +21,18 @@ from modelmorph.progress import Progress
 
 from .attributes import read_list, write_list
 
+if TYPE_CHECKING:
+    import h5py
+
 #: The optimizer's own variables by the last part of their stored name → IR name.
 _OWN = {"iteration": "iterations", "iter": "iterations", "iterations": "iterations",
         "learning_rate": "learning_rate", "lr": "learning_rate"}
 
 
-def read_state(group: h5py.Group, model: Model, config: dict | None,
-               dataset: Callable[[h5py.Group, str, str], Weight], diags: Diagnostics) -> OptimizerState:
-    """The optimizer state in ``group`` (``optimizer_weights``), its slots mapped onto ``model``.
+def read_state(group: Any, model: Model, config: dict | None,
+               dataset: Callable[[Any, str, str], Weight], diags: Diagnostics) -> OptimizerState:
+    """The optimizer state in ``group`` (``optimizer_weights``: an h5py group or a plain view of
+    one), its slots mapped onto ``model``.
     ``dataset(group, stored name, weight path)`` gives the lazy weight of one dataset."""
     stored = [(name, dataset(group, name, name.removesuffix(":0"))) for name in read_list(group.attrs, "weight_names")]
     state = OptimizerState(config=config)
@@ -42,7 +43,7 @@ def read_state(group: h5py.Group, model: Model, config: dict | None,
     learning_rate = ((config or {}).get("config") or {}).get("learning_rate")
     if isinstance(learning_rate, (int, float)) and all(v.path != "learning_rate" for v in state.variables):
         # Keras 3 keeps the learning rate as an optimizer variable; tf_keras keeps it in the config.
-        state.variables.append(Weight.from_array("learning_rate", np.asarray(learning_rate, dtype="float32")))
+        state.variables.append(Weight.scalar("learning_rate", learning_rate))
     slots = _map_slots(stored, model, config)
     if slots is None:
         state.unmapped = [weight for _, weight in stored]
@@ -134,7 +135,7 @@ def keras2_entries(model: Model, diags: Diagnostics) -> list[tuple[str, Weight]]
     return out
 
 
-def write_state(file: h5py.File, entries: list[tuple[str, Weight]], progress: Progress) -> None:
+def write_state(file: "h5py.File", entries: list[tuple[str, Weight]], progress: Progress) -> None:
     group = file.create_group("optimizer_weights")
     write_list(group.attrs, "weight_names", [name for name, _ in entries])
     for name, weight in entries:

@@ -1,65 +1,110 @@
 """Reading legacy Keras ``.h5`` files: full models (``model.save``) and weights-only files
-(``save_weights``), written by Keras 2 (tf.keras, tf_keras, keras 2.x) or by Keras 3."""
+(``save_weights``), written by Keras 2 (tf.keras, tf_keras, keras 2.x) or by Keras 3.
+
+A plain file (:mod:`modelmorph.plainh5`: every file h5py writes with its defaults) is read in
+pure Python through :mod:`.plainview`, its weights knowing where their bytes lie; any other
+file goes through h5py and :mod:`modelmorph.hdf5`'s checks.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import h5py
-import numpy as np
-
-from modelmorph import dialects, hdf5, kerasconfig
+from modelmorph import dialects, hdf5, kerasconfig, plainh5
 from modelmorph.diagnostics import Diagnostics
 from modelmorph.errors import ReadError
 from modelmorph.ir import Layer, Model, Weight
+from modelmorph.plainh5.weights import weight_from_plain
 from modelmorph.safety import parse_json
 
 from .attributes import flag, read_list
 from .layout import UnknownLayout, Variable, group_variables, saved_layers
 from .optimizer import read_state
+from .plainview import PlainDataset, PlainGroup
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | None = None) -> Model:
     by_name = flag(options, "by_name")
-    file = hdf5.open_file(path)
+    src = open_source(path)
     try:
-        hdf5.check_links(file, path)
-        model = _read(_Source(file, path), diagnostics, arch, by_name)
+        model = _read(src, diagnostics, arch, by_name)
     except BaseException:
-        file.close()
+        src.close()
         raise
-    model.on_close(file.close)
+    model.on_close(src.close)
     return model
 
 
-class _Source:
-    """The open file and its name, with lookups that fail as one-line read errors."""
+def open_source(path: Path) -> "_Source":
+    """The file at ``path``, read as a plain file if it is one, else opened with h5py."""
+    try:
+        raw = open(path, "rb")
+    except OSError as exc:
+        raise ReadError(path, "no such file" if isinstance(exc, FileNotFoundError) else exc.strerror or str(exc)) from None
+    try:
+        plain = plainh5.read(raw)
+    except plainh5.Unsupported:
+        plain = None
+    except BaseException:
+        raw.close()
+        raise
+    if plain is not None and all(ds.dtype != "string" for ds in plain.datasets.values()):
+        return _Source(PlainGroup(plain, ""), path, raw)
+    raw.close()
+    file = hdf5.open_file(path)
+    try:
+        hdf5.check_links(file, path)
+    except BaseException:
+        file.close()
+        raise
+    return _Source(file, path, file)
 
-    def __init__(self, file: h5py.File, path: Path):
-        self.file, self.path = file, path
+
+class _Source:
+    """The open file (an h5py file or the root of a plain view) and its name, with lookups
+    that fail as one-line read errors."""
+
+    def __init__(self, file: Any, path: Path, closer: Any):
+        self.file, self.path, self.closer = file, path, closer
+        self.plain = isinstance(file, PlainGroup)
+
+    def close(self) -> None:
+        self.closer.close()
 
     def error(self, problem: str) -> ReadError:
         return ReadError(self.path, problem)
 
-    def group(self, parent: h5py.Group, name: str) -> h5py.Group:
+    def _is(self, obj: Any, kind: str) -> bool:
+        if self.plain:
+            return isinstance(obj, PlainGroup if kind == "group" else PlainDataset)
+        import h5py
+
+        return isinstance(obj, h5py.Group if kind == "group" else h5py.Dataset)
+
+    def group(self, parent: Any, name: str) -> Any:
         obj = parent.get(name) if not name.startswith("/") else None
-        if not isinstance(obj, h5py.Group):
-            raise self.error(f"{parent.name.rstrip('/')}/{name}: expected a group of weights, found "
-                             f"{'nothing' if obj is None else type(obj).__name__}")
+        if not self._is(obj, "group"):
+            found = "nothing" if obj is None else ("Dataset" if self._is(obj, "dataset") else type(obj).__name__)
+            raise self.error(f"{parent.name.rstrip('/')}/{name}: expected a group of weights, found {found}")
         return obj
 
-    def weight(self, group: h5py.Group, name: str, path: str, trainable: bool = True) -> Weight:
+    def weight(self, group: Any, name: str, path: str, trainable: bool = True) -> Weight:
         # A name starting with "/" would reach outside the layer's group.
         obj = group.get(name) if not name.startswith("/") else None
-        if not isinstance(obj, h5py.Dataset):
+        if not self._is(obj, "dataset"):
             raise self.error(f"{group.name}/{name}: weight listed in weight_names is not a dataset")
+        if self.plain:
+            return weight_from_plain(obj.ds, self.closer, path, self.path, trainable)
         weight = hdf5.weight_from_dataset(obj, path, self.path, trainable)
         weight.loader = self._guarded(weight.loader, obj.name)
         return weight
 
-    def _guarded(self, loader: Callable[[], np.ndarray], where: str) -> Callable[[], np.ndarray]:
-        def load() -> np.ndarray:
+    def _guarded(self, loader: Callable[[], "np.ndarray"], where: str) -> Callable[[], "np.ndarray"]:
+        def load() -> "np.ndarray":
             try:
                 return loader()
             except OSError as exc:  # a truncated or corrupted file fails only when data is read
@@ -88,7 +133,7 @@ def _read(src: _Source, diags: Diagnostics, arch: Model | None, by_name: bool) -
     return model
 
 
-def _versions(attrs: h5py.AttributeManager) -> dict:
+def _versions(attrs: Any) -> dict:
     out = {}
     for key in ("keras_version", "backend"):
         try:
@@ -165,7 +210,7 @@ def _has_weights(layer: Layer, names_with_weights: set[str]) -> bool:
         return layer.name in names_with_weights
 
 
-def _attach(src: _Source, layer: Layer, group: h5py.Group, weight_names: list[str], diags: Diagnostics,
+def _attach(src: _Source, layer: Layer, group: Any, weight_names: list[str], diags: Diagnostics,
             strict: bool) -> None:
     """Give ``layer`` (and, for a nested model, its sublayers) the stored weights, by position."""
     try:
@@ -183,7 +228,7 @@ def _attach(src: _Source, layer: Layer, group: h5py.Group, weight_names: list[st
         var.owner.weights.append(src.weight(group, name, var.path, var.trainable))
 
 
-def _note_top_level_weights(src: _Source, weights: h5py.Group, diags: Diagnostics) -> None:
+def _note_top_level_weights(src: _Source, weights: Any, diags: Diagnostics) -> None:
     if "top_level_model_weights" in weights:
         if read_list(src.group(weights, "top_level_model_weights").attrs, "weight_names"):
             diags.add("unsupported", "variables of the model object itself (top_level_model_weights) are dropped")

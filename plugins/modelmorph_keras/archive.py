@@ -20,19 +20,20 @@ import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
-
-import h5py
+from typing import TYPE_CHECKING, Any
 
 from modelmorph import Asset, Diagnostics, Model, Progress, ReadError, UsageError, WriteError
 from modelmorph import dialects, kerasconfig, safety
-from modelmorph.hdf5 import open_file
+from modelmorph.filecopy import BackgroundCrc32, crc32_range
 from modelmorph.safety import inside, parse_json, read_json_file, safe_member_path
 
 from .h5store import VarsStore
 from .mapping import attach
-from .storedzip import StoredZip, crc32_of, local_header_size
+from .storedzip import StoredZip, local_header_size
 from .weightsfile import write_weights
+
+if TYPE_CHECKING:
+    import h5py
 
 CONFIG, METADATA, WEIGHTS, WEIGHTS_NPZ, ASSETS = "config.json", "metadata.json", "model.weights.h5", "model.weights.npz", "assets"
 #: The Keras release whose archive layout modelmorph writes (and is tested against), used as
@@ -51,15 +52,17 @@ def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | N
         diagnostics.add("unsupported", "--arch is ignored: a .keras archive holds an architecture of its own")
     archive = FolderArchive(path) if path.is_dir() else ZipArchive(path)
     try:
+        archive.start_check()  # the weights' CRC, computed meanwhile by a thread
         model, dialect = architecture(archive.read_json(CONFIG, "config.json"), path, diagnostics)
         metadata = archive.read_json(METADATA, "metadata.json", required=False)
         if isinstance(metadata, dict):
             model.metadata.update({k: v for k, v in metadata.items() if isinstance(v, str)})
         model.metadata["dialect"] = dialect
         store = VarsStore(path)
-        store.scan(archive.open_weights())
+        archive.scan_weights(store)
         attach(model, store, diagnostics, strict=False, keras2=dialect == "keras2")
         model.assets = archive.assets()
+        archive.finish_check()
     except BaseException:
         archive.close()
         raise
@@ -104,8 +107,9 @@ class ZipArchive:
 
     def __init__(self, path: Path):
         self.path = path
-        self.h5: h5py.File | None = None
+        self.h5: "h5py.File | None" = None
         self.view: _MemberView | None = None
+        self.crc: BackgroundCrc32 | None = None
         try:
             self.raw = open(path, "rb")
         except OSError as exc:
@@ -154,18 +158,37 @@ class ZipArchive:
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
             raise ReadError(self.path, f"member {info.filename!r} is corrupt ({_first_line(exc)})") from None
 
-    def open_weights(self) -> h5py.File:
+    def start_check(self) -> None:
+        """Start checking the CRC of a stored ``model.weights.h5`` (read in place, so nothing
+        else checks it); :meth:`finish_check` gives the verdict."""
+        info = self.members.get(WEIGHTS)
+        if info is not None and info.compress_type == zipfile.ZIP_STORED:
+            start = self._data_start(info)
+            self.crc = BackgroundCrc32(self.raw, start, start + info.file_size)
+
+    def finish_check(self) -> None:
+        if self.crc is not None:
+            try:
+                crc = self.crc.result()
+            except EOFError:
+                crc = None
+            if crc != self.members[WEIGHTS].CRC:
+                raise ReadError(self.path, f"{WEIGHTS} is corrupt (CRC-32 mismatch)")
+
+    def scan_weights(self, store: VarsStore) -> None:
         info = self.members.get(WEIGHTS)
         if info is None:
             raise ReadError(self.path, _no_weights(WEIGHTS_NPZ in self.members))
-        if info.compress_type == zipfile.ZIP_STORED:
-            self.view = _MemberView(self.path, self._data_start(info), info.file_size)
-            if crc32_of(self.view, 0, info.file_size) != info.CRC:
-                raise ReadError(self.path, f"{WEIGHTS} is corrupt (CRC-32 mismatch)")
-            self.h5 = _open_h5(self.view, self.path)
-        else:
+        if info.compress_type != zipfile.ZIP_STORED:
             self.h5 = self._extract_weights(info)
-        return self.h5
+            store.scan(self.h5)
+            return
+        start, size = self._data_start(info), info.file_size
+        self.h5 = store.scan_file(self.raw, start, size, open_h5=lambda: self._open_view(start, size))
+
+    def _open_view(self, start: int, size: int) -> "h5py.File":
+        self.view = _MemberView(self.path, start, size)
+        return _open_h5(self.view, self.path)
 
     def _data_start(self, info: zipfile.ZipInfo) -> int:
         self.raw.seek(info.header_offset)
@@ -178,7 +201,7 @@ class ZipArchive:
             raise ReadError(self.path, f"{info.filename} is truncated")
         return start
 
-    def _extract_weights(self, info: zipfile.ZipInfo) -> h5py.File:
+    def _extract_weights(self, info: zipfile.ZipInfo) -> "h5py.File":
         # A deflated member (an archive re-zipped by hand) cannot be read in place: copy it out,
         # bounded by its declared size (zipfile stops there and checks the CRC).
         tmp = tempfile.NamedTemporaryFile(prefix="modelmorph-", suffix=".weights.h5", delete=False)
@@ -198,6 +221,9 @@ class ZipArchive:
                 for name, info in self.members.items() if name.startswith(ASSETS + "/") and not info.is_dir()]
 
     def close(self) -> None:
+        if self.crc is not None:
+            with contextlib.suppress(Exception):
+                self.crc.result(0)  # the thread reads the archive: let it stop first
         # The HDF5 file first: it reads through the view, which reads the archive.
         for resource in (self.h5, self.view, self.zip, self.raw):
             if resource is not None:
@@ -209,7 +235,14 @@ class FolderArchive:
 
     def __init__(self, path: Path):
         self.path = path
-        self.h5: h5py.File | None = None
+        self.h5: "h5py.File | None" = None
+        self.raw: Any = None
+
+    def start_check(self) -> None:
+        pass  # a folder's files carry no checksum
+
+    def finish_check(self) -> None:
+        pass
 
     def read_json(self, name: str, what: str, required: bool = True) -> Any:
         if not (self.path / name).exists():
@@ -218,11 +251,15 @@ class FolderArchive:
             return None
         return read_json_file(inside(self.path, name, self.path), what)
 
-    def open_weights(self) -> h5py.File:
+    def scan_weights(self, store: VarsStore) -> None:
         if not (self.path / WEIGHTS).exists():
             raise ReadError(self.path, _no_weights((self.path / WEIGHTS_NPZ).exists()))
-        self.h5 = open_file(inside(self.path, WEIGHTS, self.path))
-        return self.h5
+        target = inside(self.path, WEIGHTS, self.path)
+        try:
+            self.raw = open(target, "rb")
+        except OSError as exc:
+            raise ReadError(self.path, f"{WEIGHTS}: {exc.strerror or exc}") from None
+        self.h5 = store.scan_file(self.raw, open_h5=lambda: _open_folder_h5(target))
 
     def assets(self) -> list[Asset]:
         out = []
@@ -234,8 +271,15 @@ class FolderArchive:
         return sorted(out, key=lambda a: a.path)
 
     def close(self) -> None:
-        if self.h5 is not None:
-            self.h5.close()
+        for resource in (self.h5, self.raw):
+            if resource is not None:
+                resource.close()
+
+
+def _open_folder_h5(target: Path) -> "h5py.File":
+    from modelmorph.hdf5 import open_file
+
+    return open_file(target)
 
 
 def _no_weights(has_npz: bool) -> str:
@@ -244,7 +288,9 @@ def _no_weights(has_npz: bool) -> str:
     return f"the archive has no {WEIGHTS}"
 
 
-def _open_h5(target: io.RawIOBase | str, source: Path) -> h5py.File:
+def _open_h5(target: io.RawIOBase | str, source: Path) -> "h5py.File":
+    import h5py
+
     try:
         return h5py.File(target, "r", locking=False)
     except OSError as exc:
@@ -330,10 +376,11 @@ def _write_zip(model: Model, path: Path, metadata: str, config: str, diagnostics
     prefix += local_header_size(WEIGHTS, 0, zip64=True)
     userblock = max(512, 1 << (prefix - 1).bit_length())
     head[1] = (CONFIG, head[1][1] + b" " * (userblock - prefix))
-    write_weights(model, path, diagnostics, progress, userblock=userblock)
+    crc = write_weights(model, path, diagnostics, progress, userblock=userblock, checksum=True)
     with open(path, "r+b") as f:
         size = f.seek(0, os.SEEK_END) - userblock
-        crc = crc32_of(f, userblock, size)
+        if crc is None:
+            crc = crc32_range(f, userblock, size)
         f.seek(0)
         archive = StoredZip(f)
         for name, data in head:

@@ -1,38 +1,61 @@
 """The ``vars`` groups of Keras 3 weights files: found in one file or across shards, and
 written back in Keras' order, sharded exactly as Keras' ``ShardedH5IOStore`` shards.
 
-Reading only looks at the structure (no tensor is read here); every dataset is checked by
-:mod:`modelmorph.hdf5` before it becomes a lazy :class:`~modelmorph.Weight`.
+Reading only looks at the structure (no tensor is read here). A plain file (see
+:mod:`modelmorph.plainh5`, which every file Keras writes is) is scanned in pure Python and its
+weights know where their bytes lie, so that writing a plain file copies them file to file
+(:mod:`modelmorph.filecopy`) without numpy or h5py ever loading. Any other file goes through
+h5py, every dataset checked by :mod:`modelmorph.hdf5` before it becomes a lazy weight.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, NamedTuple
 
-import h5py
+from modelmorph import Progress, ReadError, Weight, WriteError, plainh5
+from modelmorph.filecopy import BackgroundCrc32, copy_range
+from modelmorph.plainh5.weights import weight_from_plain
 
-from modelmorph import Progress, ReadError, Weight, WriteError
-from modelmorph.hdf5 import attr_str, check_links, weight_from_dataset, write_dataset
+if TYPE_CHECKING:
+    import h5py
+    import numpy as np
+
+
+class PlainRef(NamedTuple):
+    """A dataset of a plain file, and the open file its bytes are in."""
+
+    ds: plainh5.Dataset
+    file: BinaryIO
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.ds.shape
 
 
 @dataclass
 class StoredGroup:
-    """One ``vars`` group (``path`` in ``file``) and its datasets by index."""
+    """One ``vars`` group and its datasets by index (h5py datasets or :class:`PlainRef`)."""
 
-    file: h5py.File
     path: str
-    datasets: dict[int, h5py.Dataset] = field(default_factory=dict)
+    name_of: Callable[[], Any] = field(repr=False)  # the raw `name` attribute, read when asked for
+    datasets: dict[int, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str | None:
-        """The ``name`` attribute (Keras 3.6+), read only when asked for."""
-        value = self.file[self.path].attrs.get("name")
-        return None if value is None else attr_str(value)
+        """The ``name`` attribute (Keras 3.6+)."""
+        value = self.name_of()
+        if value is None or isinstance(value, str):
+            return value
+        from modelmorph.hdf5 import attr_str
 
-    def ordered(self) -> list[h5py.Dataset]:
+        return attr_str(value)
+
+    def ordered(self) -> list[Any]:
         return [self.datasets[i] for i in sorted(self.datasets)]
 
 
@@ -45,8 +68,38 @@ class VarsStore:
         self.groups: dict[str, StoredGroup] = {}
         self.strays: list[str] = []  # datasets Keras would never read: outside `vars`, not numbered
 
-    def scan(self, root: h5py.File) -> None:
+    def scan_file(self, file: BinaryIO, start: int = 0, size: int | None = None,
+                  open_h5: Callable[[], "h5py.File"] | None = None) -> "h5py.File | None":
+        """Add the groups of the HDF5 file in ``file`` (``size`` bytes from ``start``): in pure
+        Python if it is plain and holds numbers only, else through h5py (``open_h5`` opens it),
+        whose file is returned for the caller to close."""
+        try:
+            plain = plainh5.read(file, start, size)
+        except plainh5.Unsupported:
+            plain = None
+        if plain is not None and all(ds.dtype != "string" for ds in plain.datasets.values()):
+            self.scan_plain(plain, file)
+            return None
+        h5 = open_h5()
+        self.scan(h5)
+        return h5
+
+    def scan_plain(self, plain: plainh5.PlainFile, file: BinaryIO) -> None:
+        for path, group in plain.groups.items():
+            parent, _, leaf = path.rpartition("/")
+            if leaf == "vars":
+                self.groups.setdefault(parent, StoredGroup(path, lambda g=group: g.attrs.get("name")))
+        for path, ds in plain.datasets.items():
+            parent, _, leaf = path.rpartition("/")
+            self._add_dataset(lambda: PlainRef(ds, file), path, parent, leaf,
+                              lambda g=plain.groups.get(parent): g.attrs.get("name") if g else None)
+
+    def scan(self, root: "h5py.File") -> None:
         """Add the groups of one file (a shard adds to those of the others)."""
+        import h5py
+
+        from modelmorph.hdf5 import check_links
+
         check_links(root, self.source)
         objects: list[tuple[str, int]] = []
         # One traversal inside HDF5 (hard links only, after check_links refused the others).
@@ -55,22 +108,31 @@ class VarsStore:
         for name, kind in objects:
             parent, _, leaf = name.rpartition("/")
             if kind == h5py.h5o.TYPE_GROUP and leaf == "vars":
-                self.groups.setdefault(parent, StoredGroup(root, name))
+                self.groups.setdefault(parent, StoredGroup(name, functools.partial(_h5_name, root, name)))
             elif kind == h5py.h5o.TYPE_DATASET:
-                self._add_dataset(root, name, parent, leaf)
+                self._add_dataset(lambda name=name: root[name], name, parent, leaf,
+                                  functools.partial(_h5_name, root, parent))
 
-    def _add_dataset(self, root: h5py.File, name: str, parent: str, leaf: str) -> None:
+    def _add_dataset(self, get: Callable[[], Any], name: str, parent: str, leaf: str, name_of: Callable[[], Any]) -> None:
         owner, _, last = parent.rpartition("/")
         if last != "vars" or not leaf.isdigit():
             self.strays.append(name)
             return
-        group = self.groups.setdefault(owner, StoredGroup(root, parent))
+        group = self.groups.setdefault(owner, StoredGroup(parent, name_of))
         if int(leaf) in group.datasets:
             raise ReadError(self.source, f"variable {name} is stored twice")
-        group.datasets[int(leaf)] = root[name]
+        group.datasets[int(leaf)] = get()
 
-    def weight(self, ds: h5py.Dataset, path: str, trainable: bool = True) -> Weight:
+    def weight(self, ds: Any, path: str, trainable: bool = True) -> Weight:
+        if isinstance(ds, PlainRef):
+            return weight_from_plain(ds.ds, ds.file, path, self.source, trainable)
+        from modelmorph.hdf5 import weight_from_dataset
+
         return weight_from_dataset(ds, path, self.source, trainable)
+
+
+def _h5_name(root: "h5py.File", path: str) -> Any:
+    return root[path].attrs.get("name")
 
 
 def read_index(data: dict, source: str | Path) -> list[str]:
@@ -98,6 +160,72 @@ class Group:
     weights: list[Weight] = field(default_factory=list)
 
 
+def plain_dtype(weight: Weight) -> tuple[str, dict[str, str]] | None:
+    """How the plain writer stores ``weight`` (dtype, dataset attributes), if it can."""
+    if weight.dtype in plainh5.NUMERIC:
+        return weight.dtype, {}
+    if weight.dtype == "bfloat16":
+        return "V2", {"dtype": "bfloat16"}  # as Keras 3 stores it
+    return None
+
+
+def write_plain(path: Path, groups: list[Group], progress: Progress, userblock: int = 0,
+                checksum: bool = False) -> int | None:
+    """One unsharded weights file, written as Keras would (same groups, datasets, attributes)
+    without h5py: the metadata first, then each tensor's bytes — copied from the source file
+    when the weight says where they are, else taken from its array. With ``checksum``, returns
+    the CRC-32 of the HDF5 file (after the user block), computed while the data is written."""
+    from modelmorph.plainh5 import PlainWriter
+
+    with open(path, "w+b") as f:
+        writer = PlainWriter(f, start=userblock)
+        placed = []
+        for group in groups:
+            where = f"{group.path}/vars" if group.path else "vars"
+            writer.group(where, {"name": group.name} if group.name is not None else None)
+            for index, weight in enumerate(group.weights):
+                dtype, attrs = plain_dtype(weight)
+                placed.append((writer.dataset(f"{where}/{index}", tuple(weight.shape), dtype, attrs or None), weight))
+        end = writer.layout()  # flushed: from here on the data goes through the file descriptor
+        crc = BackgroundCrc32(f, userblock) if checksum else None
+        try:
+            for ds, weight in placed:
+                _put_plain(f, ds, weight, path)
+                if crc is not None and ds.offset is not None:
+                    crc.advance(ds.offset + ds.nbytes)
+                progress.advance(weight.nbytes)
+            if f.seek(0, os.SEEK_END) < end:
+                f.truncate(end)  # trailing empty datasets: the file still ends where HDF5 says
+        except BaseException:
+            if crc is not None:
+                crc.result(0)  # stop the thread before the file closes
+            raise
+        return crc.result(end) if crc is not None else None
+
+
+def _put_plain(f: BinaryIO, ds: plainh5.Dataset, weight: Weight, path: Path) -> None:
+    if ds.offset is None:
+        return
+    raw = weight.raw
+    if raw is not None and raw.nbytes == ds.nbytes:
+        copy_range(raw.file, raw.offset, f, ds.offset, ds.nbytes)
+        return
+    import numpy as np
+
+    from modelmorph import numpy_dtype
+
+    array = weight.read()
+    if tuple(array.shape) != tuple(weight.shape):
+        raise WriteError(path, f"weight {weight.path!r} declares shape {weight.shape} but holds {array.shape}")
+    stored = np.dtype(np.uint16) if weight.dtype == "bfloat16" else numpy_dtype(weight.dtype)
+    data = np.ascontiguousarray(array).view(stored) if weight.dtype == "bfloat16" else array
+    data = np.ascontiguousarray(data, dtype=stored.newbyteorder("<")).reshape(-1).view(np.uint8)
+    view, at = memoryview(data), ds.offset
+    while view:
+        written = os.pwrite(f.fileno(), view, at)
+        view, at = view[written:], at + written
+
+
 class VarsWriter:
     """Writes groups into ``path``: one ``.weights.h5`` (after a user block of ``userblock``
     bytes left for the caller, if asked), or, with ``max_shard_bytes``, the ``.weights.json``
@@ -112,10 +240,12 @@ class VarsWriter:
         self.total_bytes = 0.0
         self.shard_bytes = 0.0
         self.file = self._new_file()
-        self.group: h5py.Group | None = None
+        self.group: "h5py.Group | None" = None
         self.current: Group | None = None
 
-    def _new_file(self) -> h5py.File:
+    def _new_file(self) -> "h5py.File":
+        import h5py
+
         if self.max_shard_bytes is None:
             return h5py.File(self.path, "w", userblock_size=self.userblock or None)
         base = self.path.stem.replace(".weights", "")
@@ -143,6 +273,8 @@ class VarsWriter:
             raise WriteError(self.path, f"weight {weight.path!r} declares shape {weight.shape} but holds {array.shape}")
         if self.max_shard_bytes is not None:
             self._fit_in_shard(weight)
+        from modelmorph.hdf5 import write_dataset
+
         write_dataset(self.group, str(index), array)
         if self.max_shard_bytes is not None:
             self._record(self.group.name)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-
 from modelmorph import Diagnostics, Layer, Model, OptimizerSlot, OptimizerState, ReadError, Weight
 from modelmorph import keras3_layout as layout
 
@@ -216,7 +214,7 @@ def _learning_rate(config: dict | None) -> Weight | None:
     value = ((config or {}).get("config") or {}).get("learning_rate")
     if not isinstance(value, (int, float)):
         return None
-    return Weight.from_array("learning_rate", np.asarray(value, dtype=np.float32), trainable=False)
+    return Weight.scalar("learning_rate", value)
 
 
 def _replay(model: Model) -> list[Group]:

@@ -25,7 +25,6 @@ ZIP64_LIMIT = 0xFFFFFFFF  # sizes and offsets from here on need zip64 records
 _MAX32, _MAX16 = 0xFFFFFFFF, 0xFFFF  # what a 32-/16-bit field holds when the zip64 record has the value
 _DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01, the date Keras gives its members; time 00:00
 _UNIX_FILE = 0o644 << 16
-_CHUNK = 1 << 20
 
 
 def local_header_size(name: str, size: int, zip64: bool = False) -> int:
@@ -80,18 +79,6 @@ class StoredZip:
             self.file.write(_LOCATOR64.pack(0x07064B50, 0, end, 1))
             count, size, start = min(count, _MAX16), _MAX32, _MAX32
         self.file.write(_END.pack(0x06054B50, 0, 0, count, count, size, start, 0))
-
-
-def crc32_of(file: BinaryIO, start: int, size: int) -> int:
-    """The CRC-32 of ``size`` bytes of ``file`` from ``start``, read a chunk at a time."""
-    file.seek(start)
-    crc, left = 0, size
-    while left:
-        chunk = file.read(min(_CHUNK, left))
-        if not chunk:
-            raise EOFError(f"the file ends {left} bytes early")
-        crc, left = zlib.crc32(chunk, crc), left - len(chunk)
-    return crc
 
 
 def _version(zip64: bool) -> int:

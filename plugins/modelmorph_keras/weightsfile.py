@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-
-import h5py
+from typing import TYPE_CHECKING
 
 from modelmorph import Diagnostics, Model, Progress, ReadError, UsageError, WriteError
-from modelmorph.hdf5 import open_file
 from modelmorph.safety import inside, read_json_file
 
-from .h5store import VarsStore, VarsWriter, read_index
+from .h5store import VarsStore, VarsWriter, plain_dtype, read_index, write_plain
+
+if TYPE_CHECKING:
+    import h5py
 from .mapping import PlanError, attach, plan, structure_of, weights_only
 
 #: Keras' default shard size (``ShardedH5IOStore``), in its unit: GiB.
@@ -23,15 +24,13 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?(?:e-?\d+)?)\s*([kmgt]?b)?\s*$", re.IGNOR
 
 def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | None = None) -> Model:
     store = VarsStore(path)
-    files = []
+    files: list = []  # what to close: the plain files read in place, or h5py files
     try:
         if path.name.lower().endswith(".json"):
             for name in read_index(read_json_file(path, "sharded weights index"), path):
-                files.append(_open_shard(path, name))
-                store.scan(files[-1])
+                _scan(store, inside(path.parent, name, path), files, shard_of=path)
         else:
-            files.append(open_file(path))
-            store.scan(files[-1])
+            _scan(store, path, files)
         if not store.groups:
             raise ReadError(path, "no `vars` groups: not a Keras 3 weights file")
         if arch is None:
@@ -48,11 +47,30 @@ def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | N
     return model
 
 
-def _open_shard(index: Path, name: str) -> h5py.File:
+def _scan(store: VarsStore, path: Path, files: list, shard_of: Path | None = None) -> None:
+    """Add one weights file (or shard) to ``store``; what must be closed goes to ``files``."""
     try:
-        return open_file(inside(index.parent, name, index))
+        raw = open(path, "rb")
+    except OSError as exc:
+        problem = "no such file" if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
+        raise _in_shard(ReadError(path, problem), path, shard_of) from None
+    files.append(raw)
+    try:
+        h5 = store.scan_file(raw, open_h5=lambda: _open_h5(path))
     except ReadError as exc:
-        raise ReadError(index, f"shard {name}: {exc.problem}") from None
+        raise _in_shard(exc, path, shard_of) from None
+    if h5 is not None:
+        files.append(h5)
+
+
+def _open_h5(path: Path) -> "h5py.File":
+    from modelmorph.hdf5 import open_file
+
+    return open_file(path)
+
+
+def _in_shard(exc: ReadError, path: Path, index: Path | None) -> ReadError:
+    return exc if index is None else ReadError(index, f"shard {path.name}: {exc.problem}")
 
 
 def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, progress: Progress | None = None) -> None:
@@ -65,19 +83,23 @@ def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, 
 
 
 def write_weights(model: Model, path: Path, diagnostics: Diagnostics, progress: Progress,
-                  max_shard_bytes: float | None = None, userblock: int = 0) -> None:
+                  max_shard_bytes: float | None = None, userblock: int = 0, checksum: bool = False) -> int | None:
     """Write ``model``'s variables where Keras 3 keeps them (also ``model.weights.h5`` of an archive,
-    written after a user block that the archive's first members fill)."""
+    written after a user block that the archive's first members fill). With ``checksum``, returns
+    the CRC-32 of the HDF5 data if the writing computed it on the way (None: it did not)."""
     try:
         groups = plan(model, diagnostics)
     except PlanError as exc:
         raise WriteError(path, str(exc)) from None
     progress.start(sum(w.nbytes for g in groups for w in g.weights), f"writing {path.name}")
+    if max_shard_bytes is None and all(plain_dtype(w) for g in groups for w in g.weights):
+        return write_plain(path, groups, progress, userblock, checksum)
     writer = VarsWriter(path, max_shard_bytes, userblock)
     try:
         writer.write(groups, progress)
     finally:
         writer.close()
+    return None
 
 
 def parse_size(text: str) -> float:

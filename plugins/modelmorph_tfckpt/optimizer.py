@@ -16,8 +16,6 @@ else the names the checkpoint records (``m``, ``v``), as the other formats do.
 
 from __future__ import annotations
 
-import numpy as np
-
 from modelmorph import Diagnostics, Model, OptimizerSlot, OptimizerState, Weight
 from modelmorph import dialects, keras3_layout
 
@@ -202,7 +200,7 @@ def _learning_rate(config: dict | None) -> Weight | None:
     value = ((config or {}).get("config") or {}).get("learning_rate")
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return None
-    return Weight.from_array("learning_rate", np.asarray(value, dtype=np.float32), trainable=False)
+    return Weight.scalar("learning_rate", value)
 
 
 def _plain_object(state: OptimizerState, variables: dict[str, TrackableNode],

@@ -97,7 +97,7 @@ def test_truncated_file(tmp_path):
 @pytest.mark.parametrize("attribute, value, match", [
     ("model_config", np.arange(3), "malformed Keras HDF5 file"),
     ("model_config", "[1, 2]", "not an object"),
-    ("model_config", "{" * 200, "nested"),
+    ("model_config", '{"a": ' * 200 + "1" + "}" * 200, "nested"),
     ("model_config", json.dumps({"class_name": "Sequential", "config": {"layers": "dense"}}), "malformed"),
     ("training_config", "not json", "training_config is malformed"),
 ])
