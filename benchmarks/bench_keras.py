@@ -38,6 +38,9 @@ KERAS_JOBS = {
 
 def measure(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes) of one subprocess run."""
+    # Flush the page cache's dirty data first: otherwise the writeback of the previous runs'
+    # 100 MB outputs lands on whichever run comes next, whichever tool it is.
+    os.sync()
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)

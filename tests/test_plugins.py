@@ -121,3 +121,19 @@ def test_third_party_distribution_installs_and_shows_up(tmp_path):
     """)
     out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "ok"
+
+
+def test_entry_point_scan_agrees_with_importlib_metadata(site):
+    """modelmorph reads entry_points.txt itself (for start-up time); importlib.metadata is the judge."""
+    from modelmorph import plugins
+
+    _fake_distribution(site, "dashed-name.plugin", "mm_dashed", "")
+    (site / "other_dist-2.0.dist-info").mkdir()
+    (site / "other_dist-2.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: Other.Dist\nVersion: 2.0\n")
+    (site / "other_dist-2.0.dist-info" / "entry_points.txt").write_text(
+        "# comment\n[console_scripts]\nx = y:z\n\n[modelmorph]\nother = mm_other:plugin [extra]\n")
+    key = lambda ep: (ep.name, ep.value, ep.dist, ep.version)  # noqa: E731
+    ours = sorted(map(key, plugins._scan_path()))
+    assert ours == sorted(map(key, plugins._from_importlib_metadata()))
+    assert ("other", "mm_other:plugin [extra]", "Other.Dist", "2.0") in ours
+    assert ("dashed-name.plugin", "mm_dashed", "dashed-name.plugin", "0.1") in ours

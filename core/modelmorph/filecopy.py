@@ -15,7 +15,7 @@ import zlib
 from typing import BinaryIO
 
 _CHUNK = 1 << 24
-_CRC_CHUNK = 1 << 20
+_CRC_CHUNK = 1 << 22
 # copy_file_range refuses some pairs of files (across file systems on older kernels, special
 # files): then the portable loop does the job.
 _FALLBACK_ERRNOS = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM}

@@ -4,14 +4,22 @@ Built-in formats ship as entry points of the ``modelmorph`` distribution itself 
 first; third-party ones load after them. A plugin that fails to import, implements an
 unknown hook or breaks inside a hook produces a warning and is left out — never a crash.
 Set ``MODELMORPH_DISABLE_PLUGIN_AUTOLOAD=1`` to load only the built-in plugins.
+
+Entry points are read straight from the installed distributions' ``entry_points.txt`` (the
+packaging specification's format) in the folders on ``sys.path``: importing
+``importlib.metadata`` alone costs more than the rest of a conversion's start-up. When
+``sys.path`` holds zip archives (zipapps, eggs), whose distributions only it can see,
+``importlib.metadata`` is used.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import re
+import sys
 import warnings
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 import pluggy
@@ -44,14 +52,108 @@ def _autoload_disabled() -> bool:
     return os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def _entry_points() -> list[metadata.EntryPoint]:
-    found = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+@dataclass(frozen=True)
+class EntryPoint:
+    """One entry of the ``modelmorph`` group: ``name = module[:attribute]`` of a distribution."""
 
-    def is_builtin(ep: metadata.EntryPoint) -> bool:
-        return ep.dist is not None and ep.dist.name == BUILTIN_DISTRIBUTION
+    name: str
+    value: str
+    dist: str
+    version: str
 
+    def load(self) -> Any:
+        module, _, attribute = self.value.split("[")[0].partition(":")  # "module:attr [extras]"
+        obj = importlib.import_module(module.strip())
+        for part in filter(None, attribute.strip().split(".")):
+            obj = getattr(obj, part)
+        return obj
+
+
+def _entry_points() -> list[EntryPoint]:
+    found = _scan_path() if not _zips_on_path() else _from_importlib_metadata()
     # Built-ins first so that they win name conflicts; then by name for a stable order.
-    return sorted(found, key=lambda ep: (not is_builtin(ep), ep.name))
+    return sorted(found, key=lambda ep: (ep.dist != BUILTIN_DISTRIBUTION, ep.name))
+
+
+def _scan_path() -> list[EntryPoint]:
+    found: list[EntryPoint] = []
+    seen: set[str] = set()  # the first distribution of a name on sys.path wins, as for imports
+    for entry in sys.path:
+        folder = entry or "."
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        for name in names:
+            if not name.endswith((".dist-info", ".egg-info")):
+                continue
+            key = _normalize(name.rsplit(".", 1)[0].split("-")[0])
+            if key in seen:
+                continue
+            seen.add(key)
+            info = os.path.join(folder, name)
+            entries = _group_entries(_read_text(os.path.join(info, "entry_points.txt")))
+            if entries:
+                dist, version = _name_and_version(info, name)
+                found += [EntryPoint(n, v, dist, version) for n, v in entries]
+    return found
+
+
+def _zips_on_path() -> bool:
+    stdlib_zip = f"python{sys.version_info[0]}{sys.version_info[1]}.zip"
+    return any(os.path.isfile(entry) and os.path.basename(entry) != stdlib_zip for entry in sys.path if entry)
+
+
+def _from_importlib_metadata() -> list[EntryPoint]:
+    from importlib import metadata
+
+    return [EntryPoint(ep.name, ep.value, ep.dist.name if ep.dist else "?", ep.dist.version if ep.dist else "?")
+            for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)]
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _group_entries(text: str | None) -> list[tuple[str, str]]:
+    """The ``name = value`` lines of the ``[modelmorph]`` section of an entry_points.txt."""
+    entries, inside = [], False
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            inside = line == f"[{ENTRY_POINT_GROUP}]"
+        elif inside and "=" in line:
+            name, _, value = line.partition("=")
+            entries.append((name.strip(), value.strip()))
+    return entries
+
+
+def _name_and_version(info: str, folder_name: str) -> tuple[str, str]:
+    """``Name`` and ``Version`` from the core metadata headers, else from the folder's name."""
+    fallback = folder_name.rsplit(".", 1)[0].split("-")
+    name, version = fallback[0], fallback[1] if len(fallback) > 1 else "?"
+    for file in ("METADATA", "PKG-INFO"):
+        text = _read_text(os.path.join(info, file))
+        if text is None:
+            continue
+        for line in text.split("\n\n", 1)[0].splitlines():
+            key, _, value = line.partition(":")
+            if key == "Name":
+                name = value.strip()
+            elif key == "Version":
+                version = value.strip()
+        break
+    return name, version
 
 
 def load_plugins(pm: pluggy.PluginManager, extra: list[Any] = ()) -> list[PluginInfo]:
@@ -59,11 +161,11 @@ def load_plugins(pm: pluggy.PluginManager, extra: list[Any] = ()) -> list[Plugin
     infos: list[PluginInfo] = []
     skip_third_party = _autoload_disabled()
     for ep in _entry_points():
-        dist = ep.dist.name if ep.dist is not None else "?"
+        dist = ep.dist
         builtin = dist == BUILTIN_DISTRIBUTION
         if skip_third_party and not builtin:
             continue
-        info = PluginInfo(ep.name, ep.value, dist, ep.dist.version if ep.dist else "?", builtin)
+        info = PluginInfo(ep.name, ep.value, dist, ep.version, builtin)
         infos.append(info)
         if pm.has_plugin(ep.name) or pm.is_blocked(ep.name):
             info.error = "another plugin of the same name is already loaded"
