@@ -22,7 +22,7 @@ def sniff(probe: "modelmorph.Probe") -> int:
     # A Keras 3 weights file (also `.weights.h5`) has `vars` groups and none of these marks.
     try:
         with open(probe.path, "rb") as f:
-            return CERTAIN if any(mark in plainh5.read(f).attrs for mark in _MARKS) else NO
+            return CERTAIN if any(mark in plainh5.read(f, root_only=True).attrs for mark in _MARKS) else NO
     except (OSError, plainh5.Unsupported):
         pass  # not plain: h5py decides (without numpy and h5py loading for the files Keras writes)
     try:

@@ -559,3 +559,12 @@ def test_fuzz_only_unsupported_escapes(tmp_path):
             outcomes["refused"] += 1
     assert time.monotonic() - began < 20
     assert outcomes["refused"] > 50 and outcomes["read"] > 0, outcomes
+
+
+def test_root_only_reads_the_root_group_alone():
+    path = FIXTURES / "tf_keras" / "mlp_adam.h5"
+    with open(path, "rb") as f:
+        whole, root = read(f), read(f, root_only=True)
+    assert set(root.groups) == {""} and not root.datasets
+    assert root.groups[""].attrs == whole.groups[""].attrs
+    assert root.groups[""].children == whole.groups[""].children

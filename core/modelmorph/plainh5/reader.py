@@ -79,10 +79,12 @@ class _Type:
         self.name, self.size, self.kind = name, size, kind  # kind: num, opaque, fstr, vstr
 
 
-def read(file: BinaryIO, start: int = 0, size: int | None = None) -> PlainFile:
+def read(file: BinaryIO, start: int = 0, size: int | None = None, root_only: bool = False) -> PlainFile:
     """The groups and datasets of the plain HDF5 file in bytes ``[start, start + size)`` of
     ``file`` (``size=None``: to the end); dataset offsets are absolute positions in ``file``.
-    Raises :class:`Unsupported` for any file that is not plain or not well formed."""
+    With ``root_only``, just the root group (its attributes and member names: what a format
+    sniffer needs), nothing below it is checked. Raises :class:`Unsupported` for any file
+    that is not plain or not well formed."""
     if start < 0 or (size is not None and size < 0):
         raise ValueError("start and size must not be negative")
     fd = None
@@ -96,7 +98,7 @@ def read(file: BinaryIO, start: int = 0, size: int | None = None) -> PlainFile:
     if size is not None:
         end = min(end, start + size)
     try:
-        return _Reader(file, fd, start, end).run()
+        return _Reader(file, fd, start, end, root_only).run()
     except Unsupported:
         raise
     except (struct.error, UnicodeDecodeError, ValueError, IndexError, KeyError, OverflowError,
@@ -108,8 +110,8 @@ def read(file: BinaryIO, start: int = 0, size: int | None = None) -> PlainFile:
 
 
 class _Reader:
-    def __init__(self, file: BinaryIO, fd: int | None, start: int, end: int) -> None:
-        self.file, self.fd, self.start = file, fd, start
+    def __init__(self, file: BinaryIO, fd: int | None, start: int, end: int, root_only: bool = False) -> None:
+        self.file, self.fd, self.start, self.root_only = file, fd, start, root_only
         self.end = end  # absolute end of what may be read: the window's, then the HDF5 data's
         self.base = start  # absolute position of HDF5 address 0 (the superblock)
         self.budget = 16 * 2**20 + 8 * max(0, end - start)  # metadata bytes to read, paths to make
@@ -199,6 +201,8 @@ class _Reader:
             links[name] = addr
         children = sorted(links)  # code point order is UTF-8 byte order, HDF5's
         self.out.groups[path] = Group(path, attrs, children)
+        if self.root_only:
+            return
         for name in children:
             self._object(links[name], f"{path}/{name}" if path else name, depth + 1)
 
