@@ -17,6 +17,8 @@ TESTS = Path(__file__).resolve().parent
 FIXTURES = TESTS / "fixtures"
 sys.path.insert(0, str(TESTS))  # for `import helpers`
 
+from helpers import require  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
@@ -25,19 +27,19 @@ def fixtures_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def keras3():
-    keras = pytest.importorskip("keras")
+    keras = require("keras")
     assert keras.__version__.startswith("3."), keras.__version__
     return keras
 
 
 @pytest.fixture(scope="session")
 def tf_keras():
-    return pytest.importorskip("tf_keras")
+    return require("tf_keras")
 
 
 @pytest.fixture(scope="session")
 def tf():
-    return pytest.importorskip("tensorflow")
+    return require("tensorflow")
 
 
 @pytest.fixture()
@@ -46,3 +48,31 @@ def registry():
     from modelmorph.registry import Registry
 
     return Registry()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Name the setting a run judged with: predictions and HDF5 behaviour depend on it."""
+    from importlib import metadata
+    import platform
+
+    versions = []
+    for dist in ("keras", "tensorflow-cpu", "tf-keras", "onnxruntime", "onnx", "h5py", "numpy", "protobuf"):
+        try:
+            versions.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{dist} -")
+    hdf5 = "?"
+    if "h5py" in sys.modules:  # imported by the tests already: costs nothing more
+        hdf5 = sys.modules["h5py"].version.hdf5_version
+    terminalreporter.write_line(f"judged with: {', '.join(versions)}, HDF5 {hdf5}; "
+                                f"Python {platform.python_version()}, CPU {_cpu_model()}")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        import platform
+
+        return platform.processor() or platform.machine()

@@ -11,6 +11,7 @@ import pytest
 
 import modelmorph
 from h5cases import FIXTURES
+from helpers import require_format
 from modelmorph import dialects
 
 TF_KERAS = FIXTURES / "tf_keras"
@@ -149,8 +150,7 @@ def test_compile_config_both_ways():
 def test_tf_operations_run_the_same_in_keras3(tmp_path, tf, tf_keras, keras3):
     """A tf_keras graph of many tf.* calls (TFOpLambda, SlicingOpLambda), converted to Keras 3
     operations: Keras 3 computes what tf_keras did."""
-    if "keras" not in modelmorph.default_registry().formats:
-        pytest.skip("the `keras` format (plugin modelmorph_keras) is not installed")
+    require_format("keras")
     x = tf_keras.Input(shape=(6,), name="x")
     y = tf_keras.Input(shape=(6,), name="y")
     h = tf_keras.layers.Dense(6, name="h")(x)
@@ -174,8 +174,7 @@ def test_tf_operations_run_the_same_in_keras3(tmp_path, tf, tf_keras, keras3):
 @pytest.mark.interop
 def test_keras_ops_run_the_same_in_tf_keras(tmp_path, keras3, tf_keras):
     """A Keras 3 graph of keras.ops calls goes back to tf_keras as TFOpLambda layers."""
-    if "keras" not in modelmorph.default_registry().formats:
-        pytest.skip("the `keras` format (plugin modelmorph_keras) is not installed")
+    require_format("keras")
     ops = keras3.ops
     x = keras3.Input(shape=(6,), name="x")
     h = keras3.layers.Dense(6, name="h")(x)

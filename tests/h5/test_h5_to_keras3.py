@@ -12,7 +12,7 @@ import pytest
 
 import modelmorph
 from h5cases import FIXTURES, TF_KERAS_CASES, WITH_OPTIMIZER, Recorded
-from helpers import assert_models_equal
+from helpers import assert_models_equal, require_format
 
 TF_KERAS = FIXTURES / "tf_keras"
 
@@ -30,15 +30,10 @@ KERAS3_REJECTS = {
 }
 
 
-def _keras3_format_installed() -> None:
-    if "keras" not in modelmorph.default_registry().formats:
-        pytest.skip("the `keras` format (plugin modelmorph_keras) is not installed")
-
-
 @pytest.mark.interop
 @pytest.mark.parametrize("case", TF_KERAS_CASES)
 def test_keras3_loads_the_conversion_and_predicts_as_tf_keras(case, tmp_path, keras3):
-    _keras3_format_installed()
+    require_format("keras")
     original = TF_KERAS / f"{case}.h5"
     if case in KERAS3_REJECTS:
         with pytest.raises(Exception):
@@ -49,13 +44,13 @@ def test_keras3_loads_the_conversion_and_predicts_as_tf_keras(case, tmp_path, ke
     diags = modelmorph.convert(original, out)
     assert not [d for d in diags if d.kind in ("unsupported", "lossy")], diags.items
     loaded = keras3.saving.load_model(out)
-    assert Recorded("tf_keras", case).max_difference(loaded) <= 1e-5
+    Recorded("tf_keras", case).assert_predicted_by(loaded)
 
 
 @pytest.mark.interop
 @pytest.mark.parametrize("case", WITH_OPTIMIZER)
 def test_optimizer_state_survives(case, tmp_path, keras3, tf_keras):
-    _keras3_format_installed()
+    require_format("keras")
     out = tmp_path / f"{case}.keras"
     modelmorph.convert(TF_KERAS / f"{case}.h5", out)
     keras2_variables = [v.numpy() for v in tf_keras.models.load_model(TF_KERAS / f"{case}.h5").optimizer.variables]
@@ -72,10 +67,10 @@ def test_optimizer_state_survives(case, tmp_path, keras3, tf_keras):
 @pytest.mark.interop
 @pytest.mark.parametrize("case", ["seq_cnn_bn", "embed_lstm_bigru", "nested_seq", "mobilenetv2", "tfop_lambda"])
 def test_weights_only_file_with_json_architecture(case, tmp_path, keras3):
-    _keras3_format_installed()
+    require_format("keras")
     out = tmp_path / f"{case}.keras"
     modelmorph.convert(TF_KERAS / f"{case}_weights.h5", out, arch=TF_KERAS / f"{case}.json")
-    assert Recorded("tf_keras", case).max_difference(keras3.saving.load_model(out)) <= 1e-5
+    Recorded("tf_keras", case).assert_predicted_by(keras3.saving.load_model(out))
 
 
 @pytest.mark.interop
@@ -83,7 +78,7 @@ def test_weights_only_file_with_json_architecture(case, tmp_path, keras3):
 def test_files_keras3_writes_in_the_legacy_format(case, tmp_path, keras3):
     """Keras 3's own `model.save("x.h5")`: Keras 3 configs without modules, `variable.path`
     weight names, `adam/dense_kernel_momentum` optimizer names."""
-    _keras3_format_installed()
+    require_format("keras")
     legacy = tmp_path / f"{case}.h5"
     keras3.saving.load_model(FIXTURES / "keras3" / f"{case}.keras").save(legacy)
     with modelmorph.read(legacy) as from_h5, modelmorph.read(FIXTURES / "keras3" / f"{case}.keras") as from_keras:
@@ -98,13 +93,13 @@ def test_files_keras3_writes_in_the_legacy_format(case, tmp_path, keras3):
                 np.testing.assert_array_equal(got[key], value)
     out = tmp_path / f"{case}.keras"
     modelmorph.convert(legacy, out)
-    assert Recorded("keras3", case).max_difference(keras3.saving.load_model(out)) <= 1e-5
+    Recorded("keras3", case).assert_predicted_by(keras3.saving.load_model(out))
 
 
 @pytest.mark.interop
 def test_older_sequential_without_input_layer(tmp_path, keras3):
     """tf.keras before 2.4 wrote no InputLayer: the first layer carried `batch_input_shape`."""
-    _keras3_format_installed()
+    require_format("keras")
     legacy = tmp_path / "old.h5"
     shutil.copy(TF_KERAS / "mlp_adam.h5", legacy)
     with h5py.File(legacy, "r+") as f:
@@ -115,4 +110,4 @@ def test_older_sequential_without_input_layer(tmp_path, keras3):
         f.attrs["model_config"] = json.dumps(config)
     out = tmp_path / "old.keras"
     modelmorph.convert(legacy, out)
-    assert Recorded("tf_keras", "mlp_adam").max_difference(keras3.saving.load_model(out)) <= 1e-5
+    Recorded("tf_keras", "mlp_adam").assert_predicted_by(keras3.saving.load_model(out))

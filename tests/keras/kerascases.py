@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from helpers import assert_close_to_recorded, assert_same_values
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 KERAS3 = FIXTURES / "keras3"
 CASES = ["mlp_adam", "seq_cnn_bn", "multi_io_shared", "embed_lstm_bigru", "nested_seq", "mha_ln", "mobilenetv2",
@@ -36,12 +38,19 @@ class Judge:
         count = lambda prefix: sum(1 for k in io.files if k.startswith(prefix))  # noqa: E731
         return [io[f"in_{i}"] for i in range(count("in_"))], [io[f"out_{i}"] for i in range(count("out_"))]
 
-    def assert_predicts_as_recorded(self, model, case: str) -> None:
-        ins, outs = self.recorded(case)
-        got = self.generate._flat_outputs(model, model.predict(self.generate._feed(model, ins), verbose=0))
-        assert len(got) == len(outs)
-        for g, o in zip(got, outs):
-            np.testing.assert_array_equal(g, o)
+    def predict(self, model, case: str) -> list[np.ndarray]:
+        ins, _ = self.recorded(case)
+        return self.generate._flat_outputs(model, model.predict(self.generate._feed(model, ins), verbose=0))
+
+    def assert_same_model(self, model, case: str) -> None:
+        """``model`` (modelmorph's output as Keras 3 loaded it) against the fixture's original
+        loaded in this process: every variable bit for bit, predictions exactly (same process,
+        same processor), and the outputs recorded at generation within a tolerance."""
+        original = self.load(KERAS3 / f"{case}.keras", case)
+        assert_same_variables(model, original)
+        got = self.predict(model, case)
+        assert_same_values(got, self.predict(original, case))
+        assert_close_to_recorded(got, self.recorded(case)[1])
 
     def scrambled(self, case: str):
         """The fixture's model with every variable (optimizer's too) overwritten by a sentinel,
@@ -50,6 +59,13 @@ class Judge:
         for v in model.variables + (list(model.optimizer.variables) if getattr(model, "optimizer", None) else []):
             v.assign(np.full(v.shape, 7, dtype=v.dtype))
         return model
+
+
+def assert_same_variables(model, original) -> None:
+    """Every variable of ``model`` equals the original's, same path, bit for bit."""
+    paths = [v.path for v in model.weights]
+    assert paths == [v.path for v in original.weights] and paths
+    assert_same_values([v.numpy() for v in model.weights], [v.numpy() for v in original.weights], paths)
 
 
 def optimizer_values(model) -> list[tuple[tuple, np.ndarray]]:

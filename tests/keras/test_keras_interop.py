@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import modelmorph
 from modelmorph.cli import main
 from modelmorph.errors import EXIT_OK
 
+from helpers import assert_close_to_recorded, require
 from kerascases import CASES, COMPILED, KERAS3, Judge, assert_same_optimizer, optimizer_values
 
 pytestmark = pytest.mark.interop
@@ -30,7 +32,7 @@ def test_keras_archive_to_keras_archive(tmp_path, judge, case):
     out = tmp_path / f"{case}.keras"
     modelmorph.convert(KERAS3 / f"{case}.keras", out)
     model = judge.load(out, case)
-    judge.assert_predicts_as_recorded(model, case)
+    judge.assert_same_model(model, case)
     if case in COMPILED:
         original = judge.load(KERAS3 / f"{case}.keras", case)
         assert_same_optimizer(optimizer_values(model), optimizer_values(original))
@@ -51,7 +53,7 @@ def test_keras_archive_to_weights_file(tmp_path, judge, case, target):
         assert len(set(json.dumps(v) for v in json.loads(out.read_text())["weight_map"].values())) > 1
     model = judge.scrambled(case)
     model.load_weights(out)
-    judge.assert_predicts_as_recorded(model, case)
+    judge.assert_same_model(model, case)
     if case in COMPILED:
         original = judge.load(KERAS3 / f"{case}.keras", case)
         assert_same_optimizer(optimizer_values(model), optimizer_values(original))
@@ -64,20 +66,20 @@ def test_cli_converts_an_unzipped_archive_to_sharded_weights(tmp_path, judge, ca
     assert code == EXIT_OK and f"wrote {out}" in err, err
     model = judge.scrambled("mlp_adam")
     model.load_weights(out)
-    judge.assert_predicts_as_recorded(model, "mlp_adam")
+    judge.assert_same_model(model, "mlp_adam")
 
 
 def test_unzipped_folder_output_loads(tmp_path, judge):
     out = tmp_path / "mha_folder"
     modelmorph.convert(KERAS3 / "mha_ln.keras", out, to_format="keras", options={"zipped": "false"})
     assert sorted(p.name for p in out.iterdir()) == ["assets", "config.json", "metadata.json", "model.weights.h5"]
-    judge.assert_predicts_as_recorded(judge.load(out, "mha_ln"), "mha_ln")
+    judge.assert_same_model(judge.load(out, "mha_ln"), "mha_ln")
 
 
 def test_weights_joined_to_a_json_architecture_make_a_loadable_archive(tmp_path, judge):
     out = tmp_path / "joined.keras"
     modelmorph.convert(KERAS3 / "embed_lstm_bigru.weights.h5", out, arch=KERAS3 / "embed_lstm_bigru.json")
-    judge.assert_predicts_as_recorded(judge.load(out, "embed_lstm_bigru"), "embed_lstm_bigru")
+    judge.assert_same_model(judge.load(out, "embed_lstm_bigru"), "embed_lstm_bigru")
 
 
 # -- a model Keras 3 builds here: dtypes, keras.ops in the graph, wrappers, optimizer variants, assets
@@ -153,7 +155,7 @@ for case in ("mlp_adam", "mha_ln", "nested_seq"):
 
 @pytest.fixture(scope="module")
 def tf_keras_archives(tmp_path_factory):
-    pytest.importorskip("tf_keras")
+    require("tf_keras")
     out = tmp_path_factory.mktemp("tf_keras_archives")
     from kerascases import FIXTURES
 
@@ -184,3 +186,31 @@ def test_tf_keras_archives_become_keras3_archives(tmp_path, judge, tf_keras_arch
         for value, ref in zip(keras3_vars[2:], tf_vars[1:]):
             np.testing.assert_array_equal(value, ref)
         assert any("metrics/mean" in d.message for d in diagnostics)  # tf_keras' metric state has no place in Keras 3
+
+
+def test_a_single_ulp_in_one_converted_weight_fails_the_judge(tmp_path, judge):
+    """The judge's exactness is real: one weight of a converted archive moved by one ulp
+    still predicts within the recorded tolerance, but fails the bit-for-bit comparison."""
+    import h5py
+
+    out = tmp_path / "mlp_adam.keras"
+    modelmorph.convert(KERAS3 / "mlp_adam.keras", out)
+    weights = tmp_path / "model.weights.h5"
+    with zipfile.ZipFile(out) as z:
+        members = {info.filename: z.read(info) for info in z.infolist()}
+    weights.write_bytes(members["model.weights.h5"])
+    with h5py.File(weights, "r+") as f:
+        kernels = []
+        f.visititems(lambda name, obj: kernels.append(obj) if isinstance(obj, h5py.Dataset) and obj.ndim == 2 else None)
+        value = kernels[0][()]
+        value.flat[0] = np.nextafter(value.flat[0], np.float32(np.inf))
+        kernels[0][...] = value
+    members["model.weights.h5"] = weights.read_bytes()
+    perturbed = tmp_path / "perturbed.keras"
+    with zipfile.ZipFile(perturbed, "w") as z:
+        for name, body in members.items():
+            z.writestr(name, body)
+    model = judge.load(perturbed, "mlp_adam")
+    assert_close_to_recorded(judge.predict(model, "mlp_adam"), judge.recorded("mlp_adam")[1])
+    with pytest.raises(AssertionError, match="bits differ"):
+        judge.assert_same_model(model, "mlp_adam")

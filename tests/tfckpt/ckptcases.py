@@ -10,6 +10,8 @@ import pytest
 import modelmorph
 from modelmorph_tfckpt.bundle import BundleReader
 
+from helpers import assert_close_to_recorded, require_format  # noqa: F401  (re-exported)
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"  # not `from conftest`: several folders have one
 TF = FIXTURES / "tf"
 TF_KERAS = FIXTURES / "tf_keras"
@@ -36,12 +38,6 @@ def keras2_ckpt(case: str) -> Path:
     return TF_KERAS / "ckpt" / case / "ckpt"
 
 
-def require_format(name: str) -> None:
-    """Skip (saying why) when another plugin's format is not installed."""
-    if name not in modelmorph.default_registry().formats:
-        pytest.skip(f"the `{name}` format is not installed (another plugin provides it)")
-
-
 def checkpoint_tensors(prefix) -> dict[str, tuple[str, tuple[int, ...]]]:
     """key → (dtype, shape) of every tensor of a checkpoint, as its index records them."""
     with BundleReader(prefix) as r:
@@ -58,16 +54,14 @@ def recorded_io(family: str, case: str):
     return (inputs[0] if len(inputs) == 1 else inputs), outputs
 
 
-def assert_predicts_recorded(model, family: str, case: str, atol: float = 1e-6) -> None:
+def assert_predicts_recorded(model, family: str, case: str) -> None:
     """A Keras model (tf_keras or Keras 3) predicts what the fixture recorded."""
     inputs, outputs = recorded_io(family, case)
     got = model.predict(inputs, verbose=0)
     if isinstance(got, dict):
         got = [got[k] for k in sorted(got)]
     got = got if isinstance(got, list) else [got]
-    assert len(got) == len(outputs)
-    for g, o in zip(got, outputs):
-        np.testing.assert_allclose(g, o, atol=atol, rtol=0)
+    assert_close_to_recorded(got, outputs)
 
 
 def assert_same_checkpoint(tf, a, b) -> None:

@@ -1,6 +1,6 @@
 """Fixtures for the TensorBundle low-level tests (and the import path of the plugin).
 
-TensorFlow is only a judge here: tests that need it use ``pytest.importorskip``.
+TensorFlow is only a judge here: tests that need it ask for it through ``helpers.require``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import require
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
@@ -20,4 +22,4 @@ if str(_PLUGINS) not in sys.path:
 
 @pytest.fixture(scope="session")
 def tf():
-    return pytest.importorskip("tensorflow")
+    return require("tensorflow")

@@ -8,6 +8,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from helpers import require
+
 from modelmorph_tfckpt.bundle import (
     BundleReader,
     BundleWriter,
@@ -161,7 +163,7 @@ def test_checkpoint_read_restores_object_graph_we_build(tmp_path, tf):
 
 
 def test_keras2_slot_variables_we_write_are_restored(tmp_path, tf):
-    tf_keras = pytest.importorskip("tf_keras")
+    tf_keras = require("tf_keras")
     shapes = [(3, 4), (4,), (4, 2), (2,)]
     root = TrackableNode()
     weights = []
@@ -386,7 +388,7 @@ def test_partitioned_variables_we_write(tmp_path, tf):
 
 
 def test_keras2_save_weights_key_origins(tmp_path, tf):
-    tf_keras = pytest.importorskip("tf_keras")
+    tf_keras = require("tf_keras")
     inp = tf_keras.Input((3,))
     x = tf_keras.layers.Dense(4)(inp)
     x = tf_keras.layers.Dropout(0.1)(x)
@@ -415,7 +417,7 @@ def test_keras2_save_weights_key_origins(tmp_path, tf):
 
 
 def test_keras3_checkpoint_key_origins(tmp_path, tf):
-    keras = pytest.importorskip("keras")
+    keras = require("keras")
     inp = keras.Input((3,))
     out = keras.layers.Dense(2)(keras.layers.Dense(4)(inp))
     m = keras.Model(inp, out)

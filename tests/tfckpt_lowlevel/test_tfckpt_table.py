@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import require
 from tfckpt_snappy import snappy_compress
 
 from modelmorph_tfckpt.bundle import BundleError, TableReader, TableWriter, decode_slice_key, encode_slice_key
@@ -142,7 +143,7 @@ def test_snappy_test_encoder_roundtrip():
 
 
 def test_snappy_against_cramjam():
-    cramjam = pytest.importorskip("cramjam")
+    cramjam = require("cramjam")
     data = os.urandom(1000) + b"hello world " * 5000 + bytes(range(256)) * 40
     assert snappy_decompress(bytes(cramjam.snappy.compress_raw(data))) == data
 
