@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import modelmorph
-from modelmorph import kerasconfig
-from modelmorph.diff import diff_models
+from modelmorph.keras import kerasconfig
+from modelmorph.commands.diff import diff_models
 
 
 # -- what a test needs: skipped on a developer's machine without it, a failure in CI ----------

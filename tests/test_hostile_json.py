@@ -7,7 +7,7 @@ import json
 import pytest
 
 import modelmorph
-from modelmorph import safety
+from modelmorph.storage import safety
 from modelmorph.cli import main
 from modelmorph.errors import EXIT_READ
 

@@ -75,6 +75,6 @@ def test_nested_sequential_node_index_is_translated():
 
 
 def _refs(value):
-    from modelmorph.kerasconfig import iter_refs
+    from modelmorph.keras.kerasconfig import iter_refs
 
     return list(iter_refs(value))

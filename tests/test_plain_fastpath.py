@@ -1,4 +1,4 @@
-"""The byte-copying path: HDF5 files Keras writes are read and written by ``modelmorph.plainh5``
+"""The byte-copying path: HDF5 files Keras writes are read and written by ``modelmorph.storage.plainh5``
 (pure Python), tensors copied file to file; files outside that subset take the h5py path and
 give the same model."""
 
@@ -65,8 +65,8 @@ def _rewrite_latest(src: Path, dst: Path) -> None:
         for key in a:
             a.copy(a[key], b, name=key)
     with open(dst, "rb") as f:
-        with pytest.raises(modelmorph.plainh5.Unsupported):
-            modelmorph.plainh5.read(f)
+        with pytest.raises(modelmorph.storage.plainh5.Unsupported):
+            modelmorph.storage.plainh5.read(f)
 
 
 @pytest.mark.parametrize("case", ["mlp_adam", "mha_ln"])

@@ -86,7 +86,7 @@ def test_layer_specs_hook_teaches_the_catalogue(site):
         def modelmorph_layer_specs():
             return [modelmorph.LayerSpec("MyScale", lambda config: [modelmorph.Var("scale")])]
     """)
-    from modelmorph import catalogue
+    from modelmorph.keras import catalogue
 
     Registry().load_layer_specs()
     assert catalogue.variables_of("MyScale", {}) == [catalogue.Var("scale")]

@@ -26,7 +26,7 @@ _LAZY = {
     # plugin API
     "Format": "registry", "Probe": "registry", "Registry": "registry", "default_registry": "registry",
     "CERTAIN": "registry", "PLAUSIBLE": "registry", "NO": "registry",
-    "LayerSpec": "catalogue", "Var": "catalogue",
+    "LayerSpec": "keras.catalogue", "Var": "keras.catalogue",
     "Diagnostics": "diagnostics", "Diagnostic": "diagnostics",
     "Progress": "progress",
     "ModelmorphError": "errors", "ReadError": "errors", "WriteError": "errors", "UsageError": "errors",
@@ -47,7 +47,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from .api import convert, read, write
-    from .catalogue import LayerSpec, Var
+    from .keras.catalogue import LayerSpec, Var
     from .diagnostics import Diagnostic, Diagnostics
     from .errors import (CannotHandle, ModelmorphError, ReadError, StrictError, UnknownFormatError, UsageError,
                          WriteError)

@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import catalogue
+from .keras import catalogue
 from .diagnostics import Diagnostics
 from .errors import ModelmorphError, ReadError, StrictError, UsageError, WriteError
 from .ir import Model
 from .progress import Progress
 from .registry import Format, Registry, default_registry
-from .safety import atomic_output
+from .storage.safety import atomic_output
 
 DEBUG_ENV = "MODELMORPH_DEBUG"  # set to 1 to see tracebacks of unexpected errors
 

@@ -199,7 +199,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from .api import read
     from .diagnostics import Diagnostics
-    from .summary import render, summarize
+    from .commands.summary import render, summarize
 
     diags = Diagnostics()
     with read(args.file, args.from_format, arch=args.arch, arch_format=args.arch_from,
@@ -257,7 +257,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from .api import read
-    from .diff import diff_models
+    from .commands.diff import diff_models
 
     with read(args.a, args.from_a) as a, read(args.b, args.from_b) as b:
         report = diff_models(a, b, atol=args.atol)
@@ -283,7 +283,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from . import migrate
+    from .commands import migrate
     from .progress import Progress, TerminalProgress
 
     if args.jobs is not None and args.jobs < 1:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .catalogue import LayerSpec
+    from .keras.catalogue import LayerSpec
     from .diagnostics import Diagnostics
     from .ir import Model
     from .registry import Format

@@ -159,7 +159,7 @@ class Registry:
         """Teach the catalogue the layer classes plugins describe (once per registry)."""
         if self._layer_specs_loaded:
             return
-        from . import catalogue
+        from .keras import catalogue
 
         for plugin_name, specs in call_each(self.pm, "modelmorph_layer_specs"):
             for spec in specs or ():

@@ -15,7 +15,7 @@ _MARKS = ("model_config", "layer_names", "layer_names0")
 
 
 def sniff(probe: "modelmorph.Probe") -> int:
-    from modelmorph import hdf5, plainh5
+    from modelmorph.storage import hdf5, plainh5
 
     if probe.is_dir or not hdf5.is_hdf5_header(probe.header):
         return NO

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from modelmorph import UsageError
-from modelmorph.hdf5 import attr_str_list
+from modelmorph.storage.hdf5 import attr_str_list
 
 #: HDF5 keeps attributes in the object header; Keras splits a string list longer than this
 #: into ``name0``, ``name1``... (the same limit tf_keras and Keras 3 use).

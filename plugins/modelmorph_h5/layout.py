@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from modelmorph import catalogue
+from modelmorph.keras import catalogue
 from modelmorph.ir import Layer, Model
 
 

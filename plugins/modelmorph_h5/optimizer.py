@@ -6,16 +6,16 @@ the i-th trainable variable, which holds for every layout Keras used (slots inte
 variable, or one slot after the other); the stored names only tell which slot a value is:
 tf_keras 2.11+ writes ``Adam/m/dense/kernel:0``, Keras 2.10 and older ``Adam/dense/kernel/m:0``,
 Keras 3 ``adam/dense_kernel_momentum``. Writing lays the slots out as tf_keras builds them
-(:func:`modelmorph.keras3_layout.optimizer_entries` with ``keras2=True``) under tf_keras' names.
+(:func:`modelmorph.keras.keras3_layout.optimizer_entries` with ``keras2=True``) under tf_keras' names.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from modelmorph import dialects, keras3_layout
+from modelmorph.keras import dialects, keras3_layout
 from modelmorph.diagnostics import Diagnostics
-from modelmorph.hdf5 import write_dataset
+from modelmorph.storage.hdf5 import write_dataset
 from modelmorph.ir import Model, OptimizerSlot, OptimizerState, Weight
 from modelmorph.progress import Progress
 

@@ -1,4 +1,4 @@
-"""A read-only view of a plain HDF5 file (:mod:`modelmorph.plainh5`) shaped like the few parts
+"""A read-only view of a plain HDF5 file (:mod:`modelmorph.storage.plainh5`) shaped like the few parts
 of h5py the reader uses — ``attrs``, ``name``, ``get``, ``in`` — so that one reader serves
 both: plain files without numpy or h5py, any other file through h5py."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelmorph import plainh5
+from modelmorph.storage import plainh5
 
 
 class PlainObject:

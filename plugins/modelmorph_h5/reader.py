@@ -1,9 +1,9 @@
 """Reading legacy Keras ``.h5`` files: full models (``model.save``) and weights-only files
 (``save_weights``), written by Keras 2 (tf.keras, tf_keras, keras 2.x) or by Keras 3.
 
-A plain file (:mod:`modelmorph.plainh5`: every file h5py writes with its defaults) is read in
+A plain file (:mod:`modelmorph.storage.plainh5`: every file h5py writes with its defaults) is read in
 pure Python through :mod:`.plainview`, its weights knowing where their bytes lie; any other
-file goes through h5py and :mod:`modelmorph.hdf5`'s checks.
+file goes through h5py and :mod:`modelmorph.storage.hdf5`'s checks.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from modelmorph import dialects, hdf5, kerasconfig, plainh5
+from modelmorph.keras import dialects, kerasconfig
+from modelmorph.storage import hdf5, plainh5
 from modelmorph.diagnostics import Diagnostics
 from modelmorph.errors import ReadError
 from modelmorph.ir import Layer, Model, Weight
-from modelmorph.plainh5.weights import weight_from_plain
-from modelmorph.safety import parse_json
+from modelmorph.storage.plainh5.weights import weight_from_plain
+from modelmorph.storage.safety import parse_json
 
 from .attributes import flag, read_list
 from .layout import UnknownLayout, Variable, group_variables, saved_layers

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import h5py
 
-from modelmorph import dialects, hdf5, kerasconfig
+from modelmorph.keras import dialects, kerasconfig
+from modelmorph.storage import hdf5
 from modelmorph.diagnostics import Diagnostics
 from modelmorph.errors import WriteError
 from modelmorph.ir import Layer, Model, Weight

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from modelmorph import Diagnostics, Model, ReadError, UsageError
-from modelmorph import dialects, kerasconfig
-from modelmorph.safety import read_json_file
+from modelmorph.keras import dialects, kerasconfig
+from modelmorph.storage.safety import read_json_file
 
 
 def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | None = None) -> Model:

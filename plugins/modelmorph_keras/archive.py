@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelmorph import Asset, Diagnostics, Model, Progress, ReadError, UsageError, WriteError
-from modelmorph import dialects, kerasconfig, safety
-from modelmorph.filecopy import BackgroundCrc32, crc32_range
-from modelmorph.safety import inside, parse_json, read_json_file, safe_member_path
+from modelmorph.keras import dialects, kerasconfig
+from modelmorph.storage import safety
+from modelmorph.storage.filecopy import BackgroundCrc32, crc32_range
+from modelmorph.storage.safety import inside, parse_json, read_json_file, safe_member_path
 
 from .h5store import VarsStore
 from .mapping import attach
@@ -277,7 +278,7 @@ class FolderArchive:
 
 
 def _open_folder_h5(target: Path) -> "h5py.File":
-    from modelmorph.hdf5 import open_file
+    from modelmorph.storage.hdf5 import open_file
 
     return open_file(target)
 

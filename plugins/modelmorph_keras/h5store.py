@@ -2,10 +2,10 @@
 written back in Keras' order, sharded exactly as Keras' ``ShardedH5IOStore`` shards.
 
 Reading only looks at the structure (no tensor is read here). A plain file (see
-:mod:`modelmorph.plainh5`, which every file Keras writes is) is scanned in pure Python and its
+:mod:`modelmorph.storage.plainh5`, which every file Keras writes is) is scanned in pure Python and its
 weights know where their bytes lie, so that writing a plain file copies them file to file
-(:mod:`modelmorph.filecopy`) without numpy or h5py ever loading. Any other file goes through
-h5py, every dataset checked by :mod:`modelmorph.hdf5` before it becomes a lazy weight.
+(:mod:`modelmorph.storage.filecopy`) without numpy or h5py ever loading. Any other file goes through
+h5py, every dataset checked by :mod:`modelmorph.storage.hdf5` before it becomes a lazy weight.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, NamedTuple
 
-from modelmorph import Progress, ReadError, Weight, WriteError, plainh5
-from modelmorph.filecopy import BackgroundCrc32, copy_range
-from modelmorph.plainh5.weights import weight_from_plain
+from modelmorph import Progress, ReadError, Weight, WriteError
+from modelmorph.storage import plainh5
+from modelmorph.storage.filecopy import BackgroundCrc32, copy_range
+from modelmorph.storage.plainh5.weights import weight_from_plain
 
 if TYPE_CHECKING:
     import h5py
@@ -51,7 +52,7 @@ class StoredGroup:
         value = self.name_of()
         if value is None or isinstance(value, str):
             return value
-        from modelmorph.hdf5 import attr_str
+        from modelmorph.storage.hdf5 import attr_str
 
         return attr_str(value)
 
@@ -98,7 +99,7 @@ class VarsStore:
         """Add the groups of one file (a shard adds to those of the others)."""
         import h5py
 
-        from modelmorph.hdf5 import check_links
+        from modelmorph.storage.hdf5 import check_links
 
         check_links(root, self.source)
         objects: list[tuple[str, int]] = []
@@ -126,7 +127,7 @@ class VarsStore:
     def weight(self, ds: Any, path: str, trainable: bool = True) -> Weight:
         if isinstance(ds, PlainRef):
             return weight_from_plain(ds.ds, ds.file, path, self.source, trainable)
-        from modelmorph.hdf5 import weight_from_dataset
+        from modelmorph.storage.hdf5 import weight_from_dataset
 
         return weight_from_dataset(ds, path, self.source, trainable)
 
@@ -175,7 +176,7 @@ def write_plain(path: Path, groups: list[Group], progress: Progress, userblock: 
     without h5py: the metadata first, then each tensor's bytes — copied from the source file
     when the weight says where they are, else taken from its array. With ``checksum``, returns
     the CRC-32 of the HDF5 file (after the user block), computed while the data is written."""
-    from modelmorph.plainh5 import PlainWriter
+    from modelmorph.storage.plainh5 import PlainWriter
 
     with open(path, "w+b") as f:
         writer = PlainWriter(f, start=userblock)
@@ -273,7 +274,7 @@ class VarsWriter:
             raise WriteError(self.path, f"weight {weight.path!r} declares shape {weight.shape} but holds {array.shape}")
         if self.max_shard_bytes is not None:
             self._fit_in_shard(weight)
-        from modelmorph.hdf5 import write_dataset
+        from modelmorph.storage.hdf5 import write_dataset
 
         write_dataset(self.group, str(index), array)
         if self.max_shard_bytes is not None:

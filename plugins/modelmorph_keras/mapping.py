@@ -1,5 +1,5 @@
 """Keras 3 weights files ↔ the IR: place each stored variable on its layer (reading) and
-each IR weight in its ``vars`` group (writing), by the paths :mod:`modelmorph.keras3_layout`
+each IR weight in its ``vars`` group (writing), by the paths :mod:`modelmorph.keras.keras3_layout`
 derives from the architecture, as Keras' ``load_weights`` and ``save_weights`` do.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from modelmorph import Diagnostics, Layer, Model, OptimizerSlot, OptimizerState, ReadError, Weight
-from modelmorph import keras3_layout as layout
+from modelmorph.keras import keras3_layout as layout
 
 from .h5store import Group, StoredGroup, VarsStore
 

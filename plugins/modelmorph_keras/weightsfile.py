@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelmorph import Diagnostics, Model, Progress, ReadError, UsageError, WriteError
-from modelmorph.safety import inside, read_json_file
+from modelmorph.storage.safety import inside, read_json_file
 
 from .h5store import VarsStore, VarsWriter, plain_dtype, read_index, write_plain
 
@@ -64,7 +64,7 @@ def _scan(store: VarsStore, path: Path, files: list, shard_of: Path | None = Non
 
 
 def _open_h5(path: Path) -> "h5py.File":
-    from modelmorph.hdf5 import open_file
+    from modelmorph.storage.hdf5 import open_file
 
     return open_file(path)
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from modelmorph import Diagnostics, Model, ReadError, catalogue
+from modelmorph import Diagnostics, Model, ReadError
+from modelmorph.keras import catalogue
 
 from . import naming
 from .optimizer import read_state

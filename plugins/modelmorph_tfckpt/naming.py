@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelmorph import catalogue
+from modelmorph.keras import catalogue
 from modelmorph.ir import Layer, Model
 
 SCHEMES = ("keras2", "keras3", "module")

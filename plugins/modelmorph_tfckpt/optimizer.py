@@ -4,7 +4,7 @@ tf_keras 2.11+ and Keras 3 optimizers are objects with children ``_iterations``,
 ``_learning_rate`` and the list ``_variables``: every variable in the order the optimizer
 creates them (tf_keras: iterations, then the slots; Keras 3: iterations, learning rate,
 then the slots). Slots are matched to model variables by that order, which
-:func:`modelmorph.keras3_layout.optimizer_entries` reproduces for known optimizer classes;
+:func:`modelmorph.keras.keras3_layout.optimizer_entries` reproduces for known optimizer classes;
 when the class is unknown, by the slot names tf_keras records (``Adam/m/dense/kernel``:
 the n-th ``m`` belongs to the n-th trainable variable). Legacy optimizers (tf.compat.v1,
 ``tf_keras.optimizers.legacy``) keep hyperparameters as variables (``iter``, ``beta_1``) and
@@ -17,7 +17,7 @@ else the names the checkpoint records (``m``, ``v``), as the other formats do.
 from __future__ import annotations
 
 from modelmorph import Diagnostics, Model, OptimizerSlot, OptimizerState, Weight
-from modelmorph import dialects, keras3_layout
+from modelmorph.keras import dialects, keras3_layout
 
 from .bundle import TrackableNode
 from .source import Checkpoint

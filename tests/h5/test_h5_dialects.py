@@ -1,4 +1,4 @@
-"""The Keras 2 ↔ 3 translations a legacy-model migration needs (modelmorph.dialects): TFOpLambda
+"""The Keras 2 ↔ 3 translations a legacy-model migration needs (modelmorph.keras.dialects): TFOpLambda
 and keras.ops, Lambda encodings, mixed precision, compile configs; the real libraries judge the
 graphs both ways."""
 
@@ -12,7 +12,7 @@ import pytest
 import modelmorph
 from h5cases import FIXTURES
 from helpers import require_format
-from modelmorph import dialects
+from modelmorph.keras import dialects
 
 TF_KERAS = FIXTURES / "tf_keras"
 

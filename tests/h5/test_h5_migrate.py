@@ -12,7 +12,7 @@ import pytest
 import modelmorph
 from h5cases import FIXTURES, Recorded
 from helpers import require_format
-from modelmorph import migrate
+from modelmorph.commands import migrate
 from modelmorph.cli import main
 
 TF_KERAS = FIXTURES / "tf_keras"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import modelmorph
-from modelmorph import safety
+from modelmorph.storage import safety
 from modelmorph.cli import main
 from modelmorph.errors import EXIT_READ
 

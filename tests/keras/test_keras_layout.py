@@ -1,4 +1,4 @@
-"""``modelmorph.keras3_layout``: the Keras 3 weight paths derived from an architecture alone.
+"""``modelmorph.keras.keras3_layout``: the Keras 3 weight paths derived from an architecture alone.
 (The fixtures' files and the interop tests check the same derivation against Keras itself.)"""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import copy
 import pytest
 
 import modelmorph
-from modelmorph import keras3_layout as layout
+from modelmorph.keras import keras3_layout as layout
 from modelmorph.ir import Layer
 
 from kerascases import KERAS3

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import modelmorph
-from modelmorph import ReadError, WriteError, kerasconfig
-from modelmorph.diff import diff_models
+from modelmorph import ReadError, WriteError
+from modelmorph.keras import kerasconfig
+from modelmorph.commands.diff import diff_models
 
 from helpers import assert_models_equal, write_read
 from kerascases import CASES, COMPILED, KERAS3

@@ -19,8 +19,8 @@ import h5py
 import numpy as np
 import pytest
 
-from modelmorph.plainh5 import NUMERIC, Unsupported
-from modelmorph.plainh5 import read
+from modelmorph.storage.plainh5 import NUMERIC, Unsupported
+from modelmorph.storage.plainh5 import read
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 H5_FIXTURES = sorted(p for d in ("keras3", "tf_keras") for p in (FIXTURES / d).rglob("*.h5"))

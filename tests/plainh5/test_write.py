@@ -1,4 +1,4 @@
-"""``modelmorph.plainh5.writer``: files written by ``PlainWriter`` (metadata) plus the caller (data)
+"""``modelmorph.storage.plainh5.writer``: files written by ``PlainWriter`` (metadata) plus the caller (data)
 must be, for libhdf5/h5py, what h5py itself writes: h5py is the judge throughout."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import h5py
 import numpy as np
 import pytest
 
-from modelmorph.plainh5 import NUMERIC
-from modelmorph.plainh5 import PlainWriter
+from modelmorph.storage.plainh5 import NUMERIC
+from modelmorph.storage.plainh5 import PlainWriter
 
 from helpers import assert_close_to_recorded, assert_same_values
 
@@ -505,5 +505,5 @@ def test_groups_and_datasets_do_not_overlap():
 
 
 def test_the_writer_imports_neither_numpy_nor_h5py():
-    code = "import sys, modelmorph.plainh5.writer; print(sorted({'numpy', 'h5py'} & set(sys.modules)))"
+    code = "import sys, modelmorph.storage.plainh5.writer; print(sorted({'numpy', 'h5py'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

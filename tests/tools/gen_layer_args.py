@@ -1,4 +1,4 @@
-"""Write core/modelmorph/data/layer_args.json: the constructor arguments each built-in layer
+"""Write core/modelmorph/keras/data/layer_args.json: the constructor arguments each built-in layer
 class accepts in Keras 3 and in tf_keras (Keras 2), read off the real libraries.
 
 The dialect translation drops what the target rejects (Keras 3 fails on unknown keyword
@@ -15,7 +15,7 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-OUT = Path(__file__).resolve().parents[2] / "core" / "modelmorph" / "data" / "layer_args.json"
+OUT = Path(__file__).resolve().parents[2] / "core" / "modelmorph" / "keras" / "data" / "layer_args.json"
 
 
 def accepted(cls, base, base_kwargs):

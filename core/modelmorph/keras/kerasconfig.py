@@ -3,7 +3,7 @@
 A Keras 3 model config (``config.json`` of a ``.keras`` archive, ``model.to_json()``) is
 ``{module, class_name, config, registered_name, build_config, compile_config}``. This module
 turns one into a :class:`~modelmorph.ir.Model` (architecture only: format readers attach
-weights) and back. Keras 2 configs are first translated by :mod:`modelmorph.dialects`.
+weights) and back. Keras 2 configs are first translated by :mod:`modelmorph.keras.dialects`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .catalogue import MODEL_CLASSES
-from .ir import Layer, Model, Node, TensorRef
+from ..ir import Layer, Model, Node, TensorRef
 
 KERAS_TENSOR = "__keras_tensor__"
 _GRAPH_KEYS = ("layers", "input_layers", "output_layers")

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .errors import ReadError
-from .ir import Weight, dtype_name
+from ..errors import ReadError
+from ..ir import Weight, dtype_name
 
 if TYPE_CHECKING:  # imported when used: plain files are read and written without them
     import h5py
@@ -142,7 +142,7 @@ def write_dataset(group: "h5py.Group", name: str, array: "np.ndarray") -> "h5py.
 
 def attr_str(value: Any) -> str:
     """An HDF5 string attribute, stored as str or bytes (old Keras files), as str; from h5py
-    (numpy scalars and 0-d arrays) or from :mod:`modelmorph.plainh5` (str, bytes)."""
+    (numpy scalars and 0-d arrays) or from :mod:`modelmorph.storage.plainh5` (str, bytes)."""
     if isinstance(value, bytes):  # np.bytes_ too
         return value.decode("utf-8")
     if isinstance(value, str):  # np.str_ too

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import kerasconfig
-from .ir import Model
+from ..keras import kerasconfig
+from ..ir import Model
 
 
 @dataclass

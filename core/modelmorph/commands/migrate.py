@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from .errors import EXIT_OK, EXIT_READ, ModelmorphError, UsageError
-from .progress import Progress
-from .registry import Registry, default_registry
+from ..errors import EXIT_OK, EXIT_READ, ModelmorphError, UsageError
+from ..progress import Progress
+from ..registry import Registry, default_registry
 
 #: Files a tree walk picks up: legacy Keras models and architectures (and Keras 3 archives,
 #: when migrating back). The target format's own extensions are left out.
@@ -121,7 +121,7 @@ def _up_to_date(job: Job) -> bool:
 
 def _convert(job: Job, target: str) -> Outcome:
     """Runs in a worker process: one conversion, every failure turned into an outcome."""
-    from .api import convert
+    from ..api import convert
 
     try:
         diagnostics = convert(job.source, job.destination, to_format=target, force=True)

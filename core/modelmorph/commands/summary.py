@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ir import Model
-from .kerasconfig import iter_refs
+from ..ir import Model
+from ..keras.kerasconfig import iter_refs
 
 
 def summarize(model: Model, format_name: str | None = None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Write plain HDF5 files (see :mod:`modelmorph.plainh5`) without h5py: all the metadata is laid
+"""Write plain HDF5 files (see :mod:`modelmorph.storage.plainh5`) without h5py: all the metadata is laid
 out and written here, and each dataset's data is left for the caller to put at its
 ``Dataset.offset`` (typically with ``os.copy_file_range``, so the kernel copies the bytes).
 

@@ -14,7 +14,7 @@ The subset ("plain" files):
 
 Every file Keras 3 and tf_keras write with h5py's defaults is plain. Anything else — and any
 file that is malformed in a way the subset notices — raises :class:`Unsupported`; callers then
-use h5py, which reports real errors with its own checks (``modelmorph.hdf5``). So the reader
+use h5py, which reports real errors with its own checks (``modelmorph.storage.hdf5``). So the reader
 never has to be the judge of a hostile file: it only has to never crash, hang or over-allocate.
 
 :func:`read` lives in :mod:`.reader`, :class:`PlainWriter` in :mod:`.writer`, and the IR weights

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from .errors import ReadError, WriteError
+from ..errors import ReadError, WriteError
 
 #: Largest JSON document (architecture, metadata, shard index) modelmorph will parse.
 MAX_JSON_BYTES = 256 * 1024 * 1024

@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from ..errors import ReadError
-from ..ir import ByteRange, Weight
+from ...errors import ReadError
+from ...ir import ByteRange, Weight
 from . import NUMERIC, Dataset
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def _load(file: BinaryIO, offset: int | None, nbytes: int, dtype: str, shape: tu
           source: str | Path, where: str) -> "np.ndarray":
     import numpy as np
 
-    from ..ir import numpy_dtype
+    from ...ir import numpy_dtype
 
     target = numpy_dtype(dtype)
     if offset is None:

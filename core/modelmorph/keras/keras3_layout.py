@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from .catalogue import Var, variables_of
-from .ir import Layer, Model
+from ..ir import Layer, Model
 
 #: Config modules of ``keras.ops`` calls recorded in a Functional graph (operations, not layers).
 _OPERATION_MODULE_PREFIX = "keras.src.ops."

@@ -20,7 +20,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from .diagnostics import Diagnostics
+from ..diagnostics import Diagnostics
 
 FUNCTIONAL_MODULE = "keras.src.models.functional"
 _MODEL_CLASSES = ("Functional", "Model", "Sequential")
@@ -30,7 +30,7 @@ _LAYER_KEYS = ("layer", "backward_layer", "cell")  # config keys that hold a ser
 
 @lru_cache(maxsize=None)
 def layer_args() -> dict[str, Any]:
-    return json.loads(resources.files("modelmorph").joinpath("data/layer_args.json").read_text())
+    return json.loads(resources.files("modelmorph.keras").joinpath("data/layer_args.json").read_text())
 
 
 def detect(cfg: dict) -> str:
