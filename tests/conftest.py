@@ -64,7 +64,9 @@ def pytest_terminal_summary(terminalreporter):
     hdf5 = "?"
     if "h5py" in sys.modules:  # imported by the tests already: costs nothing more
         hdf5 = sys.modules["h5py"].version.hdf5_version
-    terminalreporter.write_line(f"judged with: {', '.join(versions)}, HDF5 {hdf5}; "
+    backend = os.environ.get("MODELMORPH_HDF5", "").strip()  # which HDF5 backend modelmorph read with
+    terminalreporter.write_line(f"judged with: {', '.join(versions)}, HDF5 {hdf5}"
+                                f"{f' (MODELMORPH_HDF5={backend})' if backend else ''}; "
                                 f"Python {platform.python_version()}, CPU {_cpu_model()}")
 
 

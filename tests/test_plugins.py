@@ -14,6 +14,8 @@ import pytest
 from modelmorph.plugins import DISABLE_AUTOLOAD_ENV, PluginWarning
 from modelmorph.registry import Registry
 
+from conftest import FIXTURES
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "modelmorph-npz"
 
@@ -88,8 +90,11 @@ def test_layer_specs_hook_teaches_the_catalogue(site):
     """)
     from modelmorph.keras import catalogue
 
-    Registry().load_layer_specs()
-    assert catalogue.variables_of("MyScale", {}) == [catalogue.Var("scale")]
+    reg = Registry()
+    assert reg.catalogue.variables_of("MyScale", {}) == [catalogue.Var("scale")]
+    assert catalogue.variables_of("MyScale", {}) is None  # the registry's own: nothing leaks
+    with catalogue.activate(reg.catalogue):
+        assert catalogue.variables_of("MyScale", {}) == [catalogue.Var("scale")]
 
 
 def test_third_party_distribution_installs_and_shows_up(tmp_path):
@@ -117,10 +122,24 @@ def test_third_party_distribution_installs_and_shows_up(tmp_path):
         modelmorph.write(m, {str(tmp_path / 'w.npz')!r})
         with modelmorph.read({str(tmp_path / 'w.npz')!r}) as back:
             np.testing.assert_array_equal(back.layer("dense").weight("kernel").read(), k)
+        modelmorph.write(m, {str(tmp_path / 'z.npz')!r}, options={{"compressed": "yes"}})  # a typed option
+        import zipfile
+        assert zipfile.ZipFile({str(tmp_path / 'z.npz')!r}).infolist()[0].compress_type == zipfile.ZIP_DEFLATED
+        with modelmorph.read({str(tmp_path / 'z.npz')!r}) as back:
+            np.testing.assert_array_equal(back.layer("dense").weight("kernel").read(), k)
+        # joined with an architecture from another format (JSON: no weights of its own)
+        source = {str(FIXTURES / 'keras3' / 'seq_cnn_bn.keras')!r}
+        modelmorph.convert(source, {str(tmp_path / 'cnn.npz')!r})
+        joined = modelmorph.read({str(tmp_path / 'cnn.npz')!r}, arch={str(FIXTURES / 'keras3' / 'seq_cnn_bn.json')!r})
+        with joined, modelmorph.read(source) as original:
+            got = {{p: w.read() for p, _, w in joined.iter_weights()}}
+            want = {{p: w.read() for p, _, w in original.iter_weights()}}
+            assert len(got) == len(want) == 10 and all(np.array_equal(got[p], want[p]) for p in want), sorted(got)
+            assert [w.trainable for _, _, w in joined.iter_weights()] == [w.trainable for _, _, w in original.iter_weights()]
         print("ok")
     """)
-    out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True)
-    assert out.stdout.strip() == "ok"
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 def test_entry_point_scan_agrees_with_importlib_metadata(site):

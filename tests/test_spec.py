@@ -17,6 +17,18 @@ def test_every_hook_is_documented():
     assert documented == set(hookspecs.HOOK_NAMES)
 
 
+def test_hook_docs_are_generated_from_the_hookspecs():
+    """The hookspec docstrings are the one source of the hooks' documentation."""
+    import importlib.util
+
+    tool = Path(__file__).resolve().parent / "tools" / "gen_hooks_doc.py"
+    spec = importlib.util.spec_from_file_location("gen_hooks_doc", tool)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    current = (SPEC / "hooks.md").read_text()
+    assert current == gen.expected(current), "spec/hooks.md is stale: run python tests/tools/gen_hooks_doc.py"
+
+
 def test_every_builtin_format_has_a_spec_page():
     builtins = {f.name for f in default_registry().formats.values()
                 if f.plugin in {p.name for p in default_registry().plugin_info() if p.builtin}}

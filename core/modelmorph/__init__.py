@@ -23,10 +23,11 @@ _LAZY = {
     # the IR
     "Model": "ir", "Layer": "ir", "Weight": "ir", "ByteRange": "ir", "Node": "ir", "TensorRef": "ir",
     "OptimizerState": "ir", "OptimizerSlot": "ir", "Asset": "ir", "dtype_name": "ir", "numpy_dtype": "ir",
+    "DTYPES": "ir",
     # plugin API
     "Format": "registry", "Probe": "registry", "Registry": "registry", "default_registry": "registry",
-    "CERTAIN": "registry", "PLAUSIBLE": "registry", "NO": "registry",
-    "LayerSpec": "keras.catalogue", "Var": "keras.catalogue",
+    "CERTAIN": "registry", "PLAUSIBLE": "registry", "NO": "registry", "Option": "options",
+    "LayerClass": "keras.catalogue", "LayerSpec": "keras.catalogue", "Var": "keras.catalogue", "Child": "keras.catalogue",
     "Diagnostics": "diagnostics", "Diagnostic": "diagnostics",
     "Progress": "progress",
     "ModelmorphError": "errors", "ReadError": "errors", "WriteError": "errors", "UsageError": "errors",
@@ -47,10 +48,12 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from .api import convert, read, write
-    from .keras.catalogue import LayerSpec, Var
+    from .keras.catalogue import Child, LayerClass, LayerSpec, Var
     from .diagnostics import Diagnostic, Diagnostics
     from .errors import (CannotHandle, ModelmorphError, ReadError, StrictError, UnknownFormatError, UsageError,
                          WriteError)
-    from .ir import Asset, ByteRange, Layer, Model, Node, OptimizerSlot, OptimizerState, TensorRef, Weight, dtype_name, numpy_dtype
+    from .ir import (DTYPES, Asset, ByteRange, Layer, Model, Node, OptimizerSlot, OptimizerState, TensorRef, Weight,
+                     dtype_name, numpy_dtype)
+    from .options import Option
     from .progress import Progress
     from .registry import CERTAIN, NO, PLAUSIBLE, Format, Probe, Registry, default_registry

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .keras import catalogue
 from .diagnostics import Diagnostics
-from .errors import ModelmorphError, ReadError, StrictError, UsageError, WriteError
+from .errors import CannotHandle, ModelmorphError, ReadError, StrictError, UnknownFormatError, UsageError, WriteError
 from .ir import Model
+from .options import resolve, route
+from .plugins import HookFailed, call_each_or_raise
 from .progress import Progress
 from .registry import Format, Registry, default_registry
 from .storage.safety import atomic_output
@@ -23,31 +25,64 @@ def read(
     *,
     arch: "str | Path | Model | None" = None,
     arch_format: str | None = None,
-    options: Mapping[str, str] | None = None,
+    options: Mapping[str, Any] | None = None,
     diagnostics: Diagnostics | None = None,
     registry: Registry | None = None,
 ) -> Model:
     """Read a model file. ``format`` overrides detection; ``arch`` (a path or a model)
     supplies the architecture that a weights-only file's weights are joined with.
+    ``options`` are the format's read-side ``-O`` options (strings, or typed values).
 
     The returned model reads weight data lazily: use it as a context manager (or call
     ``close()``) to release the file.
     """
     reg = registry or default_registry()
+    given = dict(options or {})
+    with catalogue.activate(reg.catalogue):
+        model, _ = _read(reg, path, format, arch, arch_format,
+                         lambda fmt: resolve(fmt.name, fmt.options, given, "read"), diagnostics)
+    return model
+
+
+def _read(reg: Registry, path: str | Path, override: str | None, arch: "str | Path | Model | None",
+          arch_format: str | None, options_for: Callable[[Format], dict[str, Any]],
+          diagnostics: Diagnostics | None) -> tuple[Model, Format]:
+    """Read ``path`` with the first candidate format whose reader does not decline it;
+    ``options_for(format)`` gives that reader's typed options."""
     diags = diagnostics if diagnostics is not None else Diagnostics()
-    fmt = reg.detect_source(path, format)
-    opts = dict(options or {})
-    _check_options(opts, [fmt])
-    reg.load_layer_specs()
+    candidates = reg.source_candidates(path, override)
+    options_for(candidates[0])  # bad options fail before any file is opened
     arch_model = None
-    if arch is not None:
-        arch_model = arch if isinstance(arch, Model) else read(arch, arch_format, diagnostics=diags, registry=reg)
-        if not arch_model.has_architecture:
+    if arch is not None and not isinstance(arch, Model):
+        arch_model = read(arch, arch_format, diagnostics=diags, registry=reg)
+    elif arch is not None:
+        arch_model = arch
+    try:
+        if arch_model is not None and not arch_model.has_architecture:
             raise UsageError(f"{arch}: --arch needs a file with an architecture; this one holds weights only")
-    model = _guarded(fmt, path, ReadError, lambda: fmt.load_reader()(Path(path), options=opts, diagnostics=diags, arch=arch_model))
+        declined = []
+        for fmt in candidates:
+            opts = options_for(fmt)
+            try:
+                model = _guarded(fmt, path, ReadError,
+                                 lambda: fmt.load_reader()(Path(path), options=opts, diagnostics=diags, arch=arch_model))
+            except CannotHandle as exc:
+                declined.append(f"{fmt.name} ({str(exc).strip() or 'declined'})")
+                continue
+            break
+        else:
+            if override:
+                raise ReadError(path, f"not a {override} file: {declined[0]}")
+            raise UnknownFormatError(f"{path}: every format that could read it declined: {'; '.join(declined)}")
+    except BaseException:
+        if arch_model is not None and arch_model is not arch:
+            arch_model.close()
+        raise
+    if arch_model is not None and arch_model is not arch and arch_model is not model:
+        model.on_close(arch_model.close)  # the architecture read here lives as long as the model
     model.metadata.setdefault("source_format", fmt.name)
     _note_code(model, diags)
-    return model
+    return model, fmt
 
 
 def write(
@@ -55,7 +90,7 @@ def write(
     path: str | Path,
     format: str | None = None,
     *,
-    options: Mapping[str, str] | None = None,
+    options: Mapping[str, Any] | None = None,
     diagnostics: Diagnostics | None = None,
     force: bool = False,
     strict: bool = False,
@@ -64,17 +99,23 @@ def write(
 ) -> Format:
     """Write ``model`` to ``path`` atomically (nothing is left behind on failure).
 
+    ``options`` are the format's write-side ``-O`` options (strings, or typed values).
     With ``strict``, any diagnostic (from earlier steps or from the writer) is an error
     and no output is written. Returns the format written.
     """
     reg = registry or default_registry()
-    diags = diagnostics if diagnostics is not None else Diagnostics()
     fmt = reg.detect_target(path, format)
-    opts = dict(options or {})
-    _check_options(opts, [fmt])
+    with catalogue.activate(reg.catalogue):
+        return _write(fmt, model, path, resolve(fmt.name, fmt.options, dict(options or {}), "write"),
+                      diagnostics, force, strict, progress)
+
+
+def _write(fmt: Format, model: Model, path: str | Path, opts: dict[str, Any], diagnostics: Diagnostics | None,
+           force: bool, strict: bool, progress: Progress | None) -> Format:
+    diags = diagnostics if diagnostics is not None else Diagnostics()
     _check_capabilities(model, fmt, diags, path)
     prog = progress or Progress()
-    with atomic_output(path, force=force) as tmp:
+    with atomic_output(path, force=force, replaceable=fmt.replaceable) as tmp:
         try:
             _guarded(fmt, path, WriteError,
                      lambda: fmt.load_writer()(model, tmp, options=opts, diagnostics=diags, progress=prog))
@@ -97,38 +138,40 @@ def convert(
     to_format: str | None = None,
     arch: "str | Path | Model | None" = None,
     arch_format: str | None = None,
-    options: Mapping[str, str] | None = None,
+    options: Mapping[str, Any] | None = None,
     strict: bool = False,
     force: bool = False,
     progress: Progress | None = None,
     registry: Registry | None = None,
 ) -> Diagnostics:
-    """Convert a model file to another format; returns the diagnostics collected."""
+    """Convert a model file to another format; returns the diagnostics collected.
+
+    Each of ``options`` goes to the source's reader or the target's writer (or both),
+    as their formats declare it."""
     reg = registry or default_registry()
     diags = Diagnostics()
-    opts = dict(options or {})
-    src_fmt = reg.detect_source(source, from_format)
+    given = dict(options or {})
     dst_fmt = reg.detect_target(destination, to_format)
-    _check_options(opts, [src_fmt, dst_fmt])
-    src_opts = {k: v for k, v in opts.items() if k in src_fmt.options}
-    dst_opts = {k: v for k, v in opts.items() if k in dst_fmt.options}
+    routed: dict[str, dict[str, Any]] = {}
+
+    def options_for(src_fmt: Format) -> dict[str, Any]:
+        read_opts, routed["write"] = route((src_fmt.name, src_fmt.options), (dst_fmt.name, dst_fmt.options), given)
+        return read_opts
+
+    reg.source_candidates(source, from_format)  # an unknown source fails before the overwrite check
     if Path(source).resolve() == Path(destination).resolve():
         raise UsageError(f"{destination}: the output would overwrite the input")
-    with read(source, src_fmt.name, arch=arch, arch_format=arch_format, options=src_opts, diagnostics=diags, registry=reg) as model:
-        reg.pm.hook.modelmorph_transform(model=model, source=src_fmt.name, target=dst_fmt.name,
-                                         options=opts, diagnostics=diags)
-        write(model, destination, dst_fmt.name, options=dst_opts, diagnostics=diags, force=force,
-              strict=strict, progress=progress, registry=reg)
+    with catalogue.activate(reg.catalogue):  # the registry's layer classes, for reader and writer
+        model, src_fmt = _read(reg, source, from_format, arch, arch_format, options_for, diags)
+        with model:
+            options_for(src_fmt)  # route by the format that read it
+            try:
+                call_each_or_raise(reg.pm, "modelmorph_transform", model=model, source=src_fmt.name,
+                                   target=dst_fmt.name, options=given, diagnostics=diags)
+            except HookFailed as exc:  # the model may be half-modified: write nothing
+                raise WriteError(destination, f"not written: {exc}") from None
+            _write(dst_fmt, model, destination, routed["write"], diags, force, strict, progress)
     return diags
-
-
-def _check_options(options: Mapping[str, str], formats: list[Format]) -> None:
-    known = {key for fmt in formats for key in fmt.options}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        accepted = ", ".join(sorted(known)) or "none"
-        names = " and ".join(f.name for f in formats)
-        raise UsageError(f"unknown option(s) {', '.join(unknown)} for {names} (accepted: {accepted})")
 
 
 def _check_capabilities(model: Model, fmt: Format, diags: Diagnostics, path: Any) -> None:
@@ -160,7 +203,7 @@ def _guarded(fmt: Format, path: Any, error: type, work: Any) -> Any:
     """Run a plugin's reader or writer; anything it raises becomes a one-line error naming the file."""
     try:
         return work()
-    except ModelmorphError:
+    except (ModelmorphError, CannotHandle):
         raise
     except MemoryError:
         raise error(path, "not enough memory (the file declares more data than can be held)") from None

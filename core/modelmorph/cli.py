@@ -223,7 +223,7 @@ def cmd_formats(args: argparse.Namespace) -> int:
         f = reg.formats[name]
         rows.append({"name": f.name, "description": f.description, "extensions": list(f.extensions),
                      "reads": sorted(f.reads) if f.can_read else [], "writes": sorted(f.writes) if f.can_write else [],
-                     "options": dict(f.options), "plugin": f.plugin})
+                     "options": {key: option.describe() for key, option in f.options.items()}, "plugin": f.plugin})
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
@@ -234,9 +234,19 @@ def cmd_formats(args: argparse.Namespace) -> int:
         print(f"{r['name']}  ({r['plugin']})  {r['description']}")
         print(f"    extensions: {' '.join(r['extensions']) or '-'}")
         print(f"    reads: {', '.join(r['reads']) or '-'};  writes: {', '.join(r['writes']) or '-'}")
-        for key, text in r["options"].items():
-            print(f"    -O {key}=...  {text}")
+        for key, option in r["options"].items():
+            print(f"    -O {_option_line(key, option)}")
     return EXIT_OK
+
+
+def _option_line(key: str, o: dict) -> str:
+    """``dialect=keras3|keras2  (writing; default keras3) help``"""
+    value = "|".join(o["choices"]) if o["choices"] else o["type"].upper()
+    when = {"read": "reading", "write": "writing", "both": "reading and writing"}[o["side"]]
+    default = o["default"]
+    if default is not None:
+        when += f"; default {str(default).lower() if isinstance(default, bool) else default}"
+    return f"{key}={value}  ({when})  {o['help']}".rstrip()
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

@@ -57,4 +57,6 @@ class StrictError(ModelmorphError):
 
 
 class CannotHandle(Exception):
-    """Raised by a reader that recognises the file is not its format (not a failure)."""
+    """Raised by a reader that finds the file is not its format after all (not a failure):
+    detection passes the file to the next candidate format, as imageio's plugins decline.
+    Deliberately not a :class:`ModelmorphError`: it never reaches the user as such."""

@@ -17,7 +17,11 @@ that implements some of these hooks, marked with :data:`modelmorph.hookimpl`::
 Hooks are always called with keyword arguments, and an implementation may accept
 only the arguments it needs (pluggy passes the subset it asks for), so specs can grow
 without breaking plugins. The built-in formats are plugins using exactly these hooks.
-Every hook here is documented in ``spec/hooks.md``; a test fails if one is not.
+The core calls hooks through :func:`modelmorph.plugins.call_each` (never ``pm.hook``
+directly) so that a failing plugin is named, and honours ``firstresult`` specs there.
+
+These docstrings are the hooks' documentation: the hook sections of ``spec/hooks.md`` are
+generated from them (``python tests/tools/gen_hooks_doc.py``) and a test checks they agree.
 """
 
 from __future__ import annotations
@@ -40,16 +44,45 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def modelmorph_formats() -> "list[Format]":
-    """Return the file formats this plugin provides.
+    """Return the formats this plugin provides. A `modelmorph.Format` has:
+    `name` (lower-case, unique), `description`, `extensions` (with the dot; compound ones such
+    as `.weights.h5` win over shorter ones), `reads`/`writes` (subsets of `architecture`,
+    `weights`, `optimizer`), `reader` and `writer` (callables or `"module:function"` strings,
+    imported on first use so that listing formats stays cheap), `sniff` (a cheap callable
+    taking a `Probe(path, header, is_dir, exists)` and returning `CERTAIN`, `PLAUSIBLE` or
+    `NO`), `options` (its `-O` options: `modelmorph.Option` items, see below) and
+    `replaceable` (names of sibling files its writer produces that may replace existing
+    ones without `--force`, such as a checkpoint's `checkpoint` state file).
 
-    Each :class:`modelmorph.Format` names the format, its file extensions, how to sniff
-    it, what it can read and write (``architecture``, ``weights``, ``optimizer``), its
-    ``-O`` options, and its reader and writer. Give the reader and writer as
-    ``"package.module:function"`` strings so that listing formats does not import them.
+    - Reader: `read(path, *, options, diagnostics, arch) -> Model`. `arch` is an
+      architecture model to join weights-only files with, or `None`. Raise
+      `modelmorph.ReadError(path, problem)` for bad input (one line, no traceback); anything
+      else a reader raises is turned into a one-line read error by the core. Raise
+      `modelmorph.CannotHandle(reason)` when the file turns out not to be this format (a
+      sniffer is only a guess): the next candidate format is tried, in detection order, and
+      the file is an unknown format when every candidate declines. With `--from`, declining
+      is a read error.
+    - Writer: `write(model, path, *, options, diagnostics, progress) -> None`. `path` is
+      inside a private temporary folder; the writer may also create sibling files there
+      (a checkpoint's `.index` and `.data-*`). The core moves everything into place only when
+      the writer returns and `--strict` is satisfied, so output is atomic. Call
+      `progress.start(total_bytes, label)` and `progress.advance(nbytes)`; read weights one at
+      a time.
+    - Options: `Option(name, type, default, side, help, choices)` with `type` one of `bool`
+      (`true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`), `int`, `size` (bytes: a bare number
+      is bytes; `B`, `KB`, `MB`, `GB`, `TB` are binary, 1 KB = 1024 bytes, as Keras and
+      TensorFlow count; `KiB`... are synonyms), `choice` (one of `choices`) or `str`, and
+      `side` `read`, `write` or `both`. The core parses `-O` values once: readers and writers
+      receive `options` as a dict of typed values holding every option of their side that was
+      given or has a default (a `None` default leaves the key out). In `convert` each option
+      goes to the side its format declares. Unknown, wrong-side or ill-typed options are usage
+      errors naming the format and the option. A plain `{key: help}` dict (the older form) is
+      still accepted: each key is a `str` option of both sides.
 
-    Called once per registry. Return an empty list (or nothing) to provide no format.
-    Format names are unique: when two plugins register the same name the first one
-    loaded keeps it (built-ins load first) and a warning names both.
+    Called once per registry; every implementation's formats are collected. Return an empty
+    list (or nothing) to provide no format. Format names are unique: when two plugins
+    register the same name the first one loaded keeps it (built-ins load first) and a
+    warning names both. An implementation that raises is left out with a warning.
     """
 
 
@@ -70,12 +103,14 @@ def modelmorph_layer_specs() -> "list[LayerSpec]":
 def modelmorph_transform(
     model: "Model", source: str, target: str, options: "dict[str, str]", diagnostics: "Diagnostics"
 ) -> None:
-    """Adjust a model in place after it is read and before it is written by ``convert``.
+    """Adjust a model in place between reading and writing in `modelmorph.convert`: replace
+    a custom layer by built-ins, rename, add diagnostics. `source`/`target` are format names,
+    `options` the conversion's `-O` options as given (strings from the command line).
 
-    ``source`` and ``target`` are format names; ``options`` the ``-O`` options of the
-    conversion. Use it to replace a custom layer by built-ins, rename things, or add
-    diagnostics. Every implementation is called, in registration order; return values
-    are ignored. Do not read weight data here unless you must: it defeats streaming.
+    Every implementation runs, in registration order; return values are ignored. An
+    implementation that raises stops the conversion with a one-line write error naming the
+    plugin, and nothing is written: the model may be half-modified, so carrying on could
+    write a wrong model. Avoid reading weight data here: it defeats streaming.
     """
 
 

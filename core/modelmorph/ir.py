@@ -185,7 +185,8 @@ class Model:
     :class:`TensorRef`, as Keras' ``input_layers``/``output_layers`` are. A Sequential
     model has none. ``has_architecture`` is False for weights-only sources (a checkpoint,
     a ``.weights.h5``): their layers then only group weights, with ``class_name`` ``""``
-    and ``extra["source:key"]`` telling where each group came from.
+    and a key in ``extra`` namespaced by the reading format (``"h5:group"``, ``"tf-checkpoint:object"``)
+    telling where each group came from.
     """
 
     name: str

@@ -216,16 +216,46 @@ def make_plugin_manager(extra: list[Any] = ()) -> tuple[pluggy.PluginManager, li
     return pm, infos
 
 
+class HookFailed(Exception):
+    """A plugin raised inside a hook whose failure cannot be skipped (``modelmorph_transform``)."""
+
+    def __init__(self, plugin: str, hook: str, error: BaseException):
+        self.plugin, self.hook, self.error = plugin, hook, error
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        super().__init__(f"modelmorph plugin {plugin!r} failed in {hook}: {type(error).__name__}"
+                         f"{': ' + message if message else ''}")
+
+
 def call_each(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
     """Call a hook implementation by implementation, so that one broken plugin only
-    costs its own contribution. Returns ``(plugin name, result)`` pairs."""
+    costs its own contribution (a :class:`PluginWarning` names it). Returns
+    ``(plugin name, result)`` pairs."""
+    return _call(pm, hook_name, kwargs, skip_failures=True)
+
+
+def call_each_or_raise(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+    """Like :func:`call_each`, but a plugin that raises stops the call with :class:`HookFailed`:
+    for hooks whose half-done work cannot be skipped."""
+    return _call(pm, hook_name, kwargs, skip_failures=False)
+
+
+def _call(pm: pluggy.PluginManager, hook_name: str, kwargs: dict[str, Any], skip_failures: bool) -> list[tuple[str, Any]]:
+    # Every hook call of the core goes through here, never through ``pm.hook`` directly, so that
+    # a plugin's exception is attributed to it instead of escaping as a traceback.
     results = []
     caller = getattr(pm.hook, hook_name)
+    first_result = bool(caller.spec and caller.spec.opts.get("firstresult"))
     for impl in caller.get_hookimpls():  # registration order: built-ins first
         name = pm.get_name(impl.plugin) or repr(impl.plugin)
         args = {key: kwargs[key] for key in impl.argnames if key in kwargs}
         try:
-            results.append((name, impl.function(**args)))
+            result = impl.function(**args)
         except Exception as exc:
-            warnings.warn(f"modelmorph plugin {name!r} failed in {hook_name}: {type(exc).__name__}: {exc}", PluginWarning, stacklevel=2)
+            if not skip_failures:
+                raise HookFailed(name, hook_name, exc) from exc
+            warnings.warn(str(HookFailed(name, hook_name, exc)), PluginWarning, stacklevel=3)
+            continue
+        results.append((name, result))
+        if first_result and result is not None:  # pluggy's firstresult: the first answer wins
+            break
     return results

@@ -11,10 +11,14 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from .errors import UnknownFormatError, UsageError
+from .options import Option, schema
 from .plugins import PluginInfo, PluginWarning, call_each, make_plugin_manager
+
+if TYPE_CHECKING:
+    from .keras.catalogue import Catalogue
 
 #: What a format may read or write.
 CAPABILITIES = ("architecture", "weights", "optimizer")
@@ -63,7 +67,11 @@ class Format:
     ``writer(model, path, *, options, diagnostics, progress)`` writes it. Both may be
     given as ``"module:function"`` strings, imported on first use. ``sniff(probe)``
     returns ``CERTAIN``, ``PLAUSIBLE`` or ``NO`` (``2``/``1``/``0``) and must be cheap.
-    ``options`` maps each ``-O`` key the format accepts to a line of help.
+    ``options`` lists the ``-O`` options the format accepts as :class:`modelmorph.Option`
+    items (a ``{key: help}`` dict is still accepted: each key is then a ``str`` option of
+    both sides); it is kept as a dict by option name. ``replaceable`` names sibling files
+    the writer produces that may replace existing ones without ``force`` (a checkpoint's
+    ``checkpoint`` state file, which only points at the newest checkpoint).
     """
 
     name: str
@@ -74,7 +82,8 @@ class Format:
     reader: Function | str | None = None
     writer: Function | str | None = None
     sniff: Sniffer | None = None
-    options: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, Option] | Iterable[Option] = field(default_factory=dict)
+    replaceable: tuple[str, ...] = ()
     plugin: str = ""
 
     def __post_init__(self) -> None:
@@ -88,6 +97,8 @@ class Format:
                 raise ValueError(f"format {self.name!r}: unknown capability {cap!r} (known: {', '.join(CAPABILITIES)})")
         object.__setattr__(self, "reads", frozenset(self.reads))
         object.__setattr__(self, "writes", frozenset(self.writes))
+        object.__setattr__(self, "options", schema(self.options, self.name))
+        object.__setattr__(self, "replaceable", tuple(self.replaceable))
 
     @property
     def can_read(self) -> bool:
@@ -127,7 +138,7 @@ class Registry:
         for plugin_name, result in call_each(self.pm, "modelmorph_formats"):
             for fmt in result or ():
                 self._add(plugin_name, fmt)
-        self._layer_specs_loaded = False
+        self._catalogue: Catalogue | None = None
 
     def _add(self, plugin_name: str, fmt: Any) -> None:
         if not isinstance(fmt, Format):
@@ -155,28 +166,38 @@ class Registry:
     def plugin_info(self) -> list[PluginInfo]:
         return list(self.plugins)
 
-    def load_layer_specs(self) -> None:
-        """Teach the catalogue the layer classes plugins describe (once per registry)."""
-        if self._layer_specs_loaded:
-            return
-        from .keras import catalogue
+    @property
+    def catalogue(self) -> "Catalogue":
+        """The layer classes this registry knows: the built-in descriptors and those its plugins
+        describe through ``modelmorph_layer_specs`` (asked once, on first use)."""
+        if self._catalogue is None:
+            from .keras.catalogue import Catalogue
 
-        for plugin_name, specs in call_each(self.pm, "modelmorph_layer_specs"):
-            for spec in specs or ():
-                try:
-                    catalogue.register(spec)
-                except ValueError as exc:
-                    warnings.warn(f"modelmorph plugin {plugin_name!r}: {exc}", PluginWarning, stacklevel=2)
-        self._layer_specs_loaded = True
+            catalogue = Catalogue()
+            for plugin_name, specs in call_each(self.pm, "modelmorph_layer_specs"):
+                for spec in specs or ():
+                    try:
+                        catalogue.register(spec)
+                    except ValueError as exc:
+                        warnings.warn(f"modelmorph plugin {plugin_name!r}: {exc}", PluginWarning, stacklevel=2)
+            self._catalogue = catalogue
+        return self._catalogue
 
     # -- detection -------------------------------------------------------------------
     def detect_source(self, path: str | Path, override: str | None = None) -> Format:
         """The format to read ``path`` with: ``override``, else sniffed, else by extension."""
+        return self.source_candidates(path, override)[0]
+
+    def source_candidates(self, path: str | Path, override: str | None = None) -> list[Format]:
+        """The formats to try reading ``path`` with, best first: ``[override]``, else those whose
+        sniffer recognises the content (``CERTAIN`` before ``PLAUSIBLE``, then the longest
+        matching extension, then load order), then those matching by extension only. A reader
+        that raises :class:`modelmorph.CannotHandle` passes the file to the next one."""
         if override:
             fmt = self.get(override)
             if not fmt.can_read:
                 raise UnknownFormatError(f"format {fmt.name!r} cannot be read; readable formats: {self._names(lambda f: f.can_read)}")
-            return fmt
+            return [fmt]
         probe = Probe.of(path)
         readable = [f for f in self.formats.values() if f.can_read]
         scored = []
@@ -184,12 +205,13 @@ class Registry:
             score = _sniff(fmt, probe)
             if score > NO:
                 scored.append((score, fmt.matches_extension(probe.path), fmt))
-        if scored:
-            scored.sort(key=lambda item: (item[0], item[1]), reverse=True)
-            return scored[0][2]
-        by_ext = self._by_extension(probe.path, readable)
-        if by_ext is not None:
-            return by_ext
+        scored.sort(key=lambda item: (item[0], item[1]), reverse=True)  # stable: load order breaks ties
+        candidates = [fmt for _, _, fmt in scored]
+        by_ext = sorted((f for f in readable if f.matches_extension(probe.path) and not any(f is c for c in candidates)),
+                        key=lambda f: f.matches_extension(probe.path), reverse=True)
+        candidates += by_ext
+        if candidates:
+            return candidates
         if not probe.exists:
             raise UnknownFormatError(f"{path}: no such file or directory")
         raise UnknownFormatError(

@@ -15,18 +15,14 @@ _MARKS = ("model_config", "layer_names", "layer_names0")
 
 
 def sniff(probe: "modelmorph.Probe") -> int:
-    from modelmorph.storage import hdf5, plainh5
+    from modelmorph.storage import h5file, hdf5
 
     if probe.is_dir or not hdf5.is_hdf5_header(probe.header):
         return NO
     # A Keras 3 weights file (also `.weights.h5`) has `vars` groups and none of these marks.
+    # Only the root group is read (numpy and h5py do not load for the files Keras writes).
     try:
-        with open(probe.path, "rb") as f:
-            return CERTAIN if any(mark in plainh5.read(f, root_only=True).attrs for mark in _MARKS) else NO
-    except (OSError, plainh5.Unsupported):
-        pass  # not plain: h5py decides (without numpy and h5py loading for the files Keras writes)
-    try:
-        with hdf5.open_file(probe.path) as f:
+        with h5file.open(probe.path, root_only=True) as f:
             return CERTAIN if any(mark in f.attrs for mark in _MARKS) else NO
     except modelmorph.ReadError:
         return NO  # unreadable: the reader chosen by extension gives the one-line error
@@ -44,10 +40,11 @@ def modelmorph_formats():
             reader="modelmorph_h5.reader:read",
             writer="modelmorph_h5.writer:write",
             sniff=sniff,
-            options={
-                "by_name": "true or false (default): join a weights-only file to --arch by layer name, "
-                           "not by position",
-                "weights_only": "true or false (default): write only the weights, as save_weights() does",
-            },
+            options=(
+                modelmorph.Option("by_name", "bool", False, "read",
+                                  help="join a weights-only file to --arch by layer name, not by position"),
+                modelmorph.Option("weights_only", "bool", False, "write",
+                                  help="write only the weights, as save_weights() does"),
+            ),
         )
     ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from modelmorph import UsageError
 from modelmorph.storage.hdf5 import attr_str_list
 
 #: HDF5 keeps attributes in the object header; Keras splits a string list longer than this
@@ -41,9 +40,3 @@ def write_list(attrs: Any, name: str, values: list[str]) -> None:
     for i, part in enumerate(np.array_split(data, chunks)):
         attrs[f"{name}{i}"] = part
 
-
-def flag(options: Mapping[str, str], key: str) -> bool:
-    value = options.get(key, "false").strip().lower()
-    if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise UsageError(f"-O {key} must be true or false, not {options[key]!r}")
-    return value in ("true", "1", "yes")

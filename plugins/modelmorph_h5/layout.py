@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from modelmorph.keras import catalogue
-from modelmorph.ir import Layer, Model
+from modelmorph import Layer, Model
 
 
 @dataclass(frozen=True)

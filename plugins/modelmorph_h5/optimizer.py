@@ -13,11 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from modelmorph import Diagnostics, Model, OptimizerSlot, OptimizerState, Progress, Weight
 from modelmorph.keras import dialects, keras3_layout
-from modelmorph.diagnostics import Diagnostics
 from modelmorph.storage.hdf5 import write_dataset
-from modelmorph.ir import Model, OptimizerSlot, OptimizerState, Weight
-from modelmorph.progress import Progress
 
 from .attributes import read_list, write_list
 
@@ -105,7 +103,8 @@ def keras2_entries(model: Model, diags: Diagnostics) -> list[tuple[str, Weight]]
     """The ``optimizer_weights`` datasets tf_keras expects, in its order, or None (with a
     diagnostic) when the state cannot be laid out for tf_keras."""
     state = model.optimizer
-    assert state is not None
+    if state is None:  # no optimizer: nothing to lay out
+        return []
     config = dialects.optimizer_to_keras2(state.config, Diagnostics()) if isinstance(state.config, dict) else None
     optimizer = dialects.optimizer_class(config)
     entries = keras3_layout.optimizer_entries(model, config, keras2=True)

@@ -1,35 +1,29 @@
 """Reading legacy Keras ``.h5`` files: full models (``model.save``) and weights-only files
 (``save_weights``), written by Keras 2 (tf.keras, tf_keras, keras 2.x) or by Keras 3.
 
-A plain file (:mod:`modelmorph.storage.plainh5`: every file h5py writes with its defaults) is read in
-pure Python through :mod:`.plainview`, its weights knowing where their bytes lie; any other
-file goes through h5py and :mod:`modelmorph.storage.hdf5`'s checks.
+Files are read through the one HDF5 interface, :mod:`modelmorph.storage.h5file`: a plain file
+(every file h5py writes with its defaults) in pure Python, its weights knowing where their
+bytes lie; any other file through h5py and :mod:`modelmorph.storage.hdf5`'s checks.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
+from modelmorph import Diagnostics, Layer, Model, ReadError, Weight
 from modelmorph.keras import dialects, kerasconfig
-from modelmorph.storage import hdf5, plainh5
-from modelmorph.diagnostics import Diagnostics
-from modelmorph.errors import ReadError
-from modelmorph.ir import Layer, Model, Weight
-from modelmorph.storage.plainh5.weights import weight_from_plain
+from modelmorph.keras.join import structure_of
+from modelmorph.storage import h5file, hdf5
 from modelmorph.storage.safety import parse_json
 
-from .attributes import flag, read_list
+from .attributes import read_list
 from .layout import UnknownLayout, Variable, group_variables, saved_layers
 from .optimizer import read_state
-from .plainview import PlainDataset, PlainGroup
-
-if TYPE_CHECKING:
-    import numpy as np
 
 
 def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | None = None) -> Model:
-    by_name = flag(options, "by_name")
+    by_name = options["by_name"]
     src = open_source(path)
     try:
         model = _read(src, diagnostics, arch, by_name)
@@ -41,76 +35,36 @@ def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | N
 
 
 def open_source(path: Path) -> "_Source":
-    """The file at ``path``, read as a plain file if it is one, else opened with h5py."""
-    try:
-        raw = open(path, "rb")
-    except OSError as exc:
-        raise ReadError(path, "no such file" if isinstance(exc, FileNotFoundError) else exc.strerror or str(exc)) from None
-    try:
-        plain = plainh5.read(raw)
-    except plainh5.Unsupported:
-        plain = None
-    except BaseException:
-        raw.close()
-        raise
-    if plain is not None and all(ds.dtype != "string" for ds in plain.datasets.values()):
-        return _Source(PlainGroup(plain, ""), path, raw)
-    raw.close()
-    file = hdf5.open_file(path)
-    try:
-        hdf5.check_links(file, path)
-    except BaseException:
-        file.close()
-        raise
-    return _Source(file, path, file)
+    """The file at ``path``, through the one HDF5 interface (pure Python for the files Keras
+    writes, h5py for the others or when ``MODELMORPH_HDF5=h5py``)."""
+    return _Source(h5file.open(path), path)
 
 
 class _Source:
-    """The open file (an h5py file or the root of a plain view) and its name, with lookups
+    """The open file (an :class:`~modelmorph.storage.h5file.H5File`) and its name, with lookups
     that fail as one-line read errors."""
 
-    def __init__(self, file: Any, path: Path, closer: Any):
-        self.file, self.path, self.closer = file, path, closer
-        self.plain = isinstance(file, PlainGroup)
+    def __init__(self, file: h5file.H5File, path: Path):
+        self.file, self.path = file, path
 
     def close(self) -> None:
-        self.closer.close()
+        self.file.close()
 
     def error(self, problem: str) -> ReadError:
         return ReadError(self.path, problem)
 
-    def _is(self, obj: Any, kind: str) -> bool:
-        if self.plain:
-            return isinstance(obj, PlainGroup if kind == "group" else PlainDataset)
-        import h5py
-
-        return isinstance(obj, h5py.Group if kind == "group" else h5py.Dataset)
-
-    def group(self, parent: Any, name: str) -> Any:
-        obj = parent.get(name) if not name.startswith("/") else None
-        if not self._is(obj, "group"):
-            found = "nothing" if obj is None else ("Dataset" if self._is(obj, "dataset") else type(obj).__name__)
+    def group(self, parent: h5file.Group, name: str) -> h5file.Group:
+        obj = parent.get(name)  # None for names reaching outside ``parent`` ("/x", "..")
+        if obj is None or not obj.is_group:
+            found = "nothing" if obj is None else "Dataset"
             raise self.error(f"{parent.name.rstrip('/')}/{name}: expected a group of weights, found {found}")
         return obj
 
-    def weight(self, group: Any, name: str, path: str, trainable: bool = True) -> Weight:
-        # A name starting with "/" would reach outside the layer's group.
-        obj = group.get(name) if not name.startswith("/") else None
-        if not self._is(obj, "dataset"):
+    def weight(self, group: h5file.Group, name: str, path: str, trainable: bool = True) -> Weight:
+        obj = group.get(name)  # None for names reaching outside the layer's group ("/x", "..")
+        if obj is None or obj.is_group:
             raise self.error(f"{group.name}/{name}: weight listed in weight_names is not a dataset")
-        if self.plain:
-            return weight_from_plain(obj.ds, self.closer, path, self.path, trainable)
-        weight = hdf5.weight_from_dataset(obj, path, self.path, trainable)
-        weight.loader = self._guarded(weight.loader, obj.name)
-        return weight
-
-    def _guarded(self, loader: Callable[[], "np.ndarray"], where: str) -> Callable[[], "np.ndarray"]:
-        def load() -> "np.ndarray":
-            try:
-                return loader()
-            except OSError as exc:  # a truncated or corrupted file fails only when data is read
-                raise self.error(f"dataset {where!r} cannot be read ({str(exc).splitlines()[0][:120]})") from None
-        return load
+        return obj.weight(path, trainable)
 
     def json_attr(self, name: str) -> dict:
         value = parse_json(hdf5.attr_str(self.file.attrs[name]), self.path, name)
@@ -146,10 +100,7 @@ def _versions(attrs: Any) -> dict:
 
 def _read_full_model(src: _Source, diags: Diagnostics, arch: Model | None) -> Model:
     config = src.json_attr("model_config")
-    dialect = dialects.detect(config)
-    model = kerasconfig.model_from_config(dialects.to_keras3(config, diags) if dialect == "keras2"
-                                          else dialects.complete_keras3(config))
-    model.metadata["dialect"] = dialect
+    model = kerasconfig.read_model_config(config, diags)
     if arch is not None:
         diags.add("unsupported", "--arch is ignored: this .h5 holds an architecture of its own")
     weights = src.group(src.file, "model_weights")
@@ -178,12 +129,11 @@ def _read_weights_only(src: _Source, diags: Diagnostics, arch: Model | None, by_
     if arch is None:
         model = Model(name=src.path.stem, class_name="", has_architecture=False)
         for name, group, weight_names in stored:
-            layer = Layer(name=name, class_name="", extra={"source:key": name})
+            layer = Layer(name=name, class_name="", extra={"h5:group": name})
             layer.weights = [src.weight(group, wn, str(i)) for i, wn in enumerate(weight_names)]
             model.layers.append(layer)
         return model
-    # A fresh copy of the architecture: the weights are attached to it, never to the caller's model.
-    model = kerasconfig.model_from_config(kerasconfig.model_to_config(arch))
+    model = structure_of(arch)  # the weights go to a copy, never to the caller's model
     if by_name:
         layers = {layer.name: layer for layer in saved_layers(model)}
         for name, group, weight_names in stored:

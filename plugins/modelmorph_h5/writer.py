@@ -8,14 +8,11 @@ from pathlib import Path
 
 import h5py
 
+from modelmorph import Diagnostics, Layer, Model, Progress, Weight, WriteError
 from modelmorph.keras import dialects, kerasconfig
 from modelmorph.storage import hdf5
-from modelmorph.diagnostics import Diagnostics
-from modelmorph.errors import WriteError
-from modelmorph.ir import Layer, Model, Weight
-from modelmorph.progress import Progress
 
-from .attributes import flag, write_list
+from .attributes import write_list
 from .layout import UnknownLayout, group_variables, saved_layers
 from .optimizer import keras2_entries, write_state
 
@@ -26,7 +23,7 @@ BACKEND = "tensorflow"
 
 
 def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, progress: Progress) -> None:
-    weights_only = flag(options, "weights_only") or not model.has_architecture
+    weights_only = options["weights_only"] or not model.has_architecture
     layers = [(layer, _stored_weights(layer, model.has_architecture, path, diagnostics)) for layer in _layers(model)]
     optimizer = None
     if weights_only:

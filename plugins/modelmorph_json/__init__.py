@@ -29,7 +29,10 @@ def modelmorph_formats():
             reader="modelmorph_json.io:read",
             writer="modelmorph_json.io:write",
             sniff=sniff,
-            options={"dialect": "keras3 (default) or keras2: the config dialect to write (keras2 is what tf_keras reads)",
-                     "indent": "spaces of indentation in the output (default 2; 0 for one line)"},
+            options=(
+                modelmorph.Option("dialect", "choice", "keras3", "write", choices=("keras3", "keras2"),
+                                  help="the config dialect to write (keras2 is what tf_keras reads)"),
+                modelmorph.Option("indent", "int", 2, "write", help="spaces of indentation in the output (0: one line)"),
+            ),
         )
     ]

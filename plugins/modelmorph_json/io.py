@@ -15,12 +15,9 @@ def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | N
     if not isinstance(data, dict) or "class_name" not in data or "config" not in data:
         raise ReadError(path, "not a Keras architecture: expected a JSON object with 'class_name' and 'config'")
     try:
-        dialect = dialects.detect(data)
-        cfg = dialects.to_keras3(data, diagnostics) if dialect == "keras2" else data
-        model = kerasconfig.model_from_config(cfg)
+        model = kerasconfig.read_model_config(data, diagnostics)
     except (kerasconfig.ConfigError, ValueError, TypeError, KeyError) as exc:
         raise ReadError(path, f"invalid Keras architecture: {exc}") from None
-    model.metadata["dialect"] = dialect
     for key in ("keras_version", "backend"):
         if isinstance(data.get(key), str):
             model.metadata[key] = data[key]
@@ -30,13 +27,10 @@ def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | N
 
 
 def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, progress=None) -> None:
-    dialect = options.get("dialect", "keras3")
-    if dialect not in ("keras3", "keras2"):
-        raise UsageError(f"-O dialect must be keras3 or keras2, not {dialect!r}")
-    try:
-        indent = int(options.get("indent", "2")) or None
-    except ValueError:
-        raise UsageError(f"-O indent must be a whole number, not {options['indent']!r}") from None
+    dialect = options["dialect"]
+    if options["indent"] < 0:
+        raise UsageError(f"format json: -O indent must be 0 or more, not {options['indent']}")
+    indent = options["indent"] or None
     cfg = kerasconfig.model_to_config(model, include_compile=dialect == "keras3")
     if dialect == "keras2":
         if model.compile_config:

@@ -48,8 +48,11 @@ def modelmorph_formats():
             reader="modelmorph_keras.archive:read",
             writer="modelmorph_keras.archive:write",
             sniff=sniff_archive,
-            options={"zipped": "true (default) writes the zip; false the unzipped folder of save_model(zipped=False) "
-                               "(its name must not end in .keras)"},
+            options=(
+                modelmorph.Option("zipped", "bool", True, "write",
+                                  help="false writes the unzipped folder of save_model(zipped=False) "
+                                       "(its name must not end in .keras)"),
+            ),
         ),
         modelmorph.Format(
             name="keras-weights",
@@ -61,7 +64,10 @@ def modelmorph_formats():
             reader="modelmorph_keras.weightsfile:read",
             writer="modelmorph_keras.weightsfile:write",
             sniff=sniff_weights,
-            options={"max_shard_size": "largest shard of a .weights.json output: 500MB, 2GB, or a number of GB as "
-                                       "Keras takes it (default 5, binary units)"},
+            options=(
+                modelmorph.Option("max_shard_size", "size", None, "write",
+                                  help="largest shard of a .weights.json output (default 5GB, Keras' default; "
+                                       "Keras' max_shard_size=N is NGB here)"),
+            ),
         ),
     ]

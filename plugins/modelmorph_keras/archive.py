@@ -3,15 +3,14 @@ writes, holding ``metadata.json``, ``config.json``, ``model.weights.h5`` and ``a
 
 The archive is untrusted: member names must stay inside it, declared sizes are checked
 before anything is read, JSON is bounded, and the weights are read in place (a stored member
-is a window on the archive file; h5py reads only the tensors asked for) after their CRC is
-checked. Writing has HDF5 write ``model.weights.h5`` straight into the zip (see ``storedzip``).
+is a window on the archive file, opened through ``modelmorph.storage.h5file``; only the tensors
+asked for are read) after their CRC is checked. Writing has HDF5 write ``model.weights.h5`` straight into the zip (see ``storedzip``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import io
 import json
 import os
 import shutil
@@ -20,11 +19,11 @@ import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from modelmorph import Asset, Diagnostics, Model, Progress, ReadError, UsageError, WriteError
-from modelmorph.keras import dialects, kerasconfig
-from modelmorph.storage import safety
+from modelmorph.keras import kerasconfig
+from modelmorph.storage import h5file, safety
 from modelmorph.storage.filecopy import BackgroundCrc32, crc32_range
 from modelmorph.storage.safety import inside, parse_json, read_json_file, safe_member_path
 
@@ -32,9 +31,6 @@ from .h5store import VarsStore
 from .mapping import attach
 from .storedzip import StoredZip, local_header_size
 from .weightsfile import write_weights
-
-if TYPE_CHECKING:
-    import h5py
 
 CONFIG, METADATA, WEIGHTS, WEIGHTS_NPZ, ASSETS = "config.json", "metadata.json", "model.weights.h5", "model.weights.npz", "assets"
 #: The Keras release whose archive layout modelmorph writes (and is tested against), used as
@@ -75,32 +71,11 @@ def architecture(data: Any, source: Path, diagnostics: Diagnostics) -> tuple[Mod
     """The IR of an archive's ``config.json``, Keras 2 (tf_keras) configs translated."""
     if not isinstance(data, dict) or "class_name" not in data or "config" not in data:
         raise ReadError(source, "config.json is not a Keras model config (no 'class_name' and 'config')")
-    dialect = dialects.detect(data)
     try:
-        model = kerasconfig.model_from_config(dialects.to_keras3(data, diagnostics) if dialect == "keras2" else data)
+        model = kerasconfig.read_model_config(data, diagnostics)
     except (kerasconfig.ConfigError, ValueError, TypeError, KeyError) as exc:
         raise ReadError(source, f"invalid Keras architecture in config.json: {exc}") from None
-    if dialect == "keras2" and model.compile_config:
-        model.compile_config = _compile_config_to_keras3(model.compile_config)
-    return model, dialect
-
-
-# tf_keras compile settings Keras 3 rejects: optimizer arguments it does not have, and None
-# where Keras 3 needs a value (None meant tf_keras' defaults, which these are).
-_TF_KERAS_OPTIMIZER_ARGS = ("jit_compile", "is_legacy_optimizer")
-_KERAS3_COMPILE_DEFAULTS = {"run_eagerly": False, "steps_per_execution": 1, "jit_compile": False}
-
-
-def _compile_config_to_keras3(compile_config: dict) -> dict:
-    out = dict(compile_config)
-    optimizer = out.get("optimizer")
-    if isinstance(optimizer, dict) and isinstance(optimizer.get("config"), dict):
-        config = {k: v for k, v in optimizer["config"].items() if k not in _TF_KERAS_OPTIMIZER_ARGS}
-        out["optimizer"] = {**optimizer, "config": config}
-    for key, default in _KERAS3_COMPILE_DEFAULTS.items():
-        if out.get(key) is None:
-            out[key] = default
-    return out
+    return model, model.metadata["dialect"]
 
 
 class ZipArchive:
@@ -108,8 +83,7 @@ class ZipArchive:
 
     def __init__(self, path: Path):
         self.path = path
-        self.h5: "h5py.File | None" = None
-        self.view: _MemberView | None = None
+        self.h5: h5file.H5File | None = None
         self.crc: BackgroundCrc32 | None = None
         try:
             self.raw = open(path, "rb")
@@ -182,14 +156,9 @@ class ZipArchive:
             raise ReadError(self.path, _no_weights(WEIGHTS_NPZ in self.members))
         if info.compress_type != zipfile.ZIP_STORED:
             self.h5 = self._extract_weights(info)
-            store.scan(self.h5)
-            return
-        start, size = self._data_start(info), info.file_size
-        self.h5 = store.scan_file(self.raw, start, size, open_h5=lambda: self._open_view(start, size))
-
-    def _open_view(self, start: int, size: int) -> "h5py.File":
-        self.view = _MemberView(self.path, start, size)
-        return _open_h5(self.view, self.path)
+        else:  # read in place: the member's bytes are a window on the archive
+            self.h5 = h5file.open(self.path, start=self._data_start(info), size=info.file_size, what=WEIGHTS)
+        store.scan(self.h5)
 
     def _data_start(self, info: zipfile.ZipInfo) -> int:
         self.raw.seek(info.header_offset)
@@ -202,14 +171,14 @@ class ZipArchive:
             raise ReadError(self.path, f"{info.filename} is truncated")
         return start
 
-    def _extract_weights(self, info: zipfile.ZipInfo) -> "h5py.File":
+    def _extract_weights(self, info: zipfile.ZipInfo) -> h5file.H5File:
         # A deflated member (an archive re-zipped by hand) cannot be read in place: copy it out,
         # bounded by its declared size (zipfile stops there and checks the CRC).
         tmp = tempfile.NamedTemporaryFile(prefix="modelmorph-", suffix=".weights.h5", delete=False)
         try:
             with tmp, self.zip.open(info) as member:
                 shutil.copyfileobj(member, tmp, _CHUNK)
-            return _open_h5(tmp.name, self.path)
+            return h5file.open(tmp.name, source=self.path, what=WEIGHTS)
         except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
             raise ReadError(self.path, f"{WEIGHTS} is corrupt ({_first_line(exc)})") from None
         finally:
@@ -225,8 +194,7 @@ class ZipArchive:
         if self.crc is not None:
             with contextlib.suppress(Exception):
                 self.crc.result(0)  # the thread reads the archive: let it stop first
-        # The HDF5 file first: it reads through the view, which reads the archive.
-        for resource in (self.h5, self.view, self.zip, self.raw):
+        for resource in (self.h5, self.zip, self.raw):
             if resource is not None:
                 resource.close()
 
@@ -236,8 +204,7 @@ class FolderArchive:
 
     def __init__(self, path: Path):
         self.path = path
-        self.h5: "h5py.File | None" = None
-        self.raw: Any = None
+        self.h5: h5file.H5File | None = None
 
     def start_check(self) -> None:
         pass  # a folder's files carry no checksum
@@ -255,12 +222,8 @@ class FolderArchive:
     def scan_weights(self, store: VarsStore) -> None:
         if not (self.path / WEIGHTS).exists():
             raise ReadError(self.path, _no_weights((self.path / WEIGHTS_NPZ).exists()))
-        target = inside(self.path, WEIGHTS, self.path)
-        try:
-            self.raw = open(target, "rb")
-        except OSError as exc:
-            raise ReadError(self.path, f"{WEIGHTS}: {exc.strerror or exc}") from None
-        self.h5 = store.scan_file(self.raw, open_h5=lambda: _open_folder_h5(target))
+        self.h5 = h5file.open(inside(self.path, WEIGHTS, self.path))
+        store.scan(self.h5)
 
     def assets(self) -> list[Asset]:
         out = []
@@ -272,15 +235,8 @@ class FolderArchive:
         return sorted(out, key=lambda a: a.path)
 
     def close(self) -> None:
-        for resource in (self.h5, self.raw):
-            if resource is not None:
-                resource.close()
-
-
-def _open_folder_h5(target: Path) -> "h5py.File":
-    from modelmorph.storage.hdf5 import open_file
-
-    return open_file(target)
+        if self.h5 is not None:
+            self.h5.close()
 
 
 def _no_weights(has_npz: bool) -> str:
@@ -289,59 +245,10 @@ def _no_weights(has_npz: bool) -> str:
     return f"the archive has no {WEIGHTS}"
 
 
-def _open_h5(target: io.RawIOBase | str, source: Path) -> "h5py.File":
-    import h5py
-
-    try:
-        return h5py.File(target, "r", locking=False)
-    except OSError as exc:
-        raise ReadError(source, f"{WEIGHTS} is not a readable HDF5 file ({_first_line(exc)})") from None
-
-
-class _MemberView(io.RawIOBase):
-    """Bytes ``[start, start + size)`` of a file, read-only and seekable: how h5py reads a
-    stored zip member in place, with a file handle of its own."""
-
-    def __init__(self, path: Path, start: int, size: int):
-        super().__init__()
-        self.file = open(path, "rb", buffering=0)
-        self.start, self.size, self.pos = start, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
-        self.pos = max(0, base + offset)
-        return self.pos
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        n = max(0, min(len(view), self.size - self.pos))
-        if n == 0:
-            return 0
-        self.file.seek(self.start + self.pos)
-        got = self.file.readinto(view[:n]) or 0
-        self.pos += got
-        return got
-
-    def close(self) -> None:
-        self.file.close()
-        super().close()
-
-
 # -- writing ---------------------------------------------------------------------------------
 def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, progress: Progress | None = None) -> None:
-    zipped = options.get("zipped", "true").strip().lower()
-    if zipped not in ("true", "false"):
-        raise UsageError(f"-O zipped must be true or false, not {options['zipped']!r}")
-    if zipped == "false" and path.name.endswith(".keras"):
+    zipped = options["zipped"]
+    if not zipped and path.name.endswith(".keras"):
         raise UsageError("-O zipped=false writes a folder, which Keras loads only if its name does not end in .keras")
     if not model.has_architecture:
         raise WriteError(path, "a .keras archive holds an architecture, and this model has weights only "
@@ -361,7 +268,7 @@ def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, 
         "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
     })
     progress = progress or Progress()
-    if zipped == "true":
+    if zipped:
         _write_zip(model, path, metadata, json.dumps(config), diagnostics, progress)
     else:
         _write_folder(model, path, metadata, json.dumps(config), diagnostics, progress)
@@ -387,7 +294,9 @@ def _write_zip(model: Model, path: Path, metadata: str, config: str, diagnostics
         for name, data in head:
             archive.add(name, data)
         archive.header(WEIGHTS, crc, size, zip64=True)
-        assert f.tell() == userblock, "the archive's first members overran the HDF5 user block"
+        if f.tell() != userblock:  # the user block was sized from these members: a bug, not bad input
+            raise WriteError(path, f"the archive's first members end at byte {f.tell()}, not where the "
+                                   f"{userblock}-byte HDF5 user block reserved for them does")
         f.seek(userblock + size)
         for asset in model.assets:
             archive.add(asset.path, asset.read())

@@ -1,50 +1,39 @@
 """The ``vars`` groups of Keras 3 weights files: found in one file or across shards, and
 written back in Keras' order, sharded exactly as Keras' ``ShardedH5IOStore`` shards.
 
-Reading only looks at the structure (no tensor is read here). A plain file (see
-:mod:`modelmorph.storage.plainh5`, which every file Keras writes is) is scanned in pure Python and its
+Reading only looks at the structure (no tensor is read here), through the one HDF5 interface
+:mod:`modelmorph.storage.h5file`: every file Keras writes is scanned in pure Python and its
 weights know where their bytes lie, so that writing a plain file copies them file to file
-(:mod:`modelmorph.storage.filecopy`) without numpy or h5py ever loading. Any other file goes through
-h5py, every dataset checked by :mod:`modelmorph.storage.hdf5` before it becomes a lazy weight.
+(:mod:`modelmorph.storage.filecopy`) without numpy or h5py ever loading; any other file (or every
+file, with ``MODELMORPH_HDF5=h5py``) is read through h5py, each dataset checked by
+:mod:`modelmorph.storage.hdf5` before it becomes a lazy weight. Writing takes the plain writer when
+it can express the file and the switch allows (``h5file.write_backend``), else h5py.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable
 
 from modelmorph import Progress, ReadError, Weight, WriteError
 from modelmorph.storage import plainh5
 from modelmorph.storage.filecopy import BackgroundCrc32, copy_range
-from modelmorph.storage.plainh5.weights import weight_from_plain
+from modelmorph.storage.h5file import Dataset, H5File
 
 if TYPE_CHECKING:
     import h5py
-    import numpy as np
-
-
-class PlainRef(NamedTuple):
-    """A dataset of a plain file, and the open file its bytes are in."""
-
-    ds: plainh5.Dataset
-    file: BinaryIO
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.ds.shape
 
 
 @dataclass
 class StoredGroup:
-    """One ``vars`` group and its datasets by index (h5py datasets or :class:`PlainRef`)."""
+    """One ``vars`` group and its datasets (:class:`modelmorph.storage.h5file.Dataset`) by index."""
 
     path: str
     name_of: Callable[[], Any] = field(repr=False)  # the raw `name` attribute, read when asked for
-    datasets: dict[int, Any] = field(default_factory=dict)
+    datasets: dict[int, Dataset] = field(default_factory=dict)
 
     @property
     def name(self) -> str | None:
@@ -56,7 +45,7 @@ class StoredGroup:
 
         return attr_str(value)
 
-    def ordered(self) -> list[Any]:
+    def ordered(self) -> list[Dataset]:
         return [self.datasets[i] for i in sorted(self.datasets)]
 
 
@@ -69,71 +58,31 @@ class VarsStore:
         self.groups: dict[str, StoredGroup] = {}
         self.strays: list[str] = []  # datasets Keras would never read: outside `vars`, not numbered
 
-    def scan_file(self, file: BinaryIO, start: int = 0, size: int | None = None,
-                  open_h5: Callable[[], "h5py.File"] | None = None) -> "h5py.File | None":
-        """Add the groups of the HDF5 file in ``file`` (``size`` bytes from ``start``): in pure
-        Python if it is plain and holds numbers only, else through h5py (``open_h5`` opens it),
-        whose file is returned for the caller to close."""
-        try:
-            plain = plainh5.read(file, start, size)
-        except plainh5.Unsupported:
-            plain = None
-        if plain is not None and all(ds.dtype != "string" for ds in plain.datasets.values()):
-            self.scan_plain(plain, file)
-            return None
-        h5 = open_h5()
-        self.scan(h5)
-        return h5
-
-    def scan_plain(self, plain: plainh5.PlainFile, file: BinaryIO) -> None:
-        for path, group in plain.groups.items():
+    def scan(self, h5: H5File) -> None:
+        """Add the groups of one open file (a shard adds to those of the others)."""
+        seen: dict[str, Any] = {"": h5}
+        for obj in h5.walk():  # a group comes before its members
+            path = obj.path
             parent, _, leaf = path.rpartition("/")
-            if leaf == "vars":
-                self.groups.setdefault(parent, StoredGroup(path, lambda g=group: g.attrs.get("name")))
-        for path, ds in plain.datasets.items():
-            parent, _, leaf = path.rpartition("/")
-            self._add_dataset(lambda: PlainRef(ds, file), path, parent, leaf,
-                              lambda g=plain.groups.get(parent): g.attrs.get("name") if g else None)
+            if obj.is_group:
+                seen[path] = obj
+                if leaf == "vars" and parent not in self.groups:
+                    self.groups[parent] = StoredGroup(path, lambda g=obj: g.attrs.get("name"))
+                continue
+            owner, _, last = parent.rpartition("/")
+            if last != "vars" or not leaf.isdigit():
+                self.strays.append(path)  # Keras reads only vars/<n>
+                continue
+            group = self.groups.get(owner)
+            if group is None:  # defensive: walk() gives a group before its members
+                group = self.groups[owner] = StoredGroup(parent, lambda g=seen.get(parent): g.attrs.get("name") if g else None)
+            index = int(leaf)
+            if index in group.datasets:
+                raise ReadError(self.source, f"variable {path} is stored twice")
+            group.datasets[index] = obj
 
-    def scan(self, root: "h5py.File") -> None:
-        """Add the groups of one file (a shard adds to those of the others)."""
-        import h5py
-
-        from modelmorph.storage.hdf5 import check_links
-
-        check_links(root, self.source)
-        objects: list[tuple[str, int]] = []
-        # One traversal inside HDF5 (hard links only, after check_links refused the others).
-        h5py.h5o.visit(root.id, lambda name, info: objects.append((name.decode("utf-8", "replace"), info.type)),
-                       info=True)
-        for name, kind in objects:
-            parent, _, leaf = name.rpartition("/")
-            if kind == h5py.h5o.TYPE_GROUP and leaf == "vars":
-                self.groups.setdefault(parent, StoredGroup(name, functools.partial(_h5_name, root, name)))
-            elif kind == h5py.h5o.TYPE_DATASET:
-                self._add_dataset(lambda name=name: root[name], name, parent, leaf,
-                                  functools.partial(_h5_name, root, parent))
-
-    def _add_dataset(self, get: Callable[[], Any], name: str, parent: str, leaf: str, name_of: Callable[[], Any]) -> None:
-        owner, _, last = parent.rpartition("/")
-        if last != "vars" or not leaf.isdigit():
-            self.strays.append(name)
-            return
-        group = self.groups.setdefault(owner, StoredGroup(parent, name_of))
-        if int(leaf) in group.datasets:
-            raise ReadError(self.source, f"variable {name} is stored twice")
-        group.datasets[int(leaf)] = get()
-
-    def weight(self, ds: Any, path: str, trainable: bool = True) -> Weight:
-        if isinstance(ds, PlainRef):
-            return weight_from_plain(ds.ds, ds.file, path, self.source, trainable)
-        from modelmorph.storage.hdf5 import weight_from_dataset
-
-        return weight_from_dataset(ds, path, self.source, trainable)
-
-
-def _h5_name(root: "h5py.File", path: str) -> Any:
-    return root[path].attrs.get("name")
+    def weight(self, ds: Dataset, path: str, trainable: bool = True) -> Weight:
+        return ds.weight(path, trainable)
 
 
 def read_index(data: dict, source: str | Path) -> list[str]:

@@ -5,15 +5,15 @@ derives from the architecture, as Keras' ``load_weights`` and ``save_weights`` d
 
 from __future__ import annotations
 
-import dataclasses
-
 from modelmorph import Diagnostics, Layer, Model, OptimizerSlot, OptimizerState, ReadError, Weight
 from modelmorph.keras import keras3_layout as layout
 
 from .h5store import Group, StoredGroup, VarsStore
 
-SOURCE_KEY = "source:key"  # weights-only layers: the h5 group they came from
-SOURCE_NAME = "source:name"  # ... and that group's `name` attribute
+# Weights-only layers read from a Keras weights file: the ``vars`` group they came from and
+# that group's ``name`` attribute, so that writing them back needs no architecture.
+SOURCE_KEY = "keras-weights:group"
+SOURCE_NAME = "keras-weights:name"
 
 
 class PlanError(ValueError):
@@ -132,15 +132,6 @@ def weights_only(store: VarsStore, name: str) -> Model:
     return model
 
 
-def structure_of(arch: Model) -> Model:
-    """A copy of an architecture without weights or optimizer state, to attach weights to
-    (the caller's model is left untouched)."""
-    layers = [dataclasses.replace(layer, weights=[], submodel=structure_of(layer.submodel) if layer.submodel else None)
-              for layer in arch.layers]
-    metadata = {k: v for k, v in arch.metadata.items() if k != "source_format"}
-    return dataclasses.replace(arch, layers=layers, optimizer=None, assets=[], metadata=metadata, _closers=[])
-
-
 # -- writing ---------------------------------------------------------------------------------
 def plan(model: Model, diagnostics: Diagnostics) -> list[Group]:
     """The ``vars`` groups of ``model`` in the order Keras 3 writes them (PlanError if impossible)."""
@@ -219,7 +210,7 @@ def _learning_rate(config: dict | None) -> Weight | None:
 
 def _replay(model: Model) -> list[Group]:
     """A weights-only model read from a Keras weights file goes back to the paths it came from."""
-    if model.metadata.get("source_format") != "keras-weights" or not all(SOURCE_KEY in l.extra for l in model.layers):
+    if not model.layers or not all(SOURCE_KEY in layer.extra for layer in model.layers):
         raise PlanError("Keras 3 weights are placed by the model's architecture, and this model has weights only "
                         "(give one with --arch)")
     groups = []

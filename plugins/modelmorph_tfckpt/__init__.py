@@ -2,7 +2,9 @@
 
 This module is what the entry point loads; it stays light. The reader and writer live in
 :mod:`modelmorph_tfckpt.reader` and :mod:`modelmorph_tfckpt.writer`, imported only when used;
-the TensorBundle library itself in :mod:`modelmorph_tfckpt.bundle`.
+the TensorBundle library itself in :mod:`modelmorph_tfckpt.bundle`. The plugin also reads
+TensorFlow SavedModel directories (format ``savedmodel``, :mod:`modelmorph_tfckpt.savedmodel`),
+whose variables are such a checkpoint.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ def sniff(probe: "modelmorph.Probe") -> int:
     return NO
 
 
+def sniff_savedmodel(probe: "modelmorph.Probe") -> int:
+    from .savedmodel import savedmodel_dir
+
+    return CERTAIN if probe.exists and savedmodel_dir(probe.path) is not None else NO
+
+
 def _footer(path) -> bytes:
     with open(path, "rb") as f:
         size = f.seek(0, 2)
@@ -59,11 +67,25 @@ def modelmorph_formats():
             reader="modelmorph_tfckpt.reader:read",
             writer="modelmorph_tfckpt.writer:write",
             sniff=sniff,
-            options={
-                "naming": "keras2 (default: what tf_keras load_weights(prefix) restores), keras3 "
-                          "(tf.train.Checkpoint(model=m) of a Keras 3 model) or module (layer path/weight path)",
-                "max_shard_size": "largest data shard, e.g. 500MB, 2GB (binary units) or a number of bytes "
-                                  "(default: one shard; a tensor is never split)",
-            },
-        )
+            options=(
+                modelmorph.Option("naming", "choice", None, "write", choices=("keras2", "keras3", "module"),
+                                  help="keras2 (default): what tf_keras load_weights(prefix) restores; keras3: "
+                                       "tf.train.Checkpoint(model=m) of a Keras 3 model; module: layer path/weight path"),
+                modelmorph.Option("max_shard_size", "size", None, "write",
+                                  help="largest data shard (default: one shard; a tensor is never split)"),
+            ),
+            replaceable=("checkpoint",),
+        ),
+        modelmorph.Format(
+            name="savedmodel",
+            description="TensorFlow SavedModel directory (saved_model.pb, variables/, assets/; tf_keras "
+                        "model.save(dir) adds keras_metadata.pb, the architecture); name the directory. "
+                        "Read only: writing one needs a TensorFlow graph",
+            extensions=(),
+            reads=frozenset({"architecture", "weights", "optimizer"}),
+            writes=frozenset(),
+            reader="modelmorph_tfckpt.savedmodel.reader:read",
+            writer=None,
+            sniff=sniff_savedmodel,
+        ),
     ]

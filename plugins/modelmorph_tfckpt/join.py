@@ -11,11 +11,10 @@ path below it. The first scheme that finds every variable wins. Aliases and shor
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 from modelmorph import Diagnostics, Model, ReadError
-from modelmorph.keras import catalogue
+from modelmorph.keras.join import Expected, expected_variables, structure_of
 
 from . import naming
 from .optimizer import read_state
@@ -23,16 +22,6 @@ from .source import Checkpoint, ObjectGraph
 
 #: Root objects tried as the model (a hostile graph with a huge root cannot make reading slow).
 _MAX_BASES = 32
-
-
-@dataclass(frozen=True)
-class Expected:
-    """A variable the architecture says a layer has; ``shape`` is None when only the
-    layer catalogue (not a weight carried by the architecture) describes it."""
-
-    path: str
-    trainable: bool
-    shape: tuple[int, ...] | None
 
 
 @dataclass
@@ -53,7 +42,7 @@ def join(ckpt: Checkpoint, arch: Model, diagnostics: Diagnostics) -> Model:
         raise ReadError(ckpt.source, "the checkpoint has no object graph (a TF1 name-based checkpoint), so it "
                                      "cannot be joined to an architecture; read it without --arch")
     model = structure_of(arch)
-    match = _best_match(ckpt.graph, ckpt, model, _expectations(arch))
+    match = _best_match(ckpt.graph, ckpt, model, {path: expected for path, _, expected in expected_variables(arch)})
     consumed = set()
     for _, layer in model.iter_layers():
         for variable, key in match.keys.get(id(layer), []):
@@ -69,30 +58,6 @@ def join(ckpt: Checkpoint, arch: Model, diagnostics: Diagnostics) -> Model:
         diagnostics.add("unsupported", f"{len(dropped)} checkpoint variable(s) belong to nothing in the architecture "
                                        f"and are dropped: {', '.join(dropped[:5])}" + (", ..." if len(dropped) > 5 else ""))
     return model
-
-
-def structure_of(arch: Model) -> Model:
-    """A copy of an architecture without weights or optimizer state (``arch`` is untouched)."""
-    layers = [dataclasses.replace(layer, weights=[], submodel=structure_of(layer.submodel) if layer.submodel else None)
-              for layer in arch.layers]
-    metadata = {k: v for k, v in arch.metadata.items() if k != "source_format"}
-    return dataclasses.replace(arch, layers=layers, optimizer=None, assets=[], metadata=metadata, _closers=[])
-
-
-def _expectations(arch: Model) -> dict[str, list[Expected] | None]:
-    """Per IR layer path, the variables to find: the architecture's own weights when it has
-    them (shapes are then checked), else the catalogue's; None when neither says (a class
-    the catalogue does not know: its variables are then taken from the checkpoint)."""
-    out: dict[str, list[Expected] | None] = {}
-    for path, layer in arch.iter_layers():
-        if layer.submodel is not None:
-            continue
-        if layer.weights:
-            out[path] = [Expected(w.path, w.trainable, tuple(w.shape)) for w in layer.weights]
-        else:
-            variables = catalogue.variables_of(layer.class_name, layer.config)
-            out[path] = None if variables is None else [Expected(v.path, v.trainable, None) for v in variables]
-    return out
 
 
 def _best_match(graph: ObjectGraph, ckpt: Checkpoint, model: Model, expected: dict) -> Match:

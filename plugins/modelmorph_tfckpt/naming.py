@@ -30,26 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from modelmorph.keras import catalogue
-from modelmorph.ir import Layer, Model
+from modelmorph import Layer, Model
 
 SCHEMES = ("keras2", "keras3", "module")
 
 Path = tuple[str, ...]
-
-#: Sub-objects whose attribute is private in both Keras versions (IR name → attribute).
-_SUB_OBJECTS = {"MultiHeadAttention": {"query_dense": "_query_dense", "key_dense": "_key_dense",
-                                       "value_dense": "_value_dense", "output_dense": "_output_dense"}}
-
-#: Keras 3 attributes that differ from the IR variable name, by class (tf_keras uses the IR names).
-_KERAS3_VARIABLES = {
-    "Dense": {"kernel": "_kernel"},
-    "EinsumDense": {"kernel": "_kernel"},
-    "Embedding": {"embeddings": "_embeddings"},
-    "Conv1D": {"kernel": "_kernel"}, "Conv2D": {"kernel": "_kernel"}, "Conv3D": {"kernel": "_kernel"},
-    "DepthwiseConv1D": {"depthwise_kernel": "kernel"}, "DepthwiseConv2D": {"depthwise_kernel": "kernel"},
-    "Normalization": {"mean": "adapt_mean", "variance": "adapt_variance"},
-}
-
 
 @dataclass(frozen=True)
 class LayerObject:
@@ -130,20 +115,11 @@ def variable_path(layer: Layer, weight_path: str, scheme: str) -> Path | None:
     class_name, config = layer.class_name, layer.config or {}
     out = []
     for attr in parts[:-1]:
-        out.append(_SUB_OBJECTS.get(class_name, {}).get(attr, attr))
-        class_name, config = _sub_object(class_name, config, attr)
-    names = _KERAS3_VARIABLES.get(class_name, {}) if scheme == "keras3" else {}
+        described = catalogue.get(class_name)
+        out.append(described.private.get(attr, attr) if described is not None else attr)
+        child = catalogue.sub_object(class_name, config, attr)
+        class_name, config = (child.class_name, child.config) if child is not None else ("", {})
+    described = catalogue.get(class_name)
+    names = described.keras3_attributes if scheme == "keras3" and described is not None else {}
     out.append(names.get(parts[-1], parts[-1]))
     return tuple(out)
-
-
-def _sub_object(class_name: str, config: dict, attr: str) -> tuple[str, dict]:
-    """The class and config of the sub-object ``class_name`` keeps under ``attr`` (only the
-    class matters here: it selects the attribute names of the sub-object's variables)."""
-    if class_name in _SUB_OBJECTS:
-        return "EinsumDense", {}
-    key = "backward_layer" if attr == "backward_layer" and isinstance(config.get("backward_layer"), dict) else "layer"
-    if attr in ("layer", "forward_layer", "backward_layer") and isinstance(config.get(key), dict):
-        inner = config[key]
-        return str(inner.get("class_name", "")), inner.get("config") if isinstance(inner.get("config"), dict) else {}
-    return f"{class_name}.{attr}", {}  # e.g. an RNN's cell: its variables keep their IR names

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelmorph import Diagnostics, Layer, Model
-from modelmorph.ir import DTYPES
+from modelmorph import DTYPES, Diagnostics, Layer, Model
 
 from .join import join
 from .source import Checkpoint
@@ -22,7 +21,7 @@ CHECKPOINT_KEYS = "tf-checkpoint:keys"
 #: Weights-only models: the source's serialized TrackableObjectGraph, written back with the keys.
 OBJECT_GRAPH = "tf-checkpoint:object_graph"
 #: Weights-only layers: the object path (key prefix) the layer stands for (see spec/ir.md).
-SOURCE_KEY = "source:key"
+SOURCE_KEY = "tf-checkpoint:object"
 #: The layer name of variables the root object holds itself (``save_counter``).
 ROOT_LAYER = "."
 

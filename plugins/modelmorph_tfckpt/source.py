@@ -3,15 +3,21 @@
 Every problem the bundle library finds becomes a one-line :class:`modelmorph.ReadError`
 naming the file concerned, also when a tensor is read later by a writer (a corrupted
 tensor then stops the conversion with exit status 4, naming the input, not the output).
+
+A tensor stored as plain bytes also gets ``Weight.raw``, so that a writer storing the same
+bytes copies them file to file (no numpy). Its CRC-32C is still checked, lazily, by the file
+object the ``ByteRange`` names (:class:`CheckedRange`): every way to the bytes (``fileno()``,
+``read``) passes the check first, so no writer can copy a corrupted tensor by forgetting to.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import threading
 from pathlib import Path
 
-from modelmorph import ReadError
-from modelmorph.ir import DTYPES, Weight
+from modelmorph import DTYPES, ByteRange, ReadError, Weight
 
 from .bundle import OBJECT_GRAPH_KEY, VARIABLE_VALUE, BundleError, BundleReader, Entry, resolve_checkpoint
 
@@ -106,7 +112,81 @@ class Checkpoint:
             except BundleError as exc:
                 raise _read_error(exc, self.source) from None
 
-        return Weight(path, tuple(entry.shape), entry.dtype, trainable, loader=load)
+        try:
+            where = self.bundle.byte_range(key)
+        except BundleError as exc:
+            raise _read_error(exc, self.source) from None
+        raw = None
+        if where is not None:
+            file, offset, size = where
+            raw = ByteRange(CheckedRange(file, lambda: self._verify(key)), offset, size)
+        return Weight(path, tuple(entry.shape), entry.dtype, trainable, loader=load, raw=raw)
+
+    def _verify(self, key: str) -> None:
+        try:
+            self.bundle.verify(key)
+        except BundleError as exc:
+            raise _read_error(exc, self.source) from None
+
+
+class CheckedRange(io.RawIOBase):
+    """A read-only view of an open data file that runs ``check`` (the CRC of one tensor) once,
+    before it gives access to any byte: through :meth:`fileno` (what ``copy_file_range`` and
+    ``pread`` use) or :meth:`readinto` (every ``read``). A failed check fails every later access
+    too. Positions are this object's own; the shared file's is never moved. Closing it leaves
+    the data file open (the checkpoint owns it). ``name`` is the data file's path."""
+
+    def __init__(self, file, check):
+        super().__init__()
+        self._file, self._check, self._pos = file, check, 0
+        self.name = file.name  # the data file's path, as an open file names it
+        self._lock = threading.Lock()
+        self._verdict: BaseException | bool | None = None
+
+    def _checked(self) -> None:
+        with self._lock:
+            if self._verdict is None:
+                try:
+                    self._check()
+                    self._verdict = True
+                except BaseException as exc:
+                    self._verdict = exc
+                    raise
+            elif self._verdict is not True:
+                raise self._verdict
+
+    def fileno(self) -> int:
+        self._checked()
+        return self._file.fileno()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos,
+                os.SEEK_END: os.fstat(self._file.fileno()).st_size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        self._checked()
+        view = memoryview(buffer).cast("B")
+        n = os.preadv(self._file.fileno(), [view], self._pos) if hasattr(os, "preadv") else self._pread(view)
+        self._pos += n
+        return n
+
+    def _pread(self, view: memoryview) -> int:
+        data = os.pread(self._file.fileno(), len(view), self._pos)
+        view[:len(data)] = data
+        return len(data)
 
 
 def _read_error(exc: BundleError, source: Path) -> ReadError:

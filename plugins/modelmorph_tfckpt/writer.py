@@ -1,16 +1,15 @@
 """Writing a model as a TensorFlow checkpoint: ``<prefix>.index``, data shard(s), the object
 graph TensorFlow restores by, and the ``checkpoint`` state file naming it the latest.
 
-Tensors are streamed one at a time: each weight is read, written and dropped.
+Tensors are streamed one at a time: each weight is read, written and dropped; a weight whose
+bytes lie in a file (``Weight.raw``) is copied file to file instead.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from modelmorph import Diagnostics, Model, Progress, UsageError, WriteError
-from modelmorph.ir import Weight
+from modelmorph import Diagnostics, Model, Progress, ReadError, UsageError, Weight, WriteError
 
 from . import naming
 from .bundle import BundleWriter, TrackableNode, build_object_graph, write_checkpoint_state
@@ -18,8 +17,9 @@ from .bundle.protos.trackable_object_graph_pb2 import TrackableObjectGraph
 from .optimizer import optimizer_object
 from .reader import CHECKPOINT_KEYS, OBJECT_GRAPH
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KIB|MIB|GIB)?\s*$", re.IGNORECASE)
-_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
+#: IR dtypes a checkpoint stores as the bytes a ByteRange holds (C order, little-endian).
+_COPYABLE = frozenset({"float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64",
+                       "uint8", "uint16", "uint32", "uint64", "bool", "complex64", "complex128"})
 
 
 def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, progress: Progress | None = None) -> None:
@@ -27,11 +27,19 @@ def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, 
     prefix = path.with_name(path.name[: -len(".index")]) if path.name.endswith(".index") else path
     if not prefix.name:
         raise UsageError(f"{path.name}: a checkpoint needs a prefix name before .index")
-    max_shard_size = _max_shard_size(options.get("max_shard_size"))
+    max_shard_size = options.get("max_shard_size")
     tensors, graph = _plan(model, options.get("naming"), diagnostics)
     progress.start(sum(w.nbytes for _, w in tensors), f"writing {prefix.name}")
     with BundleWriter(prefix, max_shard_size=max_shard_size) as bundle:
         for key, weight in tensors:
+            raw = weight.raw
+            if raw is not None and raw.nbytes == weight.nbytes and weight.dtype in _COPYABLE:
+                try:  # the same bytes as a checkpoint stores them: copied file to file, no numpy
+                    bundle.add_bytes(key, weight.dtype, weight.shape, raw.file, raw.offset, raw.nbytes)
+                except EOFError:
+                    raise ReadError(getattr(raw.file, "name", path), f"variable {key!r}: its data ends early") from None
+                progress.advance(weight.nbytes)
+                continue
             value = weight.read()
             if tuple(value.shape) != tuple(weight.shape):
                 raise WriteError(path, f"variable {key!r}: its data has shape {list(value.shape)}, "
@@ -46,8 +54,6 @@ def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, 
 
 def _plan(model: Model, scheme: str | None, diagnostics: Diagnostics) -> tuple[list[tuple[str, Weight]], object]:
     """The tensors to write under their keys, and the object graph (None: write none)."""
-    if scheme is not None and scheme not in naming.SCHEMES:
-        raise UsageError(f"-O naming must be one of {', '.join(naming.SCHEMES)}, not {scheme!r}")
     if not model.has_architecture:
         if scheme is not None:
             raise UsageError("-O naming applies to models with an architecture; a weights-only model keeps its "
@@ -129,13 +135,3 @@ def _pruned_graph(data: bytes | None, written: set[str], diagnostics: Diagnostic
                                  "the object graph is written without them")
     return graph
 
-
-def _max_shard_size(value: str | None) -> int | None:
-    if value is None:
-        return None
-    m = _SIZE.match(value)
-    size = int(float(m.group(1)) * _UNITS[(m.group(2) or "B").upper()]) if m else 0
-    if size <= 0:
-        raise UsageError(f"-O max_shard_size must be a positive size such as 500MB, 2GB or a number of bytes, "
-                         f"not {value!r}")
-    return size

@@ -131,7 +131,7 @@ def test_optimizer_slots_are_mapped_to_their_variables(case, slot_names):
 def test_weights_only_file_alone_has_no_architecture():
     with modelmorph.read(TF_KERAS / "seq_cnn_bn_weights.h5") as model:
         assert not model.has_architecture
-        assert [layer.extra["source:key"] for layer in model.layers] == [
+        assert [layer.extra["h5:group"] for layer in model.layers] == [
             "conv2d", "batch_normalization", "conv2d_1", "dense"]
         assert [w.path for w in model.layer("batch_normalization").weights] == ["0", "1", "2", "3"]
         assert model.weight_count() == 885

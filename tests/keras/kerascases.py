@@ -14,7 +14,8 @@ KERAS3 = FIXTURES / "keras3"
 CASES = ["mlp_adam", "seq_cnn_bn", "multi_io_shared", "embed_lstm_bigru", "nested_seq", "mha_ln", "mobilenetv2",
          "custom_layer", "lambda_layer"]
 COMPILED = {"mlp_adam", "seq_cnn_bn", "mobilenetv2"}  # fixtures saved with optimizer state
-SHARDED_GB = {"mlp_adam": "0.0000005", "mobilenetv2": "0.0006"}  # max_shard_size Keras' sharded fixtures used
+# The max_shard_size (in GB, Keras' unit: GiB) Keras' sharded fixtures were saved with, as a modelmorph size.
+SHARDED_GB = {"mlp_adam": "0.0000005GB", "mobilenetv2": "0.0006GB"}
 
 if str(FIXTURES) not in sys.path:
     sys.path.insert(0, str(FIXTURES))  # generate.py (feeding helpers) and custom_layers.py

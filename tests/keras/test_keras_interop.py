@@ -61,7 +61,7 @@ def test_keras_archive_to_weights_file(tmp_path, judge, case, target):
 
 def test_cli_converts_an_unzipped_archive_to_sharded_weights(tmp_path, judge, capsys):
     out = tmp_path / "mlp.weights.json"
-    code = main(["convert", str(KERAS3 / "mlp_adam_dir"), str(out), "-O", "max_shard_size=0.0000005"])
+    code = main(["convert", str(KERAS3 / "mlp_adam_dir"), str(out), "-O", "max_shard_size=0.0000005GB"])
     err = capsys.readouterr().err
     assert code == EXIT_OK and f"wrote {out}" in err, err
     model = judge.scrambled("mlp_adam")

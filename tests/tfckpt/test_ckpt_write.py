@@ -107,14 +107,30 @@ def test_writing_to_an_index_path_writes_that_prefix_and_a_state_file(tmp_path):
     assert state.model_checkpoint_path == "weights" and list(state.all_model_checkpoint_paths) == ["weights"]
 
 
-def test_an_existing_state_file_is_replaced_only_with_force(tmp_path):
+def test_the_state_file_is_replaceable_and_the_checkpoint_files_need_force(tmp_path):
+    # `checkpoint` only names the folder's newest checkpoint (TensorFlow rewrites it on every
+    # save): the format declares it replaceable, so a second checkpoint goes beside the first.
     with _joined("multi_io_shared") as model:
         modelmorph.write(model, tmp_path / "a.index")
-        with pytest.raises(modelmorph.WriteError, match="checkpoint: already exists"):
-            modelmorph.write(model, tmp_path / "b.index")
-        assert not (tmp_path / "b.index").exists()
-        modelmorph.write(model, tmp_path / "b.index", force=True)
-    assert read_checkpoint_state(tmp_path).model_checkpoint_path == "b"
+        modelmorph.write(model, tmp_path / "b.index")
+        assert read_checkpoint_state(tmp_path).model_checkpoint_path == "b"
+        assert (tmp_path / "a.index").is_file() and (tmp_path / "a.data-00000-of-00001").is_file()
+        before = (tmp_path / "a.index").read_bytes()
+        with pytest.raises(modelmorph.WriteError, match=r"/a\.(index|data-00000-of-00001): already exists; use --force"):
+            modelmorph.write(model, tmp_path / "a", "tf-checkpoint")
+        assert read_checkpoint_state(tmp_path).model_checkpoint_path == "b"  # nothing was written
+        modelmorph.write(model, tmp_path / "a", "tf-checkpoint", force=True)
+    assert read_checkpoint_state(tmp_path).model_checkpoint_path == "a"
+    assert (tmp_path / "a.index").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.data-00000-of-00001", "a.index", "b.data-00000-of-00001", "b.index", "checkpoint"]
+
+
+def test_a_folder_named_checkpoint_is_never_replaced(tmp_path):
+    (tmp_path / "checkpoint").mkdir()
+    with _joined("mlp_adam") as model, pytest.raises(modelmorph.WriteError, match="checkpoint: already exists"):
+        modelmorph.write(model, tmp_path / "a", "tf-checkpoint")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
 
 
 def test_max_shard_size_spreads_tensors_over_shards(tmp_path):

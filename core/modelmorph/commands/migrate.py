@@ -57,7 +57,8 @@ def plan(paths: Iterable[str | Path], target: str, out: str | Path | None = None
         if first is None:
             jobs[job.destination] = job
         else:  # model.h5 and model.json both make model.keras: the file holding more wins
-            keep, drop = sorted((first, job), key=lambda j: suffixes.index(j.source.suffix.lower()))
+            keep, drop = sorted((first, job), key=lambda j: suffixes.index(j.source.suffix.lower())
+                                if j.source.suffix.lower() in suffixes else -1)  # a SavedModel directory first
             jobs[job.destination] = keep
             skipped.append(Outcome(drop, SKIPPED, f"{keep.destination} is written from {keep.source}"))
     return list(jobs.values()), skipped
@@ -66,9 +67,13 @@ def plan(paths: Iterable[str | Path], target: str, out: str | Path | None = None
 def _sources(paths: Iterable[str | Path], suffixes: tuple[str, ...]) -> Iterable[tuple[Path, Path]]:
     for given in paths:
         path = Path(given)
-        if path.is_dir():
+        if path.is_dir() and not (path / "saved_model.pb").is_file():
             for folder, dirs, files in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # also skips half-written outputs
+                if "saved_model.pb" in files and folder != str(path):  # a SavedModel directory is one model
+                    dirs[:] = []
+                    yield path, Path(folder)
+                    continue
                 for name in sorted(files):
                     if name.lower().endswith(suffixes):
                         yield path, Path(folder) / name

@@ -21,16 +21,12 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from .catalogue import Var, variables_of
+from .catalogue import Var, sub_object, variables_of
 from ..ir import Layer, Model
 
 #: Config modules of ``keras.ops`` calls recorded in a Functional graph (operations, not layers).
-_OPERATION_MODULE_PREFIX = "keras.src.ops."
+OPERATION_MODULE_PREFIX = "keras.src.ops."
 
-_RNN_CELL_NAMES = {"LSTM": "lstm_cell", "GRU": "gru_cell", "SimpleRNN": "simple_rnn_cell",
-                   "ConvLSTM1D": "conv_lstm_cell", "ConvLSTM2D": "conv_lstm_cell", "ConvLSTM3D": "conv_lstm_cell"}
-_ATTENTION_DENSE_NAMES = {"query_dense": "query", "key_dense": "key", "value_dense": "value",
-                          "output_dense": "attention_output"}
 
 
 def snake_case(name: str) -> str:
@@ -66,7 +62,7 @@ class Place:
 
 def is_operation(layer: Layer) -> bool:
     """A ``keras.ops`` call in a Functional graph: serialized like a layer, saved as nothing."""
-    return (layer.module or "").startswith(_OPERATION_MODULE_PREFIX)
+    return (layer.module or "").startswith(OPERATION_MODULE_PREFIX)
 
 
 def saved_layers(model: Model) -> list[Layer]:
@@ -131,38 +127,11 @@ def sub_object_name(layer: Layer, sub: str) -> str | None:
     None when Keras names it at run time (unknown classes, auto-numbered helpers)."""
     name, class_name, config = layer.name, layer.class_name, layer.config
     for attr in (p for p in sub.split("/") if p):
-        child = _child(class_name, config or {}, attr)
+        child = sub_object(class_name, config or {}, attr)
         if child is None:
             return None
         class_name, config, name = child
     return name
-
-
-def _child(class_name: str, config: dict, attr: str) -> tuple[str, dict, str] | None:
-    """(class, config, name) of the sub-object a layer keeps under ``attr``."""
-    if attr == "cell" and class_name in _RNN_CELL_NAMES:
-        return class_name + "Cell", {}, _RNN_CELL_NAMES[class_name]
-    if class_name == "MultiHeadAttention" and attr in _ATTENTION_DENSE_NAMES:
-        return "EinsumDense", {}, _ATTENTION_DENSE_NAMES[attr]
-    inner = _inner_layer(config, "layer")
-    if inner is None:
-        return None
-    if class_name == "TimeDistributed" and attr == "layer":
-        return inner
-    if class_name == "Bidirectional" and attr == "forward_layer":
-        return inner[0], inner[1], "forward_" + inner[2].removeprefix("forward_")
-    if class_name == "Bidirectional" and attr == "backward_layer":
-        given = _inner_layer(config, "backward_layer")
-        return given or (inner[0], inner[1], "backward_" + inner[2].removeprefix("backward_"))
-    return None
-
-
-def _inner_layer(config: dict, key: str) -> tuple[str, dict, str] | None:
-    entry = config.get(key)
-    if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str):
-        return None
-    inner_config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
-    return entry["class_name"], inner_config, str(inner_config.get("name", snake_case(entry["class_name"])))
 
 
 # -- the optimizer ------------------------------------------------------------------------------

@@ -8,10 +8,13 @@ weights) and back. Keras 2 configs are first translated by :mod:`modelmorph.kera
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .catalogue import MODEL_CLASSES
 from ..ir import Layer, Model, Node, TensorRef
+
+if TYPE_CHECKING:
+    from ..diagnostics import Diagnostics
 
 KERAS_TENSOR = "__keras_tensor__"
 _GRAPH_KEYS = ("layers", "input_layers", "output_layers")
@@ -29,6 +32,27 @@ def is_model_entry(entry: dict) -> bool:
 
 
 # -- config → IR ---------------------------------------------------------------------------
+def read_model_config(cfg: Any, diagnostics: "Diagnostics | None" = None) -> Model:
+    """The IR of a serialized model config in either dialect: what every reader of an
+    architecture calls. Detects the dialect (``model.metadata["dialect"]``), translates a Keras 2
+    config, gives a Keras 3 legacy config its modules, builds the IR and infers the shapes of
+    the graph's edges that the source left out. Raises :class:`ConfigError` (or ``ValueError``)
+    for a malformed config."""
+    from . import dialects
+    from .shapes import infer_shapes
+
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("class_name"), str) or "config" not in cfg:
+        raise ConfigError("not a Keras model config: expected an object with 'class_name' and 'config'")
+    dialect = dialects.detect(cfg)
+    translated = dialects.to_keras3(cfg, diagnostics) if dialect == "keras2" else dialects.complete_keras3(cfg)
+    model = model_from_config(translated)
+    model.metadata["dialect"] = dialect
+    if dialect == "keras2" and model.compile_config:  # a tf-keras archive's compile settings
+        model.compile_config = dialects.keras2_compile_config_to_keras3(model.compile_config)
+    infer_shapes(model)
+    return model
+
+
 def model_from_config(cfg: Any, where: str = "model") -> Model:
     """Build the IR of a Keras 3 dialect model config (no weights)."""
     _expect_dict(cfg, where)

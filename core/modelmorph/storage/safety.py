@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from ..errors import ReadError, WriteError
 
@@ -84,14 +84,17 @@ def inside(folder: Path, relative: str, source: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_output(destination: str | Path, force: bool = False) -> Iterator[Path]:
+def atomic_output(destination: str | Path, force: bool = False, replaceable: Iterable[str] = ()) -> Iterator[Path]:
     """Yield a path to write ``destination`` at, inside a private temporary folder next to it.
 
     A writer may create the path itself and sibling files that share its folder (a
     checkpoint's ``.index``/``.data-*``/``checkpoint``). On success everything is moved into
-    place; on any error nothing is left behind. Existing files are replaced only with ``force``.
+    place; on any error nothing is left behind. Existing files are replaced only with ``force``,
+    except the siblings named in ``replaceable`` (a checkpoint's ``checkpoint`` state file,
+    which only says which checkpoint of the folder is the newest, as TensorFlow rewrites it).
     """
     dst = Path(destination)
+    replaceable = frozenset(replaceable)
     parent = dst.parent if str(dst.parent) else Path(".")
     if not parent.is_dir():
         raise WriteError(dst, f"folder {parent} does not exist")
@@ -106,7 +109,8 @@ def atomic_output(destination: str | Path, force: bool = False) -> Iterator[Path
         produced = sorted(tmp.iterdir())
         if not produced:
             raise WriteError(dst, "the writer produced no output")
-        clashes = [parent / p.name for p in produced if (parent / p.name).exists()]
+        clashes = [parent / p.name for p in produced if (parent / p.name).exists()
+                   and not (p.name in replaceable and p.is_file() and (parent / p.name).is_file())]
         if clashes and not force:
             raise WriteError(clashes[0], "already exists; use --force to replace it")
         for item in produced:

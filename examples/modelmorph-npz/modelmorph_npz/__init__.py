@@ -34,5 +34,8 @@ def modelmorph_formats():
             reader="modelmorph_npz.io:read",
             writer="modelmorph_npz.io:write",
             sniff=sniff,
+            # -O options are typed: modelmorph parses "-O compressed=yes" and the writer gets True.
+            options=(modelmorph.Option("compressed", "bool", False, "write",
+                                       help="deflate the arrays, as numpy.savez_compressed does"),),
         )
     ]

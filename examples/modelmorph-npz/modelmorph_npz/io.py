@@ -9,6 +9,7 @@ import numpy as np
 
 import modelmorph
 from modelmorph import Layer, Model, ReadError, Weight
+from modelmorph.keras.join import join_by_path
 
 
 def read(path: Path, *, options, diagnostics, arch=None) -> Model:
@@ -17,19 +18,16 @@ def read(path: Path, *, options, diagnostics, arch=None) -> Model:
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise ReadError(path, f"not a readable .npz archive ({exc})") from None
     weights = {key: _lazy(archive, key) for key in archive.files}
-    model = arch if arch is not None else Model(name=Path(path).stem, has_architecture=False)
-    if arch is None:
+    if arch is not None:  # the core's join: by full weight path, shapes checked, arch left untouched
+        model = join_by_path(arch, weights, path, diagnostics)
+    else:
+        model = Model(name=Path(path).stem, has_architecture=False)
         groups: dict[str, Layer] = {}
         for key, weight in weights.items():
             layer_name, _, weight.path = key.rpartition("/")
             layer = groups.setdefault(layer_name, Layer(name=layer_name, class_name=""))
             layer.weights.append(weight)
         model.layers = list(groups.values())
-    else:
-        for full_path, layer, weight in list(model.iter_weights()):
-            if full_path not in weights:
-                raise ReadError(path, f"no array for weight {full_path!r} of the architecture")
-            weight.loader = weights[full_path].loader
     model.on_close(archive.close)
     return model
 
@@ -46,7 +44,7 @@ def _lazy(archive, key: str) -> Weight:
 def write(model: Model, path: Path, *, options, diagnostics, progress) -> None:
     total = sum(w.nbytes for _, _, w in model.iter_weights())
     progress.start(total, "npz")
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if options["compressed"] else zipfile.ZIP_STORED) as archive:
         for full_path, _, weight in model.iter_weights():
             array = weight.read()
             with archive.open(full_path + ".npy", "w", force_zip64=True) as f:

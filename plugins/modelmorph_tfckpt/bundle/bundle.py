@@ -12,6 +12,8 @@ by :func:`.ordered_code.encode_slice_key`.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 import os
 import secrets
@@ -19,10 +21,8 @@ import struct
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Iterator, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, NamedTuple, Sequence
 
-import ml_dtypes
-import numpy as np
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
@@ -60,6 +60,26 @@ _BUNDLE_VERSION = 1  # TensorFlow's kTensorBundleVersion
 _IO_CHUNK = 16 * 1024 * 1024
 _MAX_STATE_FILE = 1024 * 1024  # a `checkpoint` state file is a few hundred bytes
 _LITTLE_ENDIAN_HOST = sys.byteorder == "little"
+_VERIFY_CHUNK = 1 << 22  # bytes read at a time when checking a tensor's CRC without decoding it
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+
+    class _LazyModule:
+        """A module imported on first use. Tensors whose bytes a writer copies as they are never
+        need numpy, and ml_dtypes (bfloat16, float8) costs seconds to import: both load only
+        when a tensor is decoded or encoded."""
+
+        def __init__(self, name: str):
+            self._name = name
+
+        def __getattr__(self, attr: str):
+            module = importlib.import_module(self._name)
+            globals()["np"] = module  # later uses skip this object
+            return getattr(module, attr)
+
+    np = _LazyModule("numpy")
 
 
 # --------------------------------------------------------------------------- dtypes
@@ -68,36 +88,50 @@ _LITTLE_ENDIAN_HOST = sys.byteorder == "little"
 class _DType(NamedTuple):
     enum: int
     name: str
-    np: np.dtype | None  # None: string (object) or unsupported
+    code: str | None  # numpy dtype string, "ml_dtypes.<name>", or None: string (object) or unsupported
+    itemsize: int = 0
+
+    @property
+    def np(self) -> "np.dtype | None":
+        return _numpy_dtype(self.code) if self.code is not None else None
+
+
+@functools.lru_cache(maxsize=None)
+def _numpy_dtype(code: str) -> "np.dtype":
+    if code.startswith("ml_dtypes."):
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, code[len("ml_dtypes."):]))
+    return np.dtype(code)
 
 
 _DT = tensor_bundle_pb2
 _DTYPE_LIST = [
-    _DType(_DT.DT_FLOAT, "float32", np.dtype("<f4")),
-    _DType(_DT.DT_DOUBLE, "float64", np.dtype("<f8")),
-    _DType(_DT.DT_INT32, "int32", np.dtype("<i4")),
-    _DType(_DT.DT_UINT8, "uint8", np.dtype("u1")),
-    _DType(_DT.DT_INT16, "int16", np.dtype("<i2")),
-    _DType(_DT.DT_INT8, "int8", np.dtype("i1")),
+    _DType(_DT.DT_FLOAT, "float32", "<f4", 4),
+    _DType(_DT.DT_DOUBLE, "float64", "<f8", 8),
+    _DType(_DT.DT_INT32, "int32", "<i4", 4),
+    _DType(_DT.DT_UINT8, "uint8", "u1", 1),
+    _DType(_DT.DT_INT16, "int16", "<i2", 2),
+    _DType(_DT.DT_INT8, "int8", "i1", 1),
     _DType(_DT.DT_STRING, "string", None),
-    _DType(_DT.DT_COMPLEX64, "complex64", np.dtype("<c8")),
-    _DType(_DT.DT_INT64, "int64", np.dtype("<i8")),
-    _DType(_DT.DT_BOOL, "bool", np.dtype("?")),
-    _DType(_DT.DT_QINT8, "qint8", np.dtype("i1")),
-    _DType(_DT.DT_QUINT8, "quint8", np.dtype("u1")),
-    _DType(_DT.DT_QINT32, "qint32", np.dtype("<i4")),
-    _DType(_DT.DT_BFLOAT16, "bfloat16", np.dtype(ml_dtypes.bfloat16)),
-    _DType(_DT.DT_QINT16, "qint16", np.dtype("<i2")),
-    _DType(_DT.DT_QUINT16, "quint16", np.dtype("<u2")),
-    _DType(_DT.DT_UINT16, "uint16", np.dtype("<u2")),
-    _DType(_DT.DT_COMPLEX128, "complex128", np.dtype("<c16")),
-    _DType(_DT.DT_HALF, "float16", np.dtype("<f2")),
+    _DType(_DT.DT_COMPLEX64, "complex64", "<c8", 8),
+    _DType(_DT.DT_INT64, "int64", "<i8", 8),
+    _DType(_DT.DT_BOOL, "bool", "?", 1),
+    _DType(_DT.DT_QINT8, "qint8", "i1", 1),
+    _DType(_DT.DT_QUINT8, "quint8", "u1", 1),
+    _DType(_DT.DT_QINT32, "qint32", "<i4", 4),
+    _DType(_DT.DT_BFLOAT16, "bfloat16", "ml_dtypes.bfloat16", 2),
+    _DType(_DT.DT_QINT16, "qint16", "<i2", 2),
+    _DType(_DT.DT_QUINT16, "quint16", "<u2", 2),
+    _DType(_DT.DT_UINT16, "uint16", "<u2", 2),
+    _DType(_DT.DT_COMPLEX128, "complex128", "<c16", 16),
+    _DType(_DT.DT_HALF, "float16", "<f2", 2),
     _DType(_DT.DT_RESOURCE, "resource", None),
     _DType(_DT.DT_VARIANT, "variant", None),
-    _DType(_DT.DT_UINT32, "uint32", np.dtype("<u4")),
-    _DType(_DT.DT_UINT64, "uint64", np.dtype("<u8")),
-    _DType(_DT.DT_FLOAT8_E5M2, "float8_e5m2", np.dtype(ml_dtypes.float8_e5m2)),
-    _DType(_DT.DT_FLOAT8_E4M3FN, "float8_e4m3fn", np.dtype(ml_dtypes.float8_e4m3fn)),
+    _DType(_DT.DT_UINT32, "uint32", "<u4", 4),
+    _DType(_DT.DT_UINT64, "uint64", "<u8", 8),
+    _DType(_DT.DT_FLOAT8_E5M2, "float8_e5m2", "ml_dtypes.float8_e5m2", 1),
+    _DType(_DT.DT_FLOAT8_E4M3FN, "float8_e4m3fn", "ml_dtypes.float8_e4m3fn", 1),
     _DType(_DT.DT_INT4, "int4", None),
     _DType(_DT.DT_UINT4, "uint4", None),
 ]
@@ -106,15 +140,11 @@ _DTYPE_BY_NAME = {d.name: d for d in _DTYPE_LIST}
 _DTYPE_BY_NAME.update({"half": _DTYPE_BY_NAME["float16"], "float": _DTYPE_BY_NAME["float32"],
                        "double": _DTYPE_BY_NAME["float64"], "bytes": _DTYPE_BY_NAME["string"],
                        "str": _DTYPE_BY_NAME["string"], "object": _DTYPE_BY_NAME["string"]})
-# numpy dtype name -> the TensorFlow dtype a writer stores it as
-_WRITABLE_BY_NUMPY_NAME = {
-    d.np.name: d
-    for d in _DTYPE_LIST
-    if d.np is not None and not d.name.startswith("q")
-}
+# numpy dtype name (the TF name, for these) -> the TensorFlow dtype a writer stores it as
+_WRITABLE_BY_NUMPY_NAME = {d.name: d for d in _DTYPE_LIST if d.code is not None and not d.name.startswith("q")}
 
 #: dtype names :meth:`BundleReader.read` can decode (qint*/quint* come back as plain ints).
-SUPPORTED_DTYPES = tuple(d.name for d in _DTYPE_LIST if d.np is not None or d.name == "string")
+SUPPORTED_DTYPES = tuple(d.name for d in _DTYPE_LIST if d.code is not None or d.name == "string")
 
 
 def _dtype_name(enum: int) -> str:
@@ -328,8 +358,8 @@ class BundleReader:
         a shape that the stored bytes do not back)."""
         d = _DTYPE_BY_ENUM.get(e.dtype_enum)
         n = e.num_elements
-        if d is not None and d.np is not None:
-            need = n * d.np.itemsize
+        if d is not None and d.code is not None:
+            need = n * d.itemsize
             if need != e.size:
                 raise self._error(
                     f"{label}: shape {list(e.shape)} of {e.dtype} needs {need} bytes but the entry stores {e.size}"
@@ -433,10 +463,10 @@ class BundleReader:
             )
         return f, path
 
-    def _read_bytes(self, e: Entry, label: str, verify: bool = True) -> np.ndarray:
-        """The entry's raw bytes, bounds- and CRC-checked, as a fresh uint8 array."""
+    def _read_bytes(self, e: Entry, label: str, verify: bool = True) -> bytearray:
+        """The entry's raw bytes, bounds- and CRC-checked, in a fresh buffer."""
         f, path = self._check_region(e, label)
-        buf = np.empty(e.size, dtype=np.uint8)  # size checked against the file just above
+        buf = bytearray(e.size)  # size checked against the file just above
         mv = memoryview(buf)
         f.seek(e.offset)
         got = 0
@@ -446,22 +476,57 @@ class BundleReader:
                 raise BundleError(f"tensor {label}: data file ended early", path)
             got += n
         if verify and self.verify_checksums:
-            actual = mask_crc(crc32c_extend(0, buf))
-            if actual != e.crc32c:
-                raise BundleError(
-                    f"checksum mismatch for tensor {label} (stored {e.crc32c:#010x}, computed {actual:#010x}): data corrupted",
-                    path,
-                )
+            self._check_crc(e, label, mask_crc(crc32c_extend(0, buf)), path)
         return buf
+
+    def _check_crc(self, e: Entry, label: str, actual: int, path: str) -> None:
+        if actual != e.crc32c:
+            raise BundleError(
+                f"checksum mismatch for tensor {label} (stored {e.crc32c:#010x}, computed {actual:#010x}): data corrupted",
+                path,
+            )
+
+    def byte_range(self, key: str) -> tuple[object, int, int] | None:
+        """``(open data file, offset, size)`` where tensor ``key`` lies as plain bytes (C order,
+        little-endian, as numpy's ``<`` dtypes and ml_dtypes' bfloat16 hold them), or None when
+        its bytes are not its value as such: strings, partitioned variables, bool (any non-zero
+        byte is True), quantized and unknown dtypes. The bytes are not read, so not yet checked:
+        call :meth:`verify` before trusting them."""
+        e = self._entry(key)
+        d = _DTYPE_BY_ENUM.get(e.dtype_enum)
+        if e.slices or d is None or d.code is None or d.name == "bool" or d.name.startswith("q"):
+            return None
+        with self._lock:
+            f, _ = self._check_region(e, short_repr(key))
+        return f, e.offset, e.size
+
+    def verify(self, key: str) -> None:
+        """Check the CRC-32C of tensor ``key``'s stored bytes without decoding them: read through
+        one bounded buffer by positioned reads (no seek, so concurrent :meth:`read` calls are
+        unaffected). Raises :class:`BundleError` on a mismatch."""
+        e = self._entry(key)
+        label = short_repr(key)
+        with self._lock:
+            f, path = self._check_region(e, label)
+        if not self.verify_checksums or e.slices:
+            return
+        try:
+            crc = _crc32c_range(f.fileno(), e.offset, e.size)
+        except EOFError:
+            raise BundleError(f"tensor {label}: data file ended early", path) from None
+        self._check_crc(e, label, mask_crc(crc), path)
 
     def _read_plain(self, e: Entry, key: str) -> np.ndarray:
         label = short_repr(key)
         d = _DTYPE_BY_ENUM.get(e.dtype_enum)
-        if d is None or (d.np is None and d.name != "string"):
+        if d is None or (d.code is None and d.name != "string"):
             raise self._error(f"tensor {label}: unsupported dtype {e.dtype}")
         if d.name == "string":
-            return self._decode_strings(self._read_bytes(e, label, verify=False), e, label)
-        buf = self._read_bytes(e, label)
+            out = np.empty(e.num_elements, dtype=object)
+            for i, item in enumerate(self._read_strings(e, label)):
+                out[i] = item
+            return out.reshape(e.shape)
+        buf = np.frombuffer(self._read_bytes(e, label), dtype=np.uint8)  # writable: a bytearray's
         if d.name == "bool":
             return (buf != 0).reshape(e.shape)
         arr = buf.view(d.np)
@@ -469,11 +534,11 @@ class BundleReader:
             arr = arr.byteswap()  # ml_dtypes types have no explicit byte order
         return arr.reshape(e.shape)
 
-    def _decode_strings(self, buf: np.ndarray, e: Entry, label: str) -> np.ndarray:
+    def _read_strings(self, e: Entry, label: str) -> list[bytes]:
         # Layout: varint64 length per element, masked CRC-32C of the lengths (each as a
         # little-endian uint32, or uint64 if it does not fit), then the bytes.  The
         # entry's checksum chains: lengths (as uint32/uint64) + the 4 stored bytes + data.
-        data = buf.tobytes()
+        data = bytes(self._read_bytes(e, label, verify=False))
         n = e.num_elements  # <= size - 4, checked at open
         lengths = []
         pos = 0
@@ -494,21 +559,21 @@ class BundleReader:
         if pos + sum(lengths) != limit:
             raise self._error(f"tensor {label}: string lengths do not add up to the stored size")
         if self.verify_checksums:
-            actual = mask_crc(crc32c_extend(lcrc, memoryview(data)[pos - 4 :]))
+            actual = mask_crc(crc32c_extend(lcrc, data[pos - 4 :]))
             if actual != e.crc32c:
                 raise self._error(
                     f"checksum mismatch for tensor {label} (stored {e.crc32c:#010x}, computed {actual:#010x}): data corrupted"
                 )
-        out = np.empty(n, dtype=object)
-        for i, length in enumerate(lengths):
-            out[i] = data[pos : pos + length]
+        out = []
+        for length in lengths:
+            out.append(data[pos : pos + length])
             pos += length
-        return out.reshape(e.shape)
+        return out
 
     def _read_partitioned(self, e: Entry) -> np.ndarray:
         label = short_repr(e.key)
         d = _DTYPE_BY_ENUM.get(e.dtype_enum)
-        if d is None or d.np is None:
+        if d is None or d.code is None:
             raise self._error(f"tensor {label}: partitioned variables of dtype {e.dtype} are not supported")
         subs = {}
         for s in self._slice_entries.get(e.key, ()):
@@ -572,9 +637,10 @@ class BundleReader:
         e = self._entries.get(OBJECT_GRAPH_KEY)
         if e is None:
             return None
-        if e.dtype != "string" or e.shape != ():
+        if e.dtype != "string" or e.shape != () or e.slices:
             raise self._error(f"{OBJECT_GRAPH_KEY} is not a string scalar")
-        data = self.read(OBJECT_GRAPH_KEY)[()]
+        with self._lock:  # numpy-free: the graph is read on every checkpoint job
+            (data,) = self._read_strings(e, short_repr(OBJECT_GRAPH_KEY))
         try:
             return trackable_object_graph_pb2.TrackableObjectGraph.FromString(data)
         except DecodeError:
@@ -593,7 +659,7 @@ def _shape_proto(proto, shape) -> None:
 def _lengths_crc(lengths: list[int]) -> int:
     """CRC-32C over string lengths, each as a little-endian uint32 (uint64 if larger)."""
     if not lengths or max(lengths) <= 0xFFFFFFFF:
-        return crc32c_extend(0, np.asarray(lengths, dtype="<u4").tobytes())
+        return crc32c_extend(0, struct.pack(f"<{len(lengths)}I", *lengths))
     crc = 0
     for length in lengths:
         crc = crc32c_extend(crc, struct.pack("<I" if length <= 0xFFFFFFFF else "<Q", length))
@@ -746,7 +812,43 @@ class BundleWriter:
         """Store a ``TrackableObjectGraph`` (message or serialized bytes) under
         ``_CHECKPOINTABLE_OBJECT_GRAPH``, which TF2 restore-by-object requires."""
         data = graph if isinstance(graph, bytes) else graph.SerializeToString()
-        return self.add(OBJECT_GRAPH_KEY, np.array(data, dtype=object))
+        k = self._check_key(OBJECT_GRAPH_KEY)
+        proto = self._write_string_items([data], ())  # no numpy for one string
+        self._entries[k] = proto
+        return self._entry_of(OBJECT_GRAPH_KEY, proto)
+
+    def add_bytes(self, key: str, dtype: str, shape: Sequence[int], file, offset: int, nbytes: int) -> Entry:
+        """Write one tensor whose value lies as C-order, little-endian bytes in ``file`` (an open
+        binary file) from ``offset``: copied file to file (``copy_file_range`` where the system
+        has it), never decoded; its CRC-32C is computed from the copy. ``dtype`` is a TF dtype
+        name of fixed size."""
+        from modelmorph.storage.filecopy import copy_range
+
+        k = self._check_key(key)
+        target = _resolve_dtype(dtype)
+        if target.code is None or target.name.startswith("q"):
+            raise ValueError(f"dtype {target.name} cannot be copied as bytes")
+        shape = tuple(int(d) for d in shape)
+        size = math.prod(shape) * target.itemsize
+        if size != nbytes:
+            raise ValueError(f"{nbytes} bytes for a {target.name} tensor of shape {list(shape)} ({size} bytes)")
+        shard, at = self._reserve(size)
+        self._f.flush()  # copy_range writes through the descriptor
+        try:
+            copy_range(file, offset, self._f, at, size)
+            crc = _crc32c_range(self._f.fileno(), at, size)
+            self._f.seek(at + size)
+        except BaseException:
+            self._f.seek(at)  # drop the partial tensor so later offsets stay right
+            self._f.truncate()
+            raise
+        self._shard_sizes[-1] += size
+        p = tensor_bundle_pb2.BundleEntryProto(
+            dtype=target.enum, shard_id=shard, offset=at, size=size, crc32c=mask_crc(crc)
+        )
+        _shape_proto(p.shape, shape)
+        self._entries[k] = p
+        return self._entry_of(key, p)
 
     def _entry_of(self, key, p, extents=None) -> Entry:
         return Entry(
@@ -775,7 +877,7 @@ class BundleWriter:
             target = _resolve_dtype(arr.dtype)
         if target.name == "string":
             return self._write_strings(arr)
-        if target.np is None:
+        if target.code is None:
             raise ValueError(f"dtype {target.name} cannot be written")
         shape = tuple(arr.shape)
         size = arr.size * target.np.itemsize
@@ -802,7 +904,9 @@ class BundleWriter:
         return p
 
     def _write_strings(self, arr) -> tensor_bundle_pb2.BundleEntryProto:
-        items, shape = _string_elements(arr)
+        return self._write_string_items(*_string_elements(arr))
+
+    def _write_string_items(self, items: list[bytes], shape: tuple[int, ...]) -> tensor_bundle_pb2.BundleEntryProto:
         header = bytearray()
         for s in items:
             header += encode_varint(len(s))
@@ -868,6 +972,18 @@ class BundleWriter:
             raise
         self._done = True
         return [index_path, *finals]
+
+
+def _crc32c_range(fd: int, offset: int, size: int) -> int:
+    """The CRC-32C of ``size`` bytes of file ``fd`` from ``offset``, read in bounded chunks."""
+    crc, done = 0, 0
+    while done < size:
+        chunk = os.pread(fd, min(_VERIFY_CHUNK, size - done), offset + done)
+        if not chunk:
+            raise EOFError(f"the file ends {size - done} bytes early")
+        crc = crc32c_extend(crc, chunk)  # bytes: google_crc32c reads them in place
+        done += len(chunk)
+    return crc
 
 
 def _le_chunks(arr: np.ndarray, target: np.dtype) -> Iterator[np.ndarray]:

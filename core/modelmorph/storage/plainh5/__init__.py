@@ -13,8 +13,9 @@ The subset ("plain" files):
 - attributes stored in object headers.
 
 Every file Keras 3 and tf_keras write with h5py's defaults is plain. Anything else — and any
-file that is malformed in a way the subset notices — raises :class:`Unsupported`; callers then
-use h5py, which reports real errors with its own checks (``modelmorph.storage.hdf5``). So the reader
+file that is malformed in a way the subset notices — raises :class:`Unsupported`; the HDF5
+interface (``modelmorph.storage.h5file``, which is how formats read HDF5) then uses h5py, which
+reports real errors with its own checks (``modelmorph.storage.hdf5``). So the reader
 never has to be the judge of a hostile file: it only has to never crash, hang or over-allocate.
 
 :func:`read` lives in :mod:`.reader`, :class:`PlainWriter` in :mod:`.writer`, and the IR weights
@@ -70,6 +71,9 @@ class PlainFile:
 
     groups: dict[str, Group] = field(default_factory=dict)  # by path, root "" included
     datasets: dict[str, Dataset] = field(default_factory=dict)  # by path
+    #: Every group and dataset but the root, depth first (a group before its members),
+    #: members in HDF5's order: the order h5py's ``visit`` gives.
+    objects: list[Group | Dataset] = field(default_factory=list)
 
     @property
     def attrs(self) -> dict[str, AttrValue]:

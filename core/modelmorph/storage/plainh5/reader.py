@@ -200,7 +200,9 @@ class _Reader:
                 raise Unsupported(f"bad or duplicate link name {name!r}")
             links[name] = addr
         children = sorted(links)  # code point order is UTF-8 byte order, HDF5's
-        self.out.groups[path] = Group(path, attrs, children)
+        group = self.out.groups[path] = Group(path, attrs, children)
+        if path:
+            self.out.objects.append(group)
         if self.root_only:
             return
         for name in children:
@@ -336,7 +338,8 @@ class _Reader:
                 raise Unsupported("dataset data beyond the end of the file")
         elif nbytes:
             raise Unsupported("dataset storage not allocated")
-        self.out.datasets[path] = Dataset(path, shape, dtype.name, offset, nbytes, attrs)
+        self.out.objects.append(Dataset(path, shape, dtype.name, offset, nbytes, attrs))
+        self.out.datasets[path] = self.out.objects[-1]
 
     def _attribute(self, data: bytes) -> tuple[str, AttrValue]:
         version, flags, name_size, type_size, space_size = _ATTR.unpack_from(data)

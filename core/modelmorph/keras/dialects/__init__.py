@@ -1,0 +1,28 @@
+"""Keras 2 ↔ Keras 3 config dialects.
+
+The IR keeps configs in Keras 3's dialect. Keras 2 files (tf.keras / tf_keras / keras 2.x:
+``to_json()``, the ``model_config`` of a legacy ``.h5``, tf-keras ``.keras`` archives) are
+translated on the way in by :func:`to_keras3`, and :func:`to_keras2` writes what tf_keras
+2.x loads. The same holds for compile configs (:func:`compile_to_keras3`,
+:func:`compile_to_keras2`) and optimizer slot names (:func:`slot_name_to_keras3`). What one
+side has and the other cannot hold becomes a diagnostic.
+
+One module per concern: :mod:`.common` (detection, accepted arguments, dtype policies),
+:mod:`.nodes` (graph edges), :mod:`.to_keras3` and :mod:`.to_keras2` (models and layers),
+:mod:`.lambdas`, :mod:`.tfops` (TFOpLambda ↔ ``keras.ops``) and :mod:`.training` (compile
+configs and optimizers). What is particular to one layer class lives in its descriptor
+(:mod:`modelmorph.keras.layers`).
+"""
+
+from __future__ import annotations
+
+from .common import FUNCTIONAL_MODULE, complete_keras3, detect, layer_args, policy
+from .tfops import TF_OPS, TFOP_CLASSES
+from .to_keras2 import to_keras2
+from .to_keras3 import to_keras3
+from .training import (compile_to_keras2, compile_to_keras3, keras2_compile_config_to_keras3, optimizer_class,
+                       optimizer_to_keras2, optimizer_to_keras3, slot_name_to_keras2, slot_name_to_keras3)
+
+__all__ = ["FUNCTIONAL_MODULE", "TFOP_CLASSES", "TF_OPS", "complete_keras3", "compile_to_keras2", "compile_to_keras3",
+           "detect", "keras2_compile_config_to_keras3", "layer_args", "optimizer_class", "optimizer_to_keras2", "optimizer_to_keras3", "policy",
+           "slot_name_to_keras2", "slot_name_to_keras3", "to_keras2", "to_keras3"]

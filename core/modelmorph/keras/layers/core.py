@@ -1,0 +1,58 @@
+"""Core layers: Dense, EinsumDense, Embedding, InputLayer, Activation and friends."""
+
+from __future__ import annotations
+
+from . import LayerClass, Var, compute_dtype, kernel_bias, same_shape
+
+FAMILY = "core"
+
+
+def _dense_shape(config: dict, shapes: list) -> tuple | None:
+    units = config.get("units")
+    return (*shapes[0][:-1], units) if shapes and shapes[0] and isinstance(units, int) else None
+
+
+def _einsum_dense_shape(config: dict, shapes: list) -> tuple | None:
+    out = config.get("output_shape")
+    out = [out] if isinstance(out, int) else out
+    if not shapes or not shapes[0] or not isinstance(out, list):
+        return None
+    return (shapes[0][0], *out)  # Keras' output_shape leaves out the batch dimension
+
+
+def _embedding_shape(config: dict, shapes: list) -> tuple | None:
+    dim = config.get("output_dim")
+    return (*shapes[0], dim) if shapes and shapes[0] is not None and isinstance(dim, int) else None
+
+
+def _input_shape(config: dict, shapes: list) -> tuple | None:
+    shape = config.get("batch_shape")
+    return tuple(shape) if isinstance(shape, list) else None
+
+
+def _own_dtype(config: dict, dtypes: list) -> str | None:
+    return compute_dtype(config) or "float32"
+
+
+def _input_dtype(config: dict, dtypes: list) -> str | None:
+    dtype = config.get("dtype")
+    return dtype if isinstance(dtype, str) else compute_dtype(config) or "float32"
+
+
+CLASSES = [
+    LayerClass("Dense", kernel_bias(), "x @ kernel + bias", FAMILY, keras3_attributes={"kernel": "_kernel"},
+               output_shape=_dense_shape),
+    LayerClass("EinsumDense", lambda c: [Var("kernel")] + ([Var("bias")] if c.get("bias_axes") else []),
+               "einsum(equation, x, kernel) + bias", FAMILY, keras3_attributes={"kernel": "_kernel"},
+               output_shape=_einsum_dense_shape),
+    LayerClass("Embedding", lambda c: [Var("embeddings")], "rows of a table by index", FAMILY,
+               keras3_attributes={"embeddings": "_embeddings"}, output_shape=_embedding_shape,
+               output_dtype=_own_dtype),
+    LayerClass("InputLayer", description="a model input", family=FAMILY, output_shape=_input_shape,
+               output_dtype=_input_dtype),
+    *(LayerClass(name, description=text, family=FAMILY, output_shape=same_shape) for name, text in (
+        ("Activation", "an activation function"), ("Identity", "x"), ("Masking", "marks padded steps"))),
+    # Python code: carried as data, shapes unknown.
+    *(LayerClass(name, description="carried as data", family=FAMILY)
+      for name in ("Lambda", "TFOpLambda", "SlicingOpLambda")),
+]

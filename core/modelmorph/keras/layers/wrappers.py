@@ -1,0 +1,96 @@
+"""Wrappers: a layer applied to each time step, or in both directions."""
+
+from __future__ import annotations
+
+from . import Child, LayerClass, Var, inner_layer
+
+FAMILY = "wrappers"
+
+
+def _inner_name(inner: tuple[str, dict]) -> str:
+    from ..keras3_layout import snake_case
+
+    return str(inner[1].get("name", snake_case(inner[0])))
+
+
+def _prefixed(prefix: str, inner: tuple[str, dict] | None) -> list[Var] | None:
+    from ..catalogue import variables_of
+
+    found = None if inner is None else variables_of(*inner)
+    return None if found is None else [Var(f"{prefix}/{v.path}", v.trainable) for v in found]
+
+
+def _inner_shape(inner: tuple[str, dict] | None, shapes: list):
+    from ..catalogue import get
+
+    described = None if inner is None else get(inner[0])
+    if described is None or described.output_shape is None:
+        return None
+    return described.output_shape(inner[1], shapes)
+
+
+# -- Bidirectional -------------------------------------------------------------------------------
+
+def _backward(config: dict) -> tuple[str, dict] | None:
+    return inner_layer(config, "backward_layer") or inner_layer(config, "layer")
+
+
+def _bidirectional_variables(config: dict) -> list[Var] | None:
+    forward = _prefixed("forward_layer", inner_layer(config, "layer"))
+    backward = _prefixed("backward_layer", _backward(config))
+    return None if forward is None or backward is None else forward + backward
+
+
+def _bidirectional_child(config: dict, attribute: str) -> Child | None:
+    inner = inner_layer(config, "layer")
+    if inner is None:
+        return None
+    if attribute == "forward_layer":
+        return Child(inner[0], inner[1], "forward_" + _inner_name(inner).removeprefix("forward_"))
+    if attribute == "backward_layer":
+        given = inner_layer(config, "backward_layer")
+        if given is not None:
+            return Child(given[0], given[1], _inner_name(given))
+        return Child(inner[0], inner[1], "backward_" + _inner_name(inner).removeprefix("backward_"))
+    return None
+
+
+def _bidirectional_shape(config: dict, shapes: list):
+    out = _inner_shape(inner_layer(config, "layer"), shapes)
+    if out is None:
+        return None
+    states = out[1:] if isinstance(out, list) else []
+    output = out[0] if isinstance(out, list) else out
+    mode = config.get("merge_mode", "concat")
+    if mode is None:
+        outputs = [output, output]
+    elif mode == "concat":
+        outputs = [(*output[:-1], None if output[-1] is None else 2 * output[-1])]
+    else:
+        outputs = [output]
+    outputs += states + states  # forward states, then backward ones
+    return outputs[0] if len(outputs) == 1 else outputs
+
+
+# -- TimeDistributed -------------------------------------------------------------------------------
+
+def _time_distributed_child(config: dict, attribute: str) -> Child | None:
+    inner = inner_layer(config, "layer")
+    return Child(inner[0], inner[1], _inner_name(inner)) if inner is not None and attribute == "layer" else None
+
+
+def _time_distributed_shape(config: dict, shapes: list):
+    if not shapes or not shapes[0] or len(shapes[0]) < 3:
+        return None
+    batch, steps, *rest = shapes[0]
+    out = _inner_shape(inner_layer(config, "layer"), [(batch, *rest)])
+    return None if out is None or isinstance(out, list) else (batch, steps, *out[1:])
+
+
+CLASSES = [
+    LayerClass("Bidirectional", _bidirectional_variables, "a recurrent layer run forwards and backwards", FAMILY,
+               child=_bidirectional_child, output_shape=_bidirectional_shape),
+    LayerClass("TimeDistributed", lambda c: _prefixed("layer", inner_layer(c, "layer")),
+               "a layer applied to every time step", FAMILY, child=_time_distributed_child,
+               output_shape=_time_distributed_shape),
+]

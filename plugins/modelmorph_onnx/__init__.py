@@ -1,0 +1,45 @@
+"""ONNX (``.onnx``): Keras models exported as ONNX graphs that onnxruntime and other runtimes run,
+without TensorFlow. Reading ONNX is not there yet.
+
+This module is what the entry point loads; it stays light (the ``onnx`` package is imported
+only by the writer). The export walks the IR's graph and asks each layer class's converter
+(:mod:`modelmorph_onnx.converters`, or the ``onnx`` converter a plugin put in its class
+descriptor) for ONNX nodes; ``spec/formats/onnx.md`` has the layer → op table.
+"""
+
+from __future__ import annotations
+
+import modelmorph
+from modelmorph import NO
+
+#: The opsets the exporter writes; 17 unless ``-O opset=N``.
+MIN_OPSET, DEFAULT_OPSET, MAX_OPSET = 13, 17, 21
+
+
+def sniff(probe: "modelmorph.Probe") -> int:
+    return NO  # reading ONNX is another issue: nothing to claim yet
+
+
+@modelmorph.hookimpl
+def modelmorph_formats():
+    return [
+        modelmorph.Format(
+            name="onnx",
+            description="ONNX model (.onnx): a Keras model as an ONNX graph for onnxruntime and other runtimes "
+                        "(export only; channels-last inputs, dynamic batch)",
+            extensions=(".onnx",),
+            reads=frozenset(),
+            writes=frozenset({"architecture", "weights"}),
+            writer="modelmorph_onnx.writer:write",
+            sniff=sniff,
+            options=(
+                modelmorph.Option("opset", "int", DEFAULT_OPSET, "write",
+                                  help=f"ONNX opset to target, {MIN_OPSET} to {MAX_OPSET}"),
+                modelmorph.Option("external_data", "choice", "auto", "write", choices=("auto", "true", "false"),
+                                  help="weights in a file beside the .onnx (auto: when the model is over "
+                                       "external_data_threshold)"),
+                modelmorph.Option("external_data_threshold", "size", 1 << 30, "write",
+                                  help="total weight size above which auto puts weights in external data"),
+            ),
+        )
+    ]

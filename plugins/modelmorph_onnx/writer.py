@@ -1,0 +1,169 @@
+"""Writing a model as an ``.onnx`` file (weights inline, or beside it as external data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+import modelmorph
+from modelmorph import Diagnostics, LayerClass, Model, Progress, TensorRef, UsageError, WriteError
+from modelmorph.keras import catalogue
+
+from . import MAX_OPSET, MIN_OPSET
+from .builder import ELEMENT_TYPES, Builder, ConversionError
+from .converters import LAYERS, OPERATIONS
+from .export import Exporter, _leaves
+
+#: Where external data starts each tensor (runtimes may map it; aligned reads are faster).
+_ALIGN = 64
+
+
+def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, progress: Progress) -> None:
+    import onnx
+    from onnx import helper
+
+    opset = options["opset"]
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UsageError(f"format onnx: -O opset must be from {MIN_OPSET} to {MAX_OPSET}, not {opset}")
+    if not model.has_architecture:
+        raise WriteError(path, "ONNX holds a computation, and this model has weights only (give one with --arch)")
+    if model.compile_config:
+        diagnostics.add("lossy", "ONNX holds no training configuration (loss, metrics, optimizer settings); "
+                                 "it is not written")
+    mixed = [path for path, layer in model.iter_layers() if _computes_in_half(layer.config)]
+    if mixed:
+        diagnostics.add("lossy", f"{len(mixed)} layer(s) compute in float16 under a mixed precision policy "
+                                 f"({', '.join(mixed[:3])}{', ...' if len(mixed) > 3 else ''}); the ONNX graph "
+                                 "computes in float32, so results differ slightly from Keras'")
+    total = sum(w.nbytes for _, _, w in model.iter_weights())
+    external = options["external_data"] == "true" or (options["external_data"] == "auto"
+                                                       and total > options["external_data_threshold"])
+    progress.start(total, "onnx")
+    store = _Initializers(path.with_name(path.name + ".data") if external else None, progress)
+    try:
+        builder = Builder(opset, store.add)
+        _fill_converter_slots()
+        exporter = Exporter(builder, model.metadata.get("dialect", "keras3"), OPERATIONS)
+        exporter.inputs = []
+        output_names = _output_names(model)
+        for name in output_names:
+            builder.reserve(name)
+        for _, layer in model.iter_layers():
+            if layer.class_name == "InputLayer":
+                builder.reserve(layer.name)
+        try:
+            outputs = exporter.model(model, None)
+        except ConversionError as exc:
+            raise WriteError(path, f"cannot export to ONNX: {exc}") from None
+        for value, name in zip(outputs, output_names):
+            builder.op("Identity", [builder.channels_last(value).name], [name])
+        graph = helper.make_graph(
+            builder.nodes, model.name or "model",
+            [_value_info(name, shape, dtype) for name, shape, dtype in exporter.inputs],
+            [_value_info(name, value.shape or shape, value.dtype)
+             for value, name, shape in zip(outputs, output_names, _output_shapes(model))],
+            initializer=store.tensors)
+        opset_id = helper.make_opsetid("", opset)
+        onnx_model = helper.make_model(graph, opset_imports=[opset_id], producer_name="modelmorph",
+                                       producer_version=modelmorph.__version__,
+                                       ir_version=helper.find_min_ir_version_for([opset_id]))
+        helper.set_model_props(onnx_model, {
+            "converted_by": f"modelmorph {modelmorph.__version__}",
+            "source_format": str(model.metadata.get("source_format", "")),
+            "keras_dialect": str(model.metadata.get("dialect", "keras3")),
+            "keras_model_name": model.name or ""})
+    finally:
+        store.close()
+    onnx.save_model(onnx_model, str(path))
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:  # our bug, never the user's: say so plainly
+        raise WriteError(path, f"the ONNX graph written fails onnx.checker: {str(exc).splitlines()[0]}") from None
+
+
+def _computes_in_half(config: dict) -> bool:
+    dtype = config.get("dtype") if isinstance(config, dict) else None
+    name = (dtype.get("config") or {}).get("name") if isinstance(dtype, dict) else dtype
+    return isinstance(name, str) and name.startswith("mixed_")
+
+
+def _fill_converter_slots() -> None:
+    """Put the built-in ONNX converters in the descriptors' converter slot of the catalogue at
+    work, where a class has none yet: one a plugin registered (an override) stays."""
+    active = catalogue.active()
+    for class_name, converter in LAYERS.items():
+        described = active.get(class_name)
+        if described is not None and "onnx" not in described.converters:
+            active.register(LayerClass(class_name, converters={"onnx": converter}))
+
+
+def _output_names(model: Model) -> list[str]:
+    """Keras' names for the outputs: the layers producing them (a Sequential's last layer)."""
+    if model.class_name == "Sequential":
+        return [model.layers[-1].name] if model.layers else []
+    names, seen = [], {}
+    for ref in _leaves(model.outputs):
+        if isinstance(ref, TensorRef):
+            count = seen.get(ref.layer, 0)
+            seen[ref.layer] = count + 1
+            names.append(ref.layer if count == 0 else f"{ref.layer}_{count}")
+    return names
+
+
+def _output_shapes(model: Model) -> list[tuple | None]:
+    """The outputs' shapes as the IR's shape inference found them (for what converters leave unknown)."""
+    if model.class_name == "Sequential":
+        return [None]
+    return [ref.shape for ref in _leaves(model.outputs) if isinstance(ref, TensorRef)]
+
+
+def _value_info(name: str, shape: Any, dtype: str):
+    from onnx import helper
+
+    dims = None if shape is None else ["batch" if i == 0 else d for i, d in enumerate(shape)]
+    return helper.make_tensor_value_info(name, ELEMENT_TYPES.get(dtype, 1), dims)
+
+
+class _Initializers:
+    """The graph's initializers, each written out as it comes: into the model (inline), or
+    appended to one external data file beside it, so no tensor is kept after it is added."""
+
+    def __init__(self, data_path: Path | None, progress: Progress):
+        self.data_path, self.progress = data_path, progress
+        self.tensors: list = []
+        self.file: BinaryIO | None = open(data_path, "wb") if data_path is not None else None
+
+    def add(self, name: str, array: np.ndarray, weight: bool = True) -> None:
+        from onnx import TensorProto, numpy_helper
+
+        array = np.asarray(array)
+        if array.dtype.name not in ELEMENT_TYPES:
+            raise ConversionError(f"weight {name!r} has dtype {array.dtype.name}, which ONNX cannot hold")
+        if self.file is None:
+            if array.dtype.name == "bfloat16":
+                tensor = TensorProto(name=name, data_type=16, dims=array.shape, raw_data=array.tobytes())
+            else:
+                tensor = numpy_helper.from_array(array, name)
+        else:
+            offset = -self.file.tell() % _ALIGN
+            self.file.write(b"\0" * offset)
+            start = self.file.tell()
+            data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False)
+            self.file.write(data.tobytes())
+            tensor = TensorProto(name=name, data_type=ELEMENT_TYPES[array.dtype.name], dims=array.shape,
+                                 data_location=TensorProto.EXTERNAL)
+            for key, value in (("location", self.data_path.name), ("offset", str(start)),
+                               ("length", str(data.nbytes))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+        self.tensors.append(tensor)
+        if weight:  # constants the export makes are not in the total
+            self.progress.advance(array.nbytes)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
