@@ -62,19 +62,25 @@ def run(label: str, argv_for, folder: Path, repeat: int) -> tuple[float, int]:
     return statistics.median(t for t, _ in runs), max(p for _, p in runs)
 
 
+def resnet50(folder: Path, repeat: int) -> Path:
+    """``folder/resnet50.keras`` (built once), after printing the setting of the runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    src = folder / "resnet50.keras"
+    if not src.exists():
+        subprocess.run([sys.executable, "-c", BUILD.format(src=str(src))], env={**os.environ, **KERAS_ENV},
+                       check=True, stderr=subprocess.DEVNULL)
+    print(f"ResNet50 .keras: {src.stat().st_size / 1e6:.1f} MB; {repeat} run(s) per job; "
+          f"python {sys.version.split()[0]}; {os.cpu_count()} CPU(s)")
+    return src
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="work in this folder and keep the files")
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bench-keras-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    src = folder / "resnet50.keras"
-    if not src.exists():
-        subprocess.run([sys.executable, "-c", BUILD.format(src=str(src))], env={**os.environ, **KERAS_ENV},
-                       check=True, stderr=subprocess.DEVNULL)
-    print(f"ResNet50 .keras: {src.stat().st_size / 1e6:.1f} MB; {args.repeat} run(s) per job; "
-          f"python {sys.version.split()[0]}; {os.cpu_count()} CPU(s)")
+    src = resnet50(folder, args.repeat)
     print(f"{'job':<22}{'modelmorph':>18}{'keras':>18}{'speed-up':>10}{'memory':>9}")
     for ext, keras_job in KERAS_JOBS.items():
         ours = run(f"modelmorph{ext}", lambda dst: [sys.executable, "-m", "modelmorph.cli", "convert", "-q", "--force",

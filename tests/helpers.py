@@ -15,6 +15,10 @@ from modelmorph.keras import kerasconfig
 from modelmorph.commands.diff import diff_models
 
 
+#: The fixture files (tests/fixtures). Import it from here, not from `conftest`: several test
+#: folders have a conftest of their own, and which one `import conftest` finds depends on the run.
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
 # -- what a test needs: skipped on a developer's machine without it, a failure in CI ----------
 
 def missing(reason: str):

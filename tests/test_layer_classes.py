@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+import sys
 
 import modelmorph
-from conftest import FIXTURES
-from helpers import assert_models_equal
+from helpers import FIXTURES, assert_models_equal
 from modelmorph.keras import catalogue
 from modelmorph.keras.shapes import infer_shapes
 from modelmorph.registry import Registry
@@ -16,19 +16,10 @@ from modelmorph.registry import Registry
 CUSTOM = FIXTURES / "keras3" / "custom_layer.keras"  # Input(6) -> Dense(4) -> Scale(4) -> Dense(2)
 
 
-def to_onnx_stub(layer, inputs, outputs, builder):
-    """Where an ONNX exporter looks for a class's converter (the export is another issue)."""
-    return [("Mul", [inputs[0], f"{layer.name}/scale"], outputs)]
-
-
-class ScalePlugin:
-    """What a third party writes: one descriptor for its custom layer class."""
-
-    @modelmorph.hookimpl
-    def modelmorph_layer_specs(self):
-        return [modelmorph.LayerClass(
-            "Scale", variables=lambda config: [modelmorph.Var("scale")], description="x * scale",
-            output_shape=lambda config, shapes: shapes[0], converters={"onnx": to_onnx_stub})]
+# The worked example of spec/layers.md is a real plugin, examples/modelmorph-scale-layer: tested as is.
+sys.path.insert(0, str(FIXTURES.parents[1] / "examples" / "modelmorph-scale-layer"))
+import modelmorph_scale_layer as ScalePlugin  # noqa: E402  (a module is a plugin object)
+from modelmorph_scale_layer import scale_to_onnx  # noqa: E402
 
 
 def _strip_shapes(model: modelmorph.Model) -> None:
@@ -39,7 +30,7 @@ def _strip_shapes(model: modelmorph.Model) -> None:
 
 
 def test_a_plugin_describes_its_layer_class_end_to_end(tmp_path):
-    reg = Registry(extra_plugins=[ScalePlugin()])
+    reg = Registry(extra_plugins=[ScalePlugin])
     with modelmorph.read(CUSTOM, registry=reg) as model:
         assert [w.path for w in model.layer("scale").weights] == ["scale"]  # named, not by position
         _strip_shapes(model)
@@ -50,7 +41,7 @@ def test_a_plugin_describes_its_layer_class_end_to_end(tmp_path):
         modelmorph.write(model, tmp_path / "copy.keras", registry=reg)
         with modelmorph.read(tmp_path / "copy.keras", registry=reg) as back:
             assert_models_equal(model, back)
-    assert reg.catalogue.get("Scale").converters["onnx"] is to_onnx_stub
+    assert reg.catalogue.get("Scale").converters["onnx"] is scale_to_onnx
     # the default registry (no plugin) keeps the class unknown: its weight by position, its output unknown
     with modelmorph.read(CUSTOM) as plain:
         assert [w.path for w in plain.layer("scale").weights] == ["0"]

@@ -12,7 +12,7 @@ import pytest
 import modelmorph
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGIN_ROOTS = [ROOT / "plugins", ROOT / "examples" / "modelmorph-npz"]
+PLUGIN_ROOTS = [ROOT / "plugins", *(p for p in (ROOT / "examples").iterdir() if (p / "pyproject.toml").exists())]
 ALLOWED_PACKAGES = ("modelmorph.keras", "modelmorph.storage")
 
 

@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     # the Python API
-    "read": "api", "write": "api", "convert": "api",
+    "read": "api", "write": "api", "convert": "api", "verify": "commands.verify", "VerifyResult": "commands.verify",
     # the IR
     "Model": "ir", "Layer": "ir", "Weight": "ir", "ByteRange": "ir", "Node": "ir", "TensorRef": "ir",
     "OptimizerState": "ir", "OptimizerSlot": "ir", "Asset": "ir", "dtype_name": "ir", "numpy_dtype": "ir",
@@ -48,6 +48,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from .api import convert, read, write
+    from .commands.verify import VerifyResult, verify
     from .keras.catalogue import Child, LayerClass, LayerSpec, Var
     from .diagnostics import Diagnostic, Diagnostics
     from .errors import (CannotHandle, ModelmorphError, ReadError, StrictError, UnknownFormatError, UsageError,

@@ -30,10 +30,11 @@ examples:
   modelmorph convert model.keras model.json -O dialect=keras2
                                                          write the architecture as tf.keras reads it
   modelmorph info model.keras                            layers, parameters, weights, format
-  modelmorph diff a.keras b.h5 --atol 1e-6               compare two models in any formats
+  modelmorph diff a.keras b.h5 --atol 1e-6               compare two models' weights in any formats
+  modelmorph verify old.h5 new.keras                     prove they compute the same (no framework)
   modelmorph formats                                     formats, extensions, what each reads/writes
 
-exit status: 0 ok, 1 models differ (diff), 2 usage error, 3 unknown format,
+exit status: 0 ok, 1 models differ (diff, verify), 2 usage error, 3 unknown format,
 4 read error, 5 write error, 6 diagnostics under --strict.
 Set MODELMORPH_DISABLE_PLUGIN_AUTOLOAD=1 to load only the built-in format plugins.
 """
@@ -101,6 +102,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-only", action="store_true", help="compare weights only, not architectures")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
+    p = sub.add_parser("verify", help="prove numerically that two models compute the same function",
+                       description="Run A and B (any formats with an architecture, or .onnx files) on the same "
+                                   "inputs and compare every output: max absolute and relative difference, "
+                                   "argmax agreement for classifier outputs. Both run as ONNX graphs in "
+                                   "onnxruntime when installed, else in the onnx package's reference evaluator: "
+                                   "no framework needed. With A alone, run it once and print its outputs' shapes "
+                                   "and statistics. Exit 0 when within tolerance, 1 when not.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  modelmorph verify old.h5 new.keras\n"
+                              "  modelmorph verify model.keras model.onnx --samples 8 --atol 1e-5\n"
+                              "  modelmorph verify ckpt/ckpt model.keras --arch model.json\n"
+                              "  modelmorph verify model.keras --input tokens=batch.npy\n")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B", nargs="?")
+    p.add_argument("--arch", metavar="FILE", help="architecture for a weights-only A or B")
+    p.add_argument("--samples", type=int, default=4, metavar="N", help="batch size of random inputs (default 4)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of random inputs (default 0)")
+    p.add_argument("--input", dest="inputs", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="feed this array to input NAME instead of random values (repeatable)")
+    p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
+    p.add_argument("--rtol", type=float, default=1e-4,
+                   help="tolerance relative to the largest magnitude of A's output (default 1e-4)")
+    p.add_argument("--engine", choices=("auto", "reference", "onnxruntime"), default="auto",
+                   help="auto (default): onnxruntime when installed, else the reference evaluator")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
     p = sub.add_parser("migrate", help="convert a tree of models to another format, in parallel",
                        description="Convert every model under each PATH (.h5, .hdf5, .json, .keras files; folders "
                                    "are walked) to FORMAT, several at a time. Outputs mirror the input tree under "
@@ -113,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="to_format", required=True, metavar="FORMAT", help="format to write (e.g. keras)")
     p.add_argument("--out", metavar="DIR", help="folder to mirror the input tree into")
     p.add_argument("--jobs", type=int, metavar="N", help="conversions at a time (default: one per CPU)")
+    p.add_argument("--verify", action="store_true",
+                   help="run each output against its source (as `modelmorph verify`); one that computes "
+                        "otherwise is removed and reported")
+    p.add_argument("--keep-unverified", action="store_true", help="with --verify, keep outputs that fail it")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -300,13 +331,45 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
     jobs, skipped = migrate.plan(args.paths, args.to_format, args.out)
     progress = TerminalProgress() if not args.quiet and sys.stderr.isatty() else Progress()
-    outcomes = migrate.run(jobs, args.to_format, workers=args.jobs, progress=progress) + skipped
+    outcomes = migrate.run(jobs, args.to_format, workers=args.jobs, progress=progress, verify=args.verify,
+                           keep_unverified=args.keep_unverified) + skipped
     print(migrate.table(outcomes))
     return migrate.exit_code(outcomes)
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .commands.verify import render, verify
+
+    inputs = {}
+    for item in args.inputs:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            raise UsageError(f"--input {item!r} must be NAME=FILE.npy")
+        inputs[name] = _load_array(file)
+    result = verify(args.a, args.b, arch=args.arch, samples=args.samples, seed=args.seed, inputs=inputs,
+                    atol=args.atol, rtol=args.rtol, engine=args.engine)
+    if args.json:
+        print(json.dumps({**dataclasses.asdict(result), "ok": result.ok}, indent=2))
+    else:
+        print(render(result))
+    return EXIT_OK if result.ok else EXIT_DIFFERENT
+
+
+def _load_array(file: str):
+    import numpy as np
+
+    from .errors import ReadError
+
+    try:
+        return np.load(file, allow_pickle=False)  # never unpickle: files are data
+    except (OSError, ValueError) as exc:
+        raise ReadError(file, f"not a readable .npy array ({str(exc).splitlines()[0]})") from None
+
+
 COMMANDS = {"convert": cmd_convert, "info": cmd_info, "formats": cmd_formats, "plugins": cmd_plugins, "diff": cmd_diff,
-            "migrate": cmd_migrate}
+            "migrate": cmd_migrate, "verify": cmd_verify}
 
 
 if __name__ == "__main__":

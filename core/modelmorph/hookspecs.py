@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .keras.catalogue import LayerSpec
+    from .keras.catalogue import LayerClass
     from .diagnostics import Diagnostics
     from .ir import Model
     from .registry import Format
@@ -87,15 +87,21 @@ def modelmorph_formats() -> "list[Format]":
 
 
 @hookspec
-def modelmorph_layer_specs() -> "list[LayerSpec]":
-    """Return :class:`modelmorph.LayerSpec` entries that teach the layer catalogue about
-    layer classes it does not know (typically your own custom layers): which
-    variables a layer of that class has, in saving order, for a given config.
+def modelmorph_layer_specs() -> "list[LayerClass]":
+    """Return :class:`modelmorph.LayerClass` descriptors (also named ``LayerSpec``) for layer
+    classes the catalogue does not know, typically your own custom layers: their variables in
+    saving order for a given config, and optionally their sub-objects, config fixups between the
+    Keras dialects, output shapes and per-format converters (``spec/layers.md`` has every field
+    and a worked example).
 
-    Without a spec, a layer of an unknown class keeps its variables by position
-    (``0``, ``1``, ...), which is enough for same-family conversions but not for formats
-    that name variables. A spec for a class the catalogue already knows is refused
-    with a warning.
+    Without a descriptor, a layer of an unknown class keeps its variables by position
+    (``0``, ``1``, ...), which is enough for same-family conversions but not for formats that
+    name variables, its output shapes are not inferred, and formats that translate layers
+    (ONNX) refuse it. A descriptor for a class the catalogue already knows is refused with a
+    warning, except one that carries nothing but ``converters``: those are added to the known
+    class's converter slot, the later plugin winning (``LayerClass("Dense",
+    converters={"onnx": my_dense})`` overrides the built-in ONNX converter of Dense). Asked
+    once per registry; the classes stay that registry's own.
     """
 
 

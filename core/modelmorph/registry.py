@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,8 +248,10 @@ def _sniff(fmt: Format, probe: Probe) -> int:
         return NO
     try:
         return int(fmt.sniff(probe))
-    except Exception as exc:  # a sniffer must never stop detection
-        warnings.warn(f"format {fmt.name!r} sniffer failed on {probe.path}: {exc}", PluginWarning, stacklevel=3)
+    except Exception as exc:  # a sniffer must never stop detection; a failure means "not mine",
+        # silently: a warning would be a second line beside the reader's one-line error.
+        if os.environ.get("MODELMORPH_DEBUG"):
+            warnings.warn(f"format {fmt.name!r} sniffer failed on {probe.path}: {exc}", PluginWarning, stacklevel=3)
         return NO
 
 

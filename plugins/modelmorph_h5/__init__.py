@@ -7,7 +7,7 @@ This module is what the entry point loads; it stays light. The reader and writer
 from __future__ import annotations
 
 import modelmorph
-from modelmorph import CERTAIN, NO
+from modelmorph import CERTAIN, NO, PLAUSIBLE
 
 #: Root attributes only legacy Keras files have: a full model's config, or a weights-only
 #: file's layer list (split into ``layer_names0``, ``layer_names1``... when large).
@@ -25,7 +25,11 @@ def sniff(probe: "modelmorph.Probe") -> int:
         with h5file.open(probe.path, root_only=True) as f:
             return CERTAIN if any(mark in f.attrs for mark in _MARKS) else NO
     except modelmorph.ReadError:
-        return NO  # unreadable: the reader chosen by extension gives the one-line error
+        # An HDF5 file whose root cannot be read: perhaps ours. The reader (this one, or the
+        # keras-weights one for a .weights.h5 name: the longer extension wins a tie) opens it
+        # again and names the real problem, where NO would let the keras-weights reader
+        # misjudge it as "not a Keras 3 weights file".
+        return PLAUSIBLE
 
 
 @modelmorph.hookimpl

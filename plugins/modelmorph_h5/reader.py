@@ -105,14 +105,15 @@ def _read_full_model(src: _Source, diags: Diagnostics, arch: Model | None) -> Mo
         diags.add("unsupported", "--arch is ignored: this .h5 holds an architecture of its own")
     weights = src.group(src.file, "model_weights")
     layers = {layer.name: layer for layer in saved_layers(model)}
+    renamed = model.metadata.get("renamed") or {}  # groups keep the names Keras 3 refuses
     for name in read_list(weights.attrs, "layer_names"):
         group = src.group(weights, name)
         weight_names = read_list(group.attrs, "weight_names")
-        if name not in layers:
+        if renamed.get(name, name) not in layers:
             if weight_names:
                 diags.add("unsupported", f"weights of {name!r} belong to no layer of the model config; dropped", name)
             continue
-        _attach(src, layers[name], group, weight_names, diags, strict=False)
+        _attach(src, layers[renamed.get(name, name)], group, weight_names, diags, strict=False)
     _note_top_level_weights(src, weights, diags)
     if "training_config" in src.file.attrs:
         model.compile_config = dialects.compile_to_keras3(src.json_attr("training_config"), diags)
@@ -136,11 +137,12 @@ def _read_weights_only(src: _Source, diags: Diagnostics, arch: Model | None, by_
     model = structure_of(arch)  # the weights go to a copy, never to the caller's model
     if by_name:
         layers = {layer.name: layer for layer in saved_layers(model)}
+        renamed = model.metadata.get("renamed") or {}  # groups keep the names Keras 3 refuses
         for name, group, weight_names in stored:
-            if name not in layers:
+            if renamed.get(name, name) not in layers:
                 diags.add("unsupported", f"weights of {name!r} match no layer of the architecture by name; dropped", name)
                 continue
-            _attach(src, layers[name], group, weight_names, diags, strict=True)
+            _attach(src, layers[renamed.get(name, name)], group, weight_names, diags, strict=True)
         return model
     # As Keras: the layers that have weights, in order, zipped with the stored groups that have some.
     names_with_weights = {name for name, _, _ in stored}

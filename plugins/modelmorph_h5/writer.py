@@ -79,7 +79,8 @@ def _write_weights(group: h5py.Group, layers: list[tuple[Layer, list[tuple[str, 
     write_list(group.attrs, "layer_names", [layer.name for layer, _ in layers])
     group.attrs["backend"] = BACKEND
     group.attrs["keras_version"] = KERAS_VERSION
-    for layer, stored in layers:
+    # Created in name order, as tf_keras does: a group `x` before `x/pad`, which lives inside it.
+    for layer, stored in sorted(layers, key=lambda item: item[0].name):
         layer_group = group.create_group(layer.name)
         write_list(layer_group.attrs, "weight_names", [name for name, _ in stored])
         for name, weight in stored:

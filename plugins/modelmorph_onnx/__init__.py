@@ -26,7 +26,7 @@ def modelmorph_formats():
         modelmorph.Format(
             name="onnx",
             description="ONNX model (.onnx): a Keras model as an ONNX graph for onnxruntime and other runtimes "
-                        "(export only; channels-last inputs, dynamic batch)",
+                        "(export only; channels-last inputs unless -O layout=nchw, dynamic batch)",
             extensions=(".onnx",),
             reads=frozenset(),
             writes=frozenset({"architecture", "weights"}),
@@ -40,6 +40,9 @@ def modelmorph_formats():
                                        "external_data_threshold)"),
                 modelmorph.Option("external_data_threshold", "size", 1 << 30, "write",
                                   help="total weight size above which auto puts weights in external data"),
+                modelmorph.Option("layout", "choice", "nhwc", "write", choices=("nhwc", "nchw"),
+                                  help="nchw: float inputs and outputs of rank 3 or more are channels-first "
+                                       "(batch, channels, ...), as runtimes that prefer it want them"),
             ),
         )
     ]

@@ -10,18 +10,13 @@ converters keep whatever layout they are given, so a plain CNN pays one Transpos
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from modelmorph import Layer, WriteError
+from modelmorph import Layer
 
-if TYPE_CHECKING:
-    import onnx
-
-#: ONNX element types by numpy dtype name.
-ELEMENT_TYPES = {"float32": 1, "uint8": 2, "int8": 3, "uint16": 4, "int16": 5, "int32": 6, "int64": 7, "string": 8,
-                 "bool": 9, "float16": 10, "float64": 11, "uint32": 12, "uint64": 13, "bfloat16": 16}
+from . import proto
 
 
 @dataclass(frozen=True)
@@ -57,7 +52,7 @@ class Builder:
 
     opset: int
     add_weight: Callable[..., None]  # (name, array, weight=True): streams an initializer out
-    nodes: list["onnx.NodeProto"] = field(default_factory=list)
+    nodes: list = field(default_factory=list)  # NodeProto
     _names: set[str] = field(default_factory=set)
     _layouts: dict[tuple[str, bool], Value] = field(default_factory=dict)
     _constants: dict[tuple, str] = field(default_factory=dict)
@@ -78,13 +73,11 @@ class Builder:
     # -- nodes ---------------------------------------------------------------------------
     def op(self, op_type: str, inputs: Iterable[str], outputs: int | list[str] = 1, **attrs: Any) -> list[str]:
         """Add one node; returns its output names (fresh ones unless given)."""
-        from onnx import helper
-
         prefix = f"{self.scope}/{op_type}" if self.scope else op_type
         names = outputs if isinstance(outputs, list) else [self.fresh(f"{prefix}:{i}" if outputs > 1 else prefix)
                                                            for i in range(outputs)]
         attrs = {k: v for k, v in attrs.items() if v is not None}
-        self.nodes.append(helper.make_node(op_type, list(inputs), names, name=self.fresh(prefix), **attrs))
+        self.nodes.append(proto.node(op_type, inputs, names, self.fresh(prefix), **attrs))
         return names
 
     def op1(self, op_type: str, inputs: Iterable[str], **attrs: Any) -> str:
@@ -147,17 +140,5 @@ class Builder:
         return self.op1(op_type, [x], axes=axes, keepdims=int(keepdims))
 
 
-def layer_weights(layer: Layer) -> dict[str, np.ndarray]:
-    """A layer's weights by path, read now (a converter needs them all)."""
-    out = {}
-    for weight in layer.weights:
-        out[weight.path] = weight.read()
-    return out
-
-
 def fail(layer: Layer, problem: str) -> ConversionError:
     return ConversionError(f"layer {layer.name!r} ({layer.class_name}): {problem}")
-
-
-def write_error(path: Any, exc: ConversionError) -> WriteError:
-    return WriteError(path, f"cannot export to ONNX: {exc}")

@@ -11,7 +11,7 @@ from modelmorph import Layer, Model, TensorRef
 from modelmorph.keras import catalogue
 from modelmorph.keras.keras3_layout import OPERATION_MODULE_PREFIX
 
-from .builder import Builder, ConversionError, Value, fail
+from .builder import Builder, ConversionError, Value, fail, to_first
 
 
 @dataclass
@@ -57,6 +57,11 @@ class Call:
 
 
 Converter = Callable[[Call], "Value | list[Value]"]
+
+
+def is_feature_map(shape: tuple | None, dtype: str) -> bool:
+    """Whether ``-O layout=nchw`` holds a graph input or output channels-first: float, rank >= 3."""
+    return shape is not None and len(shape) >= 3 and dtype.startswith(("float", "bfloat"))
 
 
 def _leaves(value: Any):
@@ -162,10 +167,15 @@ class Exporter:
         if not isinstance(shape, list):
             raise fail(layer, "has no batch_shape: the input's shape is unknown")
         dtype = config.get("dtype") if isinstance(config.get("dtype"), str) else "float32"
-        self.inputs.append((layer.name, tuple(shape), dtype))
-        return Value(layer.name, tuple(shape), dtype)
+        shape = tuple(shape)
+        if self.channels_first_io and is_feature_map(shape, dtype):  # -O layout=nchw: declared (B, C, ...)
+            self.inputs.append((layer.name, tuple(shape[p] for p in to_first(len(shape))), dtype))
+            return Value(layer.name, shape, dtype, channels_first=True)
+        self.inputs.append((layer.name, shape, dtype))
+        return Value(layer.name, shape, dtype)
 
-    inputs: list[tuple[str, tuple, str]]
+    inputs: list[tuple[str, tuple, str]]  # the graph's inputs as declared: (name, shape held, dtype)
+    channels_first_io: bool = False  # -O layout=nchw
 
     def call(self, layer: Layer, args: list, kwargs: dict) -> list[Value]:
         if layer.submodel is not None:

@@ -11,19 +11,16 @@ import modelmorph
 from modelmorph import Diagnostics, LayerClass, Model, Progress, TensorRef, UsageError, WriteError
 from modelmorph.keras import catalogue
 
-from . import MAX_OPSET, MIN_OPSET
-from .builder import ELEMENT_TYPES, Builder, ConversionError
+from . import MAX_OPSET, MIN_OPSET, proto
+from .builder import Builder, ConversionError, to_first
 from .converters import LAYERS, OPERATIONS
-from .export import Exporter, _leaves
+from .export import Exporter, _leaves, is_feature_map
 
 #: Where external data starts each tensor (runtimes may map it; aligned reads are faster).
 _ALIGN = 64
 
 
 def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, progress: Progress) -> None:
-    import onnx
-    from onnx import helper
-
     opset = options["opset"]
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise UsageError(f"format onnx: -O opset must be from {MIN_OPSET} to {MAX_OPSET}, not {opset}")
@@ -41,12 +38,14 @@ def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, 
     external = options["external_data"] == "true" or (options["external_data"] == "auto"
                                                        and total > options["external_data_threshold"])
     progress.start(total, "onnx")
-    store = _Initializers(path.with_name(path.name + ".data") if external else None, progress)
+    streamed = proto.StreamedModel(path.parent)
+    store = _Initializers(streamed, path.with_name(path.name + ".data") if external else None, progress)
     try:
         builder = Builder(opset, store.add)
         _fill_converter_slots()
         exporter = Exporter(builder, model.metadata.get("dialect", "keras3"), OPERATIONS)
         exporter.inputs = []
+        exporter.channels_first_io = options.get("layout", "nhwc") == "nchw"
         output_names = _output_names(model)
         for name in output_names:
             builder.reserve(name)
@@ -57,30 +56,31 @@ def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, 
             outputs = exporter.model(model, None)
         except ConversionError as exc:
             raise WriteError(path, f"cannot export to ONNX: {exc}") from None
-        for value, name in zip(outputs, output_names):
-            builder.op("Identity", [builder.channels_last(value).name], [name])
-        graph = helper.make_graph(
-            builder.nodes, model.name or "model",
-            [_value_info(name, shape, dtype) for name, shape, dtype in exporter.inputs],
-            [_value_info(name, value.shape or shape, value.dtype)
-             for value, name, shape in zip(outputs, output_names, _output_shapes(model))],
-            initializer=store.tensors)
-        opset_id = helper.make_opsetid("", opset)
-        onnx_model = helper.make_model(graph, opset_imports=[opset_id], producer_name="modelmorph",
-                                       producer_version=modelmorph.__version__,
-                                       ir_version=helper.find_min_ir_version_for([opset_id]))
-        helper.set_model_props(onnx_model, {
+        declared = []
+        for value, name, shape in zip(outputs, output_names, _output_shapes(model)):
+            shape = value.shape or shape
+            if exporter.channels_first_io and is_feature_map(shape, value.dtype):  # -O layout=nchw
+                builder.op("Identity", [builder.channels_first(value).name], [name])
+                declared.append((name, tuple(shape[p] for p in to_first(len(shape))), value.dtype))
+            else:
+                builder.op("Identity", [builder.channels_last(value).name], [name])
+                declared.append((name, shape, value.dtype))
+        graph = proto.GraphProto(name=model.name or "model", node=builder.nodes)
+        graph.input.extend(_value_info(name, shape, dtype) for name, shape, dtype in exporter.inputs)
+        graph.output.extend(_value_info(name, shape, dtype) for name, shape, dtype in declared)
+        header = proto.model(graph.name, opset, "modelmorph", modelmorph.__version__, {
             "converted_by": f"modelmorph {modelmorph.__version__}",
             "source_format": str(model.metadata.get("source_format", "")),
             "keras_dialect": str(model.metadata.get("dialect", "keras3")),
             "keras_model_name": model.name or ""})
+        store.close()
+        try:
+            streamed.write(path, header, graph)
+        except OverflowError as exc:
+            raise WriteError(path, f"{exc} (-O external_data=true)") from None
     finally:
         store.close()
-    onnx.save_model(onnx_model, str(path))
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except onnx.checker.ValidationError as exc:  # our bug, never the user's: say so plainly
-        raise WriteError(path, f"the ONNX graph written fails onnx.checker: {str(exc).splitlines()[0]}") from None
+        streamed.close()
 
 
 def _computes_in_half(config: dict) -> bool:
@@ -120,45 +120,31 @@ def _output_shapes(model: Model) -> list[tuple | None]:
 
 
 def _value_info(name: str, shape: Any, dtype: str):
-    from onnx import helper
-
     dims = None if shape is None else ["batch" if i == 0 else d for i, d in enumerate(shape)]
-    return helper.make_tensor_value_info(name, ELEMENT_TYPES.get(dtype, 1), dims)
+    return proto.value_info(name, proto.ELEMENT_TYPES.get(dtype, 1), dims)
 
 
 class _Initializers:
-    """The graph's initializers, each written out as it comes: into the model (inline), or
-    appended to one external data file beside it, so no tensor is kept after it is added."""
+    """The graph's initializers, each written out as it comes: serialized into the model's
+    stream, its bytes inline or appended to one external data file beside the model. No
+    tensor is kept after it is added."""
 
-    def __init__(self, data_path: Path | None, progress: Progress):
-        self.data_path, self.progress = data_path, progress
-        self.tensors: list = []
+    def __init__(self, streamed: "proto.StreamedModel", data_path: Path | None, progress: Progress):
+        self.streamed, self.data_path, self.progress = streamed, data_path, progress
         self.file: BinaryIO | None = open(data_path, "wb") if data_path is not None else None
 
     def add(self, name: str, array: np.ndarray, weight: bool = True) -> None:
-        from onnx import TensorProto, numpy_helper
-
         array = np.asarray(array)
-        if array.dtype.name not in ELEMENT_TYPES:
+        if array.dtype.name not in proto.ELEMENT_TYPES:
             raise ConversionError(f"weight {name!r} has dtype {array.dtype.name}, which ONNX cannot hold")
         if self.file is None:
-            if array.dtype.name == "bfloat16":
-                tensor = TensorProto(name=name, data_type=16, dims=array.shape, raw_data=array.tobytes())
-            else:
-                tensor = numpy_helper.from_array(array, name)
+            self.streamed.add_initializer(proto.tensor(name, array))
         else:
-            offset = -self.file.tell() % _ALIGN
-            self.file.write(b"\0" * offset)
+            self.file.write(b"\0" * (-self.file.tell() % _ALIGN))
             start = self.file.tell()
-            data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False)
-            self.file.write(data.tobytes())
-            tensor = TensorProto(name=name, data_type=ELEMENT_TYPES[array.dtype.name], dims=array.shape,
-                                 data_location=TensorProto.EXTERNAL)
-            for key, value in (("location", self.data_path.name), ("offset", str(start)),
-                               ("length", str(data.nbytes))):
-                entry = tensor.external_data.add()
-                entry.key, entry.value = key, value
-        self.tensors.append(tensor)
+            data = proto.raw_bytes(array)
+            self.file.write(data)
+            self.streamed.add_initializer(proto.tensor(name, array, (self.data_path.name, start, len(data))))
         if weight:  # constants the export makes are not in the total
             self.progress.advance(array.nbytes)
 
@@ -166,4 +152,3 @@ class _Initializers:
         if self.file is not None:
             self.file.close()
             self.file = None
-

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 import modelmorph
-from conftest import FIXTURES
-from helpers import assert_close_to_recorded, require
+from helpers import FIXTURES, assert_close_to_recorded, require
 from modelmorph.cli import main
 
 pytestmark = pytest.mark.interop
@@ -23,6 +22,11 @@ TF_KERAS_CASES = [*KERAS3_CASES, "tfop_lambda"]
 @pytest.fixture(scope="module")
 def ort():
     return require("onnxruntime")
+
+
+def check(path) -> None:
+    """The onnx package's own checker, full: types and shapes inferred through the whole graph."""
+    require("onnx").checker.check_model(str(path), full_check=True)
 
 
 def run_onnx(ort, path, inputs: dict) -> list[np.ndarray]:
@@ -50,6 +54,7 @@ def keras_outputs(model, inputs: dict) -> list[np.ndarray]:
 def assert_exports_and_runs(ort, source, model, inputs: dict, tmp_path, opset: int = 17, **options):
     out = tmp_path / f"model_{opset}.onnx"
     diagnostics = modelmorph.convert(source, out, options={"opset": opset, **options})
+    check(out)
     got = run_onnx(ort, out, inputs)
     want = keras_outputs(model, inputs)
     if len(got) > 1 and isinstance(model.output, dict):  # dict outputs: ONNX keeps Keras' order, compare by name
@@ -143,3 +148,71 @@ def test_optimizer_state_is_reported_lost(tmp_path):
     diagnostics = modelmorph.convert(FIXTURES / "keras3" / "mlp_adam.keras", tmp_path / "m.onnx")
     kinds = {(d.kind, "optimizer" in d.message) for d in diagnostics}
     assert ("lossy", True) in kinds
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("application", ["ResNet50", "EfficientNetB0"])
+def test_keras_applications_export_with_one_transpose(application, keras3, ort, tmp_path):
+    """keras.applications (random weights): exact, and the channels-first work costs one Transpose."""
+    onnx = require("onnx")
+    keras3.utils.set_random_seed(1)
+    model = getattr(keras3.applications, application)(weights=None, input_shape=(64, 64, 3), classes=10)
+    source = tmp_path / f"{application}.keras"
+    model.save(source)
+    inputs = {model.layers[0].name: np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3))
+              .astype("float32")}
+    out, _ = assert_exports_and_runs(ort, source, model, inputs, tmp_path)
+    assert sum(node.op_type == "Transpose" for node in onnx.load(str(out)).graph.node) == 1
+
+
+def _declared_shape(value_info) -> list:
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+def test_layout_nchw_takes_and_gives_channels_first_feature_maps(keras3, ort, tmp_path):
+    """-O layout=nchw: the same numbers as the default export, the rank >= 3 float input and output
+    transposed (declared so), the 2-D ones as they were."""
+    onnx = require("onnx")
+    keras3.utils.set_random_seed(11)
+    L = keras3.layers
+    image, side = keras3.Input((9, 10, 3), name="image"), keras3.Input((5,), name="side")
+    h = L.ReLU()(L.BatchNormalization()(L.Conv2D(4, 3, padding="same")(image)))
+    maps = L.Conv2D(2, 1, name="maps")(h)
+    pooled = L.Concatenate()([L.GlobalAveragePooling2D()(h), L.Dense(3)(side)])
+    model = keras3.Model([image, side], [maps, L.Dense(3, name="scores")(pooled)])
+    source = tmp_path / "cnn.keras"
+    model.save(source)
+    rng = np.random.default_rng(2)
+    inputs = {"image": rng.standard_normal((2, 9, 10, 3)).astype("float32"),
+              "side": rng.standard_normal((2, 5)).astype("float32")}
+    default, _ = assert_exports_and_runs(ort, source, model, inputs, tmp_path)
+    nchw = tmp_path / "nchw.onnx"
+    modelmorph.convert(source, nchw, options={"layout": "nchw"})
+    check(nchw)
+    graph = onnx.load(str(nchw)).graph
+    assert [_declared_shape(i) for i in graph.input] == [["batch", 3, 9, 10], ["batch", 5]]
+    assert [_declared_shape(o) for o in graph.output] == [["batch", 2, 9, 10], ["batch", 3]]
+    got = run_onnx(ort, nchw, {"image": inputs["image"].transpose(0, 3, 1, 2), "side": inputs["side"]})
+    got[0] = got[0].transpose(0, 2, 3, 1)
+    assert_close_to_recorded(got, run_onnx(ort, default, inputs), rtol=1e-6)
+    assert_close_to_recorded(got, keras_outputs(model, inputs), rtol=RTOL)
+    assert sum(node.op_type == "Transpose" for node in graph.node) == 0
+
+
+def test_layout_nchw_mobilenetv2_holds_no_transpose(keras3, ort, tmp_path):
+    onnx = require("onnx")
+    source = FIXTURES / "keras3" / "mobilenetv2.keras"
+    model = keras3.saving.load_model(source)
+    inputs = recorded_inputs("keras3", "mobilenetv2", model)
+    out = tmp_path / "m.onnx"
+    modelmorph.convert(source, out, options={"layout": "nchw"})
+    check(out)
+    assert sum(node.op_type == "Transpose" for node in onnx.load(str(out)).graph.node) == 0
+    got = run_onnx(ort, out, {name: array.transpose(0, 3, 1, 2) for name, array in inputs.items()})
+    assert_close_to_recorded(got, keras_outputs(model, inputs), rtol=RTOL)
+
+
+def test_layout_other_than_nhwc_or_nchw_is_a_usage_error(tmp_path, capsys):
+    code = main(["convert", str(FIXTURES / "keras3" / "mlp_adam.keras"), str(tmp_path / "m.onnx"), "-O", "layout=hwcn"])
+    assert code == 2 and "layout" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -9,6 +9,7 @@ import io
 import os
 import random
 import struct
+import sys
 import time
 import tracemalloc
 import zipfile
@@ -21,6 +22,9 @@ import pytest
 
 from modelmorph.storage.plainh5 import NUMERIC, Unsupported
 from modelmorph.storage.plainh5 import read
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from generate_hdf5 import keras_like  # noqa: E402  (the small Keras-shaped file both make)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 H5_FIXTURES = sorted(p for d in ("keras3", "tf_keras") for p in (FIXTURES / d).rglob("*.h5"))
@@ -91,20 +95,6 @@ def _make(tmp_path: Path, build, name: str = "t.h5", **kwargs) -> Path:
 def _parity(path: Path):
     with open(path, "rb") as file, h5py.File(path, "r") as f:
         return _assert_parity(file, f)
-
-
-def _keras_like(f: h5py.File) -> None:
-    """A small file shaped like a Keras 3 weights file: nested groups, vlen string attributes."""
-    rng = np.random.default_rng(7)
-    f.attrs["keras_version"] = "3.5.0"
-    f.attrs["layer_names"] = [b"dense", b"dense_1"]
-    for layer, shape in (("dense", (7, 13)), ("dense_1", (13, 2))):
-        vars_ = f.create_group(f"layers/{layer}/vars")
-        vars_.attrs["weight_names"] = [f"{layer}/kernel", f"{layer}/bias"]
-        vars_.create_dataset("0", data=rng.standard_normal(shape).astype("float32"))
-        vars_.create_dataset("1", data=np.zeros(shape[1], "float32"))
-    f.create_dataset("optimizer/vars/0", data=np.int64(3))
-    f["optimizer"].attrs["counts"] = np.arange(11)
 
 
 # -- fixtures -------------------------------------------------------------------------------
@@ -273,7 +263,7 @@ def test_big_vlen_string_attribute(tmp_path):
 
 
 def test_user_block(tmp_path):
-    path = _make(tmp_path, _keras_like, userblock_size=1024)
+    path = _make(tmp_path, keras_like, userblock_size=1024)
     data = path.read_bytes()
     with h5py.File(path, "r") as f:
         with open(path, "rb") as file:
@@ -318,7 +308,7 @@ class _Recording(io.BytesIO):
 
 @pytest.mark.parametrize("size_known", [True, False])
 def test_file_embedded_at_an_offset(tmp_path, size_known):
-    path = _make(tmp_path, _keras_like)
+    path = _make(tmp_path, keras_like)
     h5 = path.read_bytes()
     prefix = bytes(random.Random(3).randrange(256) for _ in range(777)) + b"\x89HDF\r\n\x1a\n"
     bio = _Recording(prefix + h5 + b"trailing bytes")
@@ -407,7 +397,7 @@ def _patched(data: bytes, at: int, value: bytes) -> io.BytesIO:
 
 
 def test_hand_made_refusals(tmp_path):
-    data = _make(tmp_path, _keras_like).read_bytes()
+    data = _make(tmp_path, keras_like).read_bytes()
     assert read(io.BytesIO(data)).datasets
     cases = {
         "4-byte addresses": _patched(data, 13, b"\x04"),
@@ -464,7 +454,7 @@ def test_hand_made_dataset_headers(tmp_path):
 
 
 def test_truncated_files(tmp_path):
-    data = _make(tmp_path, _keras_like).read_bytes()
+    data = _make(tmp_path, keras_like).read_bytes()
     for cut in (0, 7, 8, 50, 96, 100, 200, 800, 1400, 2100, len(data) // 2, len(data) - 8, len(data) - 1):
         with pytest.raises(Unsupported):
             read(io.BytesIO(data[:cut]))
@@ -481,7 +471,7 @@ def _peak_bytes(fn) -> int:
 
 
 def test_huge_declared_sizes_are_refused_without_allocating(tmp_path):
-    data = _make(tmp_path, _keras_like).read_bytes()
+    data = _make(tmp_path, keras_like).read_bytes()
     huge = struct.pack("<Q", 2**62)
     kernel_space = data.find(struct.pack("<QQQQ", 7, 13, 7, 13))  # a dataset's dims and max dims
     counts_space = data.find(struct.pack("<QQ", 11, 11))  # an attribute's
@@ -523,7 +513,7 @@ def _mutations(data: bytes, seed: int) -> bytes:
 
 
 def test_fuzz_only_unsupported_escapes(tmp_path):
-    data = _make(tmp_path, _keras_like).read_bytes()
+    data = _make(tmp_path, keras_like).read_bytes()
     outcomes = Counter()
     began = time.monotonic()
     for seed in range(300):

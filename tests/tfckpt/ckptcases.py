@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-import modelmorph
 from modelmorph_tfckpt.bundle import BundleReader
 
 from helpers import assert_close_to_recorded, require_format  # noqa: F401  (re-exported)

@@ -19,19 +19,22 @@ OUT = Path(__file__).resolve().parents[2] / "core" / "modelmorph" / "keras" / "d
 
 
 def accepted(cls, base, base_kwargs):
-    names = set(base_kwargs)
+    """The keyword arguments ``cls(...)`` takes: each ``__init__``'s own names down the MRO, for as
+    long as ``**kwargs`` passes the rest on (Keras 3 SpatialDropout1D has none: no ``trainable``)."""
+    names = set()
     for klass in cls.__mro__:
         if klass is object or (base is not object and not issubclass(klass, base)):
             continue
         init = klass.__dict__.get("__init__")
         if init is None:
             continue
-        for p in inspect.signature(init).parameters.values():
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
-                names.add(p.name)
+        params = list(inspect.signature(init).parameters.values())
+        names.update(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self")
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return sorted(names)
         if klass is base:
             break
-    return sorted(names)
+    return sorted(names | set(base_kwargs))
 
 
 def table(layers_module, base, base_kwargs):

@@ -8,14 +8,16 @@ next to their inputs), named after the input with the target format's extension.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import EXIT_OK, EXIT_READ, ModelmorphError, UsageError
+from ..errors import EXIT_DIFFERENT, EXIT_OK, EXIT_READ, ModelmorphError, UsageError
 from ..progress import Progress
 from ..registry import Registry, default_registry
 
@@ -24,6 +26,7 @@ from ..registry import Registry, default_registry
 SOURCE_SUFFIXES = (".h5", ".hdf5", ".json", ".keras")
 
 CONVERTED, WARNINGS, FAILED, UP_TO_DATE, SKIPPED = "converted", "with warnings", "failed", "up to date", "skipped"
+UNVERIFIED = "unverified"  # verification failed and the output was kept (--keep-unverified)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class Outcome:
     status: str
     detail: str = ""  # the first diagnostic, or why the file failed or was skipped
     exit_code: int = EXIT_OK
+    verified: str = ""  # with --verify: the figures, or why the model could not be run
 
 
 def plan(paths: Iterable[str | Path], target: str, out: str | Path | None = None,
@@ -83,8 +87,11 @@ def _sources(paths: Iterable[str | Path], suffixes: tuple[str, ...]) -> Iterable
             raise UsageError(f"{path}: no such file or folder")
 
 
-def run(jobs: list[Job], target: str, workers: int | None = None, progress: Progress | None = None) -> list[Outcome]:
-    """Convert every job whose output is missing or older than its input; never stops early."""
+def run(jobs: list[Job], target: str, workers: int | None = None, progress: Progress | None = None,
+        verify: bool = False, keep_unverified: bool = False) -> list[Outcome]:
+    """Convert every job whose output is missing or older than its input; never stops early.
+    With ``verify``, each output is run against its source (``modelmorph verify``); one that
+    computes otherwise is removed and reported, unless ``keep_unverified``."""
     progress = progress or Progress()
     outcomes, pending = [], []
     for job in jobs:
@@ -103,7 +110,7 @@ def run(jobs: list[Job], target: str, workers: int | None = None, progress: Prog
         context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods()
                                               else "spawn")
         with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=context) as pool:
-            futures = {pool.submit(_convert, job, target): job for job in pending}
+            futures = {pool.submit(_convert, job, target, verify, keep_unverified): job for job in pending}
             for future in as_completed(futures):
                 outcomes.append(future.result())
                 progress.advance(futures[future].source.stat().st_size)
@@ -124,7 +131,7 @@ def _up_to_date(job: Job) -> bool:
         return False
 
 
-def _convert(job: Job, target: str) -> Outcome:
+def _convert(job: Job, target: str, verify: bool = False, keep_unverified: bool = False) -> Outcome:
     """Runs in a worker process: one conversion, every failure turned into an outcome."""
     from ..api import convert
 
@@ -134,9 +141,39 @@ def _convert(job: Job, target: str) -> Outcome:
         return Outcome(job, FAILED, str(exc), exc.exit_code)
     except Exception as exc:  # a bug must not stop the migration either
         return Outcome(job, FAILED, f"{job.source}: unexpected {type(exc).__name__}: {exc}", EXIT_READ)
-    if diagnostics:
-        return Outcome(job, WARNINGS, f"{len(diagnostics)} diagnostic(s), first: {diagnostics.items[0]}")
-    return Outcome(job, CONVERTED)
+    detail = f"{len(diagnostics)} diagnostic(s), first: {diagnostics.items[0]}" if diagnostics else ""
+    outcome = Outcome(job, WARNINGS if diagnostics else CONVERTED, detail)
+    return _verified(outcome, keep_unverified) if verify else outcome
+
+
+def _verified(outcome: Outcome, keep_unverified: bool) -> Outcome:
+    """``outcome`` with the figures of its output run against its source."""
+    from .verify import verify
+
+    job = outcome.job
+    try:
+        result = verify(job.source, job.destination)
+    except ModelmorphError as exc:  # e.g. an architecture without weights, or a layer ONNX cannot run
+        return dataclasses.replace(outcome, verified=f"not verified: {exc}")
+    worst = max((o.max_abs for o in result.outputs), default=0.0)
+    figures = f"max |difference| {worst:.3g} over {len(result.outputs)} output(s) ({result.engine})"
+    if result.ok:
+        return dataclasses.replace(outcome, verified=f"verified: {figures}")
+    if keep_unverified:
+        return dataclasses.replace(outcome, status=UNVERIFIED, verified=f"computes otherwise: {figures}; kept",
+                                   exit_code=EXIT_DIFFERENT)
+    _remove(job.destination)
+    return Outcome(job, FAILED, f"{job.destination}: computes otherwise than its source ({figures}); removed",
+                   EXIT_DIFFERENT, verified=figures)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+    for sibling in path.parent.glob(path.name + ".*"):  # e.g. an ONNX model's external data
+        sibling.unlink(missing_ok=True)
 
 
 def _missing_folders(folder: Path) -> list[Path]:
@@ -149,12 +186,16 @@ def table(outcomes: list[Outcome]) -> str:
     lines = [f"{'STATUS':<{width}}  FILE"]
     for o in outcomes:
         shown = f"{o.job.source} -> {o.job.destination}" if o.status in (CONVERTED, WARNINGS) else str(o.job.source)
-        lines.append(f"{o.status:<{width}}  {shown}" + (f"\n{'':<{width}}    {o.detail}" if o.detail else ""))
-    counts = {status: sum(o.status == status for o in outcomes) for status in (CONVERTED, WARNINGS, FAILED, UP_TO_DATE, SKIPPED)}
+        lines.append(f"{o.status:<{width}}  {shown}" + "".join(f"\n{'':<{width}}    {line}"
+                                                               for line in (o.detail, o.verified) if line))
+    counts = {status: sum(o.status == status for o in outcomes)
+              for status in (CONVERTED, WARNINGS, UNVERIFIED, FAILED, UP_TO_DATE, SKIPPED)}
+    if not counts[UNVERIFIED]:
+        del counts[UNVERIFIED]  # only --keep-unverified makes any
     lines.append(", ".join(f"{n} {status}" for status, n in counts.items()))
     return "\n".join(lines)
 
 
 def exit_code(outcomes: list[Outcome]) -> int:
-    """Non-zero when any file failed: the exit status of the first failure."""
-    return next((o.exit_code for o in outcomes if o.status == FAILED), EXIT_OK)
+    """Non-zero when any file failed or computes otherwise: the exit status of the first."""
+    return next((o.exit_code for o in outcomes if o.status in (FAILED, UNVERIFIED)), EXIT_OK)

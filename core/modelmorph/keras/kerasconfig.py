@@ -8,6 +8,7 @@ weights) and back. Keras 2 configs are first translated by :mod:`modelmorph.kera
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from .catalogue import MODEL_CLASSES
@@ -44,9 +45,12 @@ def read_model_config(cfg: Any, diagnostics: "Diagnostics | None" = None) -> Mod
     if not isinstance(cfg, dict) or not isinstance(cfg.get("class_name"), str) or "config" not in cfg:
         raise ConfigError("not a Keras model config: expected an object with 'class_name' and 'config'")
     dialect = dialects.detect(cfg)
-    translated = dialects.to_keras3(cfg, diagnostics) if dialect == "keras2" else dialects.complete_keras3(cfg)
+    renamed: dict[str, str] = {}
+    translated = dialects.to_keras3(cfg, diagnostics, renamed) if dialect == "keras2" else dialects.complete_keras3(cfg)
     model = model_from_config(translated)
     model.metadata["dialect"] = dialect
+    if renamed:  # readers that find weights by layer name look the source's names up here
+        model.metadata["renamed"] = renamed
     if dialect == "keras2" and model.compile_config:  # a tf-keras archive's compile settings
         model.compile_config = dialects.keras2_compile_config_to_keras3(model.compile_config)
     infer_shapes(model)
@@ -80,10 +84,13 @@ def model_from_config(cfg: Any, where: str = "model") -> Model:
             raise ConfigError(f"{where}: two layers are named {layer.name!r}")
         names.add(layer.name)
         model.layers.append(layer)
+    # Keras 3 numbers a nested Functional's calls from 1 in input/output layers (from 0 in call
+    # arguments); the IR numbers them as they sit in `Layer.nodes`, from 0 everywhere.
+    functional = {layer.name for layer in model.layers if _is_functional(layer)}
     if "input_layers" in config:
-        model.inputs = _refs_from_config(config["input_layers"], f"{where}.input_layers")
+        model.inputs = _shift(_refs_from_config(config["input_layers"], f"{where}.input_layers"), functional, -1)
     if "output_layers" in config:
-        model.outputs = _refs_from_config(config["output_layers"], f"{where}.output_layers")
+        model.outputs = _shift(_refs_from_config(config["output_layers"], f"{where}.output_layers"), functional, -1)
     for ref in iter_refs((model.inputs, model.outputs, [n.args for l in model.layers for n in l.nodes],
                            [n.kwargs for l in model.layers for n in l.nodes])):
         if ref.layer not in names:
@@ -179,10 +186,11 @@ def model_to_config(model: Model, include_compile: bool = True) -> dict[str, Any
     config.setdefault("name", model.name)
     if model.layers or model.class_name in MODEL_CLASSES:
         config["layers"] = [layer_to_entry(layer, functional=model.class_name != "Sequential") for layer in model.layers]
+    functional = {layer.name for layer in model.layers if _is_functional(layer)}
     if model.inputs is not None:
-        config["input_layers"] = _refs_to_config(model.inputs)
+        config["input_layers"] = _refs_to_config(_shift(model.inputs, functional, +1))
     if model.outputs is not None:
-        config["output_layers"] = _refs_to_config(model.outputs)
+        config["output_layers"] = _refs_to_config(_shift(model.outputs, functional, +1))
     out: dict[str, Any] = {
         "module": model.module,
         "class_name": model.class_name,
@@ -230,6 +238,20 @@ def encode_tensors(value: Any) -> Any:
         return [encode_tensors(v) for v in value]
     if isinstance(value, dict):
         return {k: encode_tensors(v) for k, v in value.items()}
+    return value
+
+
+def _is_functional(layer: Layer) -> bool:
+    return layer.submodel is not None and layer.submodel.class_name != "Sequential" and layer.submodel.inputs is not None
+
+
+def _shift(value: Any, names: set, delta: int) -> Any:
+    if isinstance(value, TensorRef):
+        return dataclasses.replace(value, node_index=value.node_index + delta) if value.layer in names else value
+    if isinstance(value, (list, tuple)):
+        return [_shift(v, names, delta) for v in value]
+    if isinstance(value, dict):
+        return {k: _shift(v, names, delta) for k, v in value.items()}
     return value
 
 

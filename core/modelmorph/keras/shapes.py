@@ -12,11 +12,12 @@ does everything downstream of it. Recorded shapes are kept as they are.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator
+from typing import Any
 
 from ..ir import Layer, Model, TensorRef
 from . import catalogue
 from .keras3_layout import OPERATION_MODULE_PREFIX
+from .kerasconfig import iter_refs
 from .layers import compute_dtype
 
 Key = tuple[str, int, int]
@@ -40,7 +41,7 @@ def _infer(model: Model, given: list[tuple[tuple | None, str | None]] | None) ->
     for layer in model.layers:
         if layer.class_name == "InputLayer":
             known[(layer.name, 0, 0)] = _input(layer)
-    for ref, value in zip(_refs(model.inputs), given or []):  # the caller's shapes win over placeholders
+    for ref, value in zip(iter_refs(model.inputs), given or []):  # the caller's shapes win over placeholders
         if value[0] is not None:
             known[(ref.layer, ref.node_index, ref.tensor_index)] = value
     for _ in range(len(model.layers)):  # configs list layers in call order; a few passes cover any other
@@ -49,7 +50,7 @@ def _infer(model: Model, given: list[tuple[tuple | None, str | None]] | None) ->
             for index, node in enumerate(layer.nodes):
                 if (layer.name, index, 0) in known:
                     continue
-                inputs = [_lookup(known, ref) for ref in _refs(node.args)]
+                inputs = [_lookup(known, ref) for ref in iter_refs(node.args)]
                 if not inputs or any(shape is None for shape, _ in inputs):
                     continue
                 outputs = _call(layer, node, inputs)
@@ -64,7 +65,7 @@ def _infer(model: Model, given: list[tuple[tuple | None, str | None]] | None) ->
             node.kwargs = _annotate(node.kwargs, known)
     model.inputs = _annotate(model.inputs, known)
     model.outputs = _annotate(model.outputs, known)
-    return [_lookup(known, ref) for ref in _refs(model.outputs)]
+    return [_lookup(known, ref) for ref in iter_refs(model.outputs)]
 
 
 def _sequential(model: Model, given: list | None) -> list[tuple[tuple | None, str | None]]:
@@ -120,17 +121,6 @@ def _lookup(known: Known, ref: TensorRef) -> tuple[tuple | None, str | None]:
     if ref.shape is not None:
         return tuple(ref.shape), ref.dtype or known.get((ref.layer, ref.node_index, ref.tensor_index), (None, None))[1]
     return known.get((ref.layer, ref.node_index, ref.tensor_index), (None, None))
-
-
-def _refs(value: Any) -> Iterator[TensorRef]:
-    if isinstance(value, TensorRef):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _refs(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _refs(item)
 
 
 def _annotate(value: Any, known: Known) -> Any:

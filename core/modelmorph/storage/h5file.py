@@ -17,7 +17,8 @@ Backends:
   dataset checked before it becomes a weight or is read).
 
 The environment variable ``MODELMORPH_HDF5`` chooses: ``auto`` (default) reads with ``plain``
-and falls back to ``h5py`` when the file is outside the subset (or holds string datasets, which
+and falls back to ``h5py`` when the file is outside the subset (never when the plain reader
+found it malformed: ``plainh5.Malformed`` is a read error, as libhdf5 can hang on such files) (or holds string datasets, which
 only h5py turns into weights); ``h5py`` always uses h5py (the switch to use in the field if the
 pure-Python reader misbehaves); ``plain`` never loads h5py (a file outside the subset is a read
 error). :func:`open` makes the reading choice, :func:`write_backend` the writing one.
@@ -177,6 +178,9 @@ def open(path: str | Path, *, start: int = 0, size: int | None = None, source: s
             plain = plainh5.read(raw, start, size, root_only=root_only)
         except plainh5.Unsupported as exc:
             raw.close()
+            if isinstance(exc, plainh5.Malformed):  # libhdf5 may hang or over-allocate on it: refused here
+                prefix = f"{what} is " if what else ""
+                raise ReadError(source, f"{prefix}not a readable HDF5 file ({exc})") from None
             if choice == "plain":
                 prefix = f"{what} is " if what else ""
                 raise ReadError(source, f"{prefix}not in the plain HDF5 subset ({exc}), and {ENV}=plain "
@@ -305,6 +309,16 @@ def _decode(value: Any) -> Any:
     return value
 
 
+def _h5py_attrs(obj: Any, source: str | Path) -> dict[str, Any]:
+    """The attributes of an h5py object, decoded; libhdf5's errors on a corrupted one (KeyError,
+    RuntimeError, OSError...) become a one-line ReadError naming the object."""
+    try:
+        return {key: _decode(value) for key, value in obj.attrs.items()}
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
+        text = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise ReadError(source, f"the attributes of {obj.name!r} cannot be read ({text})") from None
+
+
 def _storage_dtype(dt: Any) -> str:
     if dt.kind in ("S", "U", "O"):
         return "string"
@@ -328,7 +342,7 @@ class _H5pyGroup(Group):
     @property
     def attrs(self) -> dict[str, Any]:
         if self._attrs is None:
-            self._attrs = {key: _decode(value) for key, value in self.obj.attrs.items()}
+            self._attrs = _h5py_attrs(self.obj, self._file.source)
         return self._attrs
 
     @property
@@ -361,7 +375,7 @@ class _H5pyDataset(Dataset):
     @property
     def attrs(self) -> dict[str, Any]:
         if self._attrs is None:
-            self._attrs = {key: _decode(value) for key, value in self.obj.attrs.items()}
+            self._attrs = _h5py_attrs(self.obj, self._file.source)
         return self._attrs
 
     def weight(self, path: str, trainable: bool = True) -> Weight:

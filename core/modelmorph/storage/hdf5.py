@@ -1,4 +1,5 @@
-"""HDF5 as untrusted data: shared by every plugin that reads or writes ``.h5`` files.
+"""HDF5 as untrusted data, through h5py: the checks of the h5py backend of the one HDF5 read
+interface (:mod:`.h5file`, which is how formats read HDF5), and tensor writing for h5py writers.
 
 HDF5 can point outside the file (external links, external raw storage, virtual datasets)
 and can declare datasets far larger than what it stores. Everything here refuses those

@@ -15,16 +15,30 @@ from typing import Any, Iterable, Iterator
 
 from ..errors import ReadError, WriteError
 
-#: Largest JSON document (architecture, metadata, shard index) modelmorph will parse.
-MAX_JSON_BYTES = 256 * 1024 * 1024
+#: Largest JSON document (architecture, metadata, shard index) modelmorph will parse. The
+#: largest real Keras configs (hundreds of layers, inline vocabularies) are a few MB: 32 MiB
+#: leaves room, and bounds what a decompression bomb in config.json can cost.
+MAX_JSON_BYTES = 32 * 1024 * 1024
+#: Most values (arrays, objects, numbers, strings...) in a JSON document, counted before parsing
+#: from its commas and brackets (an upper bound). ResNet50's config has ~20,000; two million
+#: parsed empty objects already take ~150 MB, so `[{},{},...]` cannot cost more than that.
+MAX_JSON_NODES = 2_000_000
 #: Deepest nesting accepted in a JSON document; real Keras configs stay far below.
 MAX_JSON_DEPTH = 128
 
 
 def parse_json(data: bytes | str, source: str | Path, what: str = "JSON") -> Any:
-    """Parse JSON from an untrusted file: size and depth bounded, one-line errors."""
+    """Parse JSON from an untrusted file: size, value count and depth bounded, one-line errors."""
     if len(data) > MAX_JSON_BYTES:
         raise ReadError(source, f"{what} is {len(data)} bytes, more than the {MAX_JSON_BYTES} modelmorph accepts")
+    # Every value but the last of each array or object is followed by a comma, so this bounds
+    # the number of values (strings holding commas only make it larger): checked in C, before
+    # json builds anything, it keeps parsing time and memory in proportion to a real config.
+    marks = (b",", b"[", b"{") if isinstance(data, bytes) else (",", "[", "{")
+    nodes = sum(data.count(mark) for mark in marks)
+    if nodes > MAX_JSON_NODES:
+        raise ReadError(source, f"{what} holds about {nodes} values, more than the {MAX_JSON_NODES} "
+                                "modelmorph accepts")
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8")

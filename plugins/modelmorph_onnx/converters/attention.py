@@ -1,4 +1,5 @@
-"""MultiHeadAttention as MatMuls and a Softmax (runs at every opset we write)."""
+"""MultiHeadAttention, Attention and AdditiveAttention as MatMuls and a Softmax (runs at every
+opset we write)."""
 
 from __future__ import annotations
 
@@ -49,4 +50,54 @@ def multi_head_attention(call: Call) -> Value:
     return Value(y, (query.shape[0], query.shape[1], out_kernel.shape[-1]), query.dtype)
 
 
-LAYERS = {"MultiHeadAttention": multi_head_attention}
+def dense_attention(call: Call) -> Value | list[Value]:
+    """Keras' Attention (dot or concat scores) and AdditiveAttention on [query, value(, key)]:
+    softmax(scores(query, key)) @ value."""
+    b, c, kwargs, additive = call.b, call.config, call.kwargs, call.layer.class_name == "AdditiveAttention"
+    mask = kwargs.get("mask")
+    if any(m is not None for m in (mask if isinstance(mask, (list, tuple)) else [mask])):
+        raise call.fail("attention masks are not exported yet")
+    if kwargs.get("use_causal_mask") or c.get("causal"):
+        raise call.fail("causal attention (use_causal_mask) is not exported yet")
+    tensors = [b.channels_last(v) for v in call.inputs]
+    if len(tensors) not in (2, 3):
+        raise call.fail("takes [query, value] or [query, value, key]")
+    query, value = tensors[0], tensors[1]
+    key = tensors[2] if len(tensors) > 2 else value
+    if any(t.rank is None or t.rank < 3 for t in (query, value, key)):
+        raise call.fail("query, value and key must be (batch, ..., steps, features)")
+    mode = "concat" if additive else c.get("score_mode", "dot")
+    if mode == "dot":
+        rank = key.rank
+        swapped = b.op1("Transpose", [key.name], perm=[*range(rank - 2), rank - 1, rank - 2])
+        scores = b.op1("MatMul", [query.name, swapped])
+        if c.get("use_scale"):
+            scores = b.op1("Mul", [scores, b.weight(call.weight("scale"), "scale")])
+    elif mode == "concat":  # sum(tanh(q[..., :, None, :] + k[..., None, :, :]), -1), scaled as each layer does
+        q = b.op1("Unsqueeze", [query.name, b.ints([query.rank - 1], "axes")])  # (B, Tq, 1, d)
+        k = b.op1("Unsqueeze", [key.name, b.ints([key.rank - 2], "axes")])  # (B, 1, Tv, d)
+        summed = b.op1("Add", [q, k])
+        if additive:
+            terms = b.op1("Tanh", [summed])
+            if c.get("use_scale", True):
+                terms = b.op1("Mul", [terms, b.weight(call.weight("scale"), "scale")])
+            scores = b.reduce("ReduceSum", terms, [query.rank], False)
+        else:
+            if c.get("use_scale"):
+                summed = b.op1("Mul", [summed, b.weight(call.weight("scale"), "scale")])
+            scores = b.reduce("ReduceSum", b.op1("Tanh", [summed]), [query.rank], False)
+            scores = b.op1("Mul", [scores, b.weight(call.weight("concat_score_weight"), "concat_score_weight")])
+    else:
+        raise call.fail(f"score_mode {mode!r} is not exported")
+    weights = b.op1("Softmax", [scores], axis=-1)
+    output = Value(b.op1("MatMul", [weights, value.name]),
+                   None if query.shape is None or value.shape is None else (*query.shape[:-1], value.shape[-1]),
+                   query.dtype)
+    if kwargs.get("return_attention_scores"):
+        scores_shape = None if query.shape is None or key.shape is None else (*query.shape[:-1], key.shape[-2])
+        return [output, Value(weights, scores_shape, query.dtype)]
+    return output
+
+
+LAYERS = {"MultiHeadAttention": multi_head_attention, "Attention": dense_attention,
+          "AdditiveAttention": dense_attention}

@@ -56,6 +56,55 @@ def layer_normalization(call: Call) -> Value:
     return b.like(x, y)
 
 
+def group_normalization(call: Call) -> Value:
+    """Keras' GroupNormalization along the channel axis: the channels split into ``groups``,
+    each normalized over its channels and every other non-batch axis; either layout."""
+    b, c, x = call.b, call.config, call.x
+    if x.rank is None or x.rank < 2:
+        raise call.fail("an input of unknown rank")
+    if _axis(call, x) % x.rank != x.rank - 1:
+        raise call.fail("GroupNormalization over an axis other than the last (channels) is not exported yet")
+    channels, groups = x.shape[-1], int(c.get("groups", 32))
+    if channels is None:
+        raise call.fail("an input with an unknown number of channels")
+    if groups == -1:
+        groups = channels
+    if channels % groups:
+        raise call.fail(f"{channels} channels in {groups} groups")
+    epsilon = float(c.get("epsilon", 1e-3))
+    first = x.channels_first and x.rank >= 3
+    # channels-first (B, C, ...) -> (B, G, rest); channels-last (B, ..., C) -> (B, rest, G, C/G)
+    target, axes = ([0, groups, -1], [2]) if first else ([0, -1, groups, channels // groups], [1, 3])
+    grouped = b.op1("Reshape", [x.name, b.ints(target, "groups")])
+    mean = b.reduce("ReduceMean", grouped, axes, True)
+    centred = b.op1("Sub", [grouped, mean])
+    var = b.reduce("ReduceMean", b.op1("Mul", [centred, centred]), axes, True)
+    inv = b.op1("Reciprocal", [b.op1("Sqrt", [b.op1("Add", [var, b.const(np.float32(epsilon), "epsilon")])])])
+    y = b.op1("Reshape", [b.op1("Mul", [centred, inv]), b.op1("Shape", [x.name])])
+    shape = [channels] + [1] * (x.rank - 2) if first else [channels]  # broadcast over the channel axis
+    if c.get("scale", True):
+        y = b.op1("Mul", [y, b.weight(call.weight("gamma").reshape(shape), "gamma")])
+    if c.get("center", True):
+        y = b.op1("Add", [y, b.weight(call.weight("beta").reshape(shape), "beta")])
+    return b.like(x, y)
+
+
+def unit_normalization(call: Call) -> Value:
+    """x / ||x|| along ``axis``, the norm bounded below as each Keras does it: Keras 3
+    ``x * min(rsqrt(sum(x²)), 1e12)``, tf_keras ``x * rsqrt(max(sum(x²), 1e-12))``."""
+    b, c, x = call.b, call.config, call.x
+    if x.rank is None:
+        raise call.fail("an input of unknown rank")
+    axis = c.get("axis", -1)
+    axes = sorted({b.physical_axis(x, int(a)) for a in ([axis] if isinstance(axis, int) else axis)})
+    squares = b.reduce("ReduceSum", b.op1("Mul", [x.name, x.name]), axes, True)
+    if call.dialect == "keras2":
+        inv = b.op1("Reciprocal", [b.op1("Sqrt", [b.op1("Max", [squares, b.const(np.float32(1e-12), "epsilon")])])])
+    else:
+        inv = b.op1("Min", [b.op1("Reciprocal", [b.op1("Sqrt", [squares])]), b.const(np.float32(1e12), "max_inverse")])
+    return b.like(x, b.op1("Mul", [x.name, inv]))
+
+
 def rescaling(call: Call) -> Value:
     b, x, c = call.b, call.x, call.config
     scale, offset = c.get("scale", 1.0), c.get("offset", 0.0)
@@ -67,5 +116,26 @@ def rescaling(call: Call) -> Value:
     return b.like(x, y)
 
 
-LAYERS = {"BatchNormalization": batch_normalization, "LayerNormalization": layer_normalization,
-          "Rescaling": rescaling}
+def normalization(call: Call) -> Value:
+    """Keras' adapted Normalization: (x - mean) / max(sqrt(variance), 1e-7) along its axes."""
+    b, c = call.b, call.config
+    if c.get("invert"):
+        raise call.fail("invert=True is not exported yet")
+    if c.get("mean") is not None and c.get("variance") is not None:
+        mean, var = np.asarray(c["mean"], np.float64), np.asarray(c["variance"], np.float64)
+    else:
+        mean, var = call.weight("mean").astype(np.float64), call.weight("variance").astype(np.float64)
+    x = b.channels_last(call.x)
+    axis = c.get("axis", -1)
+    axes = [axis] if isinstance(axis, int) else list(axis or [])
+    shape = [1] * (x.rank - 1)  # the statistics broadcast over Keras' kept axes (no batch axis)
+    for a in axes:
+        shape[a % x.rank - 1] = x.shape[a % x.rank]
+    mean, scale = mean.reshape(shape), 1.0 / np.maximum(np.sqrt(var), 1e-7).reshape(shape)
+    y = b.op1("Mul", [b.op1("Sub", [x.name, b.weight(mean.astype(np.float32), "mean")]),
+                      b.weight(scale.astype(np.float32), "inverse_std")])
+    return b.like(x, y)
+
+
+LAYERS = {"Normalization": normalization, "BatchNormalization": batch_normalization, "LayerNormalization": layer_normalization,
+          "Rescaling": rescaling, "GroupNormalization": group_normalization, "UnitNormalization": unit_normalization}

@@ -1,9 +1,14 @@
 """LSTM, GRU and SimpleRNN as ONNX's own LSTM, GRU and RNN operators; Bidirectional as their
-``bidirectional`` direction."""
+``bidirectional`` direction; TimeDistributed as its layer on (batch · steps, ...)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+
+from modelmorph import Layer
+from modelmorph.keras import catalogue
 
 from ..builder import Value
 from ..export import Call
@@ -154,4 +159,54 @@ def bidirectional(call: Call) -> Value | list[Value]:
     return outputs + forward + backward_states
 
 
-LAYERS = {"LSTM": rnn, "GRU": rnn, "SimpleRNN": rnn, "Bidirectional": bidirectional}
+def time_distributed(call: Call) -> Value:
+    """The wrapped layer's own converter, inlined on the steps folded into the batch:
+    (B, T, ...) → Reshape (B·T, ...) → the layer → Reshape (B, T, ...)."""
+    b, c = call.b, call.config
+    inner = c.get("layer") or {}
+    class_name, config = inner.get("class_name"), dict(inner.get("config") or {})
+    mask = call.kwargs.get("mask")
+    if mask is not None:
+        raise call.fail("masks are not exported yet")
+    described = catalogue.get(class_name) if isinstance(class_name, str) else None
+    converter = described.converters.get("onnx") if described is not None else None
+    if converter is None or class_name in ("Functional", "Sequential", "Model"):
+        raise call.fail(f"TimeDistributed around {class_name} is not exported yet")
+    x = b.channels_last(call.x)
+    if x.rank is None or x.rank < 3:
+        raise call.fail("an input of (batch, steps, ...) is needed")
+    folded_shape = (None, *x.shape[2:])
+    if all(d is not None for d in x.shape[2:]):
+        folded = b.op1("Reshape", [x.name, b.ints([-1, *x.shape[2:]], "folded")])
+    else:
+        folded = b.op1("Reshape", [x.name, b.op1("Concat", [b.ints([-1], "minus_one"), _dims(call, x.name, 2)],
+                                                          axis=0)])
+    prefix = "layer/"
+    weights = [dataclasses.replace(w, path=w.path[len(prefix):]) for w in call.layer.weights
+               if w.path.startswith(prefix)]
+    layer = Layer(name=call.layer.name, class_name=class_name, config=config, module=inner.get("module"),
+                  weights=weights)
+    result = converter(dataclasses.replace(call, layer=layer, args=[Value(folded, folded_shape, x.dtype)], kwargs={},
+                                           _weights=None))
+    if isinstance(result, list):
+        if len(result) != 1:
+            raise call.fail(f"TimeDistributed around a layer with {len(result)} outputs is not exported")
+        result = result[0]
+    y = b.channels_last(result)
+    if y.rank is None:
+        raise call.fail(f"the {class_name} inside gives a tensor of unknown rank")
+    sizes = b.op1("Concat", [_dims(call, x.name, 0, 2), _dims(call, y.name, 1)], axis=0)
+    shape = None if y.shape is None else (x.shape[0], x.shape[1], *y.shape[1:])
+    return Value(b.op1("Reshape", [y.name, sizes]), shape, y.dtype)
+
+
+def _dims(call: Call, name: str, start: int, end: int | None = None) -> str:
+    """Shape(name)[start:end] (Shape's own start/end attributes arrive at opset 15: a Slice)."""
+    b = call.b
+    shape = b.op1("Shape", [name])
+    ends = [np.iinfo(np.int64).max if end is None else end]
+    return b.op1("Slice", [shape, b.ints([start], "starts"), b.ints(ends, "ends"), b.ints([0], "axes")])
+
+
+LAYERS = {"LSTM": rnn, "GRU": rnn, "SimpleRNN": rnn, "Bidirectional": bidirectional,
+          "TimeDistributed": time_distributed}

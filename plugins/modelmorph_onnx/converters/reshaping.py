@@ -1,4 +1,4 @@
-"""Layers that move values: flatten, reshape, permute, repeat, pad, crop, upsample."""
+"""Layers that move values: flatten, reshape, permute, repeat, pad, crop, upsample, resize."""
 
 from __future__ import annotations
 
@@ -25,6 +25,11 @@ def flatten(call: Call) -> Value:
 def reshape(call: Call) -> Value:
     x = call.b.channels_last(call.x)
     target = [int(d) for d in call.config["target_shape"]]
+    if len(target) >= 2 and all(d == 1 for d in target[:-1]):
+        # (B, 1, ..., 1, C) holds the same values in the same order channels-first: hand that
+        # layout on (squeeze-and-excitation blocks then cost no Transpose before their Conv).
+        y = call.b.op1("Reshape", [x.name, call.b.ints([0, target[-1], *target[:-1]], "target_shape")])
+        return Value(y, _shape(call, x), x.dtype, channels_first=True)
     y = call.b.op1("Reshape", [x.name, call.b.ints([0, *target], "target_shape")])  # 0: keep the batch
     return Value(y, _shape(call, x), x.dtype)
 
@@ -106,7 +111,61 @@ def upsampling(rank: int):
     return convert
 
 
-LAYERS = {"Flatten": flatten, "Reshape": reshape, "Permute": permute, "RepeatVector": repeat_vector}
+def _image(call: Call) -> Value:
+    """A (batch, height, width, channels) float image: what Resizing and CenterCrop export."""
+    c, x = call.config, call.x
+    if c.get("data_format") == "channels_first":
+        raise call.fail("data_format channels_first is not exported yet")
+    if x.rank != 4:
+        raise call.fail("only batched images (batch, height, width, channels) are exported")
+    if not x.dtype.startswith("float"):
+        raise call.fail(f"a {x.dtype} image (Keras rounds and casts the result back) is not exported yet")
+    return x
+
+
+def resizing(call: Call) -> Value:
+    """tf.image.resize (what Keras runs): bilinear as Resize linear ``half_pixel``; nearest
+    (TensorFlow's floor((i + 0.5) · in/out)) as Resize nearest ``half_pixel`` rounding half up."""
+    b, c = call.b, call.config
+    x = b.channels_first(_image(call))
+    for option in ("crop_to_aspect_ratio", "pad_to_aspect_ratio", "antialias"):
+        if c.get(option):
+            raise call.fail(f"{option}=True is not exported yet")
+    interpolation = c.get("interpolation", "bilinear")
+    if interpolation == "bilinear":
+        attrs = dict(mode="linear", coordinate_transformation_mode="half_pixel")
+    elif interpolation == "nearest":
+        attrs = dict(mode="nearest", coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_ceil")
+    else:
+        raise call.fail(f"interpolation {interpolation!r} is not exported yet")
+    height, width = int(c["height"]), int(c["width"])
+    shape = b.op1("Shape", [x.name])
+    batch_channels = b.op1("Slice", [shape, b.ints([0], "starts"), b.ints([2], "ends"), b.ints([0], "axes")])
+    sizes = b.op1("Concat", [batch_channels, b.ints([height, width], "size")], axis=0)
+    y = b.op1("Resize", [x.name, "", "", sizes], **attrs)
+    return b.like(x, y, (x.shape[0], height, width, x.shape[3]))
+
+
+def center_crop(call: Call) -> Value:
+    """The centre (height, width) window, as a Slice of either layout; Keras resizes an image
+    smaller than the window instead, which is refused."""
+    b, c = call.b, call.config
+    x = _image(call)
+    height, width = int(c["height"]), int(c["width"])
+    given = x.shape[1:3]
+    if any(d is None for d in given):
+        raise call.fail("an image of unknown height or width (Keras crops or resizes depending on it)")
+    if given[0] < height or given[1] < width:
+        raise call.fail(f"a {given[0]}x{given[1]} image smaller than the {height}x{width} crop "
+                        "(Keras resizes it instead) is not exported")
+    top, left = (given[0] - height) // 2, (given[1] - width) // 2
+    axes = [b.physical_axis(x, 1), b.physical_axis(x, 2)]
+    y = b.op1("Slice", [x.name, b.ints([top, left], "starts"), b.ints([top + height, left + width], "ends"),
+                        b.ints(axes, "axes")])
+    return b.like(x, y, (x.shape[0], height, width, x.shape[3]))
+
+
+LAYERS = {"Resizing": resizing, "CenterCrop": center_crop, "Flatten": flatten, "Reshape": reshape, "Permute": permute, "RepeatVector": repeat_vector}
 for _rank in (1, 2, 3):
     LAYERS[f"ZeroPadding{_rank}D"] = zero_padding(_rank)
     LAYERS[f"Cropping{_rank}D"] = cropping(_rank)

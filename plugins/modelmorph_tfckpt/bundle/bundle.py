@@ -60,7 +60,7 @@ _BUNDLE_VERSION = 1  # TensorFlow's kTensorBundleVersion
 _IO_CHUNK = 16 * 1024 * 1024
 _MAX_STATE_FILE = 1024 * 1024  # a `checkpoint` state file is a few hundred bytes
 _LITTLE_ENDIAN_HOST = sys.byteorder == "little"
-_VERIFY_CHUNK = 1 << 22  # bytes read at a time when checking a tensor's CRC without decoding it
+_VERIFY_CHUNK = 1 << 20  # bytes read at a time when checking a tensor's CRC without decoding it
 
 if TYPE_CHECKING:
     import numpy as np
@@ -716,7 +716,7 @@ class BundleWriter:
         if len(self._tmp_paths) >= _MAX_SHARDS:
             raise ValueError(f"more than {_MAX_SHARDS} data shards")
         path = f"{self.prefix}.data-{len(self._tmp_paths):05d}.tmp{self._token}"
-        self._f = open(path, "wb")
+        self._f = open(path, "w+b")  # read too: add_bytes computes the CRC from the copy
         self._tmp_paths.append(path)
         self._shard_sizes.append(0)
 

@@ -69,6 +69,14 @@ def _node_to_keras3(node: Any, class_name: str, seq_names: set) -> dict:
         if len(record) > 3 and isinstance(record[3], dict):
             kwargs = record[3]
     kwargs = {k: _kwarg_to_keras3(v, seq_names) for k, v in kwargs.items()}
+    described = catalogue.get(class_name)
+    keyword = described.keras2_inputs_keyword if described is not None else None
+    if keyword is not None:
+        # tf_keras flattened [inputs, *initial_state]; its Bidirectional also records unset
+        # `initial_state` and `constants` (an argument Keras 3 does not have) as None.
+        kwargs = {k: v for k, v in kwargs.items() if not (k in (keyword, "constants") and v is None)}
+        if len(refs) > 1:
+            return {"args": [refs[0]], "kwargs": {**kwargs, keyword: refs[1:]}}
     args = [refs[0]] if len(refs) == 1 else [refs]
     return {"args": args, "kwargs": kwargs}
 
@@ -80,6 +88,10 @@ def _node_to_keras2(node: Any, class_name: str, seq_names: set, diags: Diagnosti
     inputs = args[0] if args else []
     described = catalogue.get(class_name)  # Keras 2 records carry positional arguments after the first as kwargs
     extra_names = described.call_args[1:] if described is not None else ()
+    keyword = described.keras2_inputs_keyword if described is not None else None
+    if keyword is not None and kwargs.get(keyword) is not None:  # tf_keras lists them as inputs after the first
+        extra = kwargs.pop(keyword)
+        inputs = [inputs, *(extra if isinstance(extra, list) else [extra])]
     for i, value in enumerate(args[1:]):
         if i < len(extra_names):
             kwargs[extra_names[i]] = value

@@ -8,9 +8,11 @@ from typing import Any
 from ...diagnostics import Diagnostics
 from .. import catalogue
 from .common import _LAYER_KEYS, layer_args
+from .functions import check_activations, expand_keras3
 from .lambdas import _LAMBDA_CALLABLES, _lambda_to_keras2
 from .nodes import _node_to_keras2, _shift_refs
 from .tfops import TFOP_CLASSES, _OPS_MODULE, _operation_to_keras2
+from .to_keras3 import _is_functional
 
 
 # -- Keras 3 → Keras 2 ---------------------------------------------------------------------
@@ -28,9 +30,11 @@ def _model_to_keras2(cfg: dict, diags: Diagnostics) -> dict:
         _dtype_to_keras2(config, diags, config.get("name", "model"))
     elif class_name == "Functional" or "input_layers" in config:
         out["class_name"] = "Functional"
-        entries = config.get("layers", [])
+        entries = expand_keras3(config.get("layers", []), {e.get("name") for e in config.get("layers", [])})
+        # tf_keras counts a nested model's creation node in every reference (see to_keras3).
         seq_names = {e.get("name") for e in entries if e.get("class_name") == "Sequential"}
-        config["layers"] = [_layer_to_keras2(e, diags, functional=True, seq_names=seq_names) for e in entries]
+        nested = seq_names | {e.get("name") for e in entries if _is_functional(e)}
+        config["layers"] = [_layer_to_keras2(e, diags, functional=True, seq_names=nested) for e in entries]
         config["input_layers"] = _shift_refs(config.get("input_layers"), seq_names, +1)
         config["output_layers"] = _shift_refs(config.get("output_layers"), seq_names, +1)
         config.pop("dtype", None)
@@ -53,11 +57,12 @@ def _layer_to_keras2(entry: dict, diags: Diagnostics, functional: bool, seq_name
         if class_name not in layer_args()["keras2"]:
             kind = "contains-code" if entry.get("registered_name") else "unsupported"
             diags.add(kind, f"layer class {class_name!r} does not exist in Keras 2; carried as is", name)
-        out = {"class_name": class_name,
-               "config": _layer_config_to_keras2(class_name, dict(entry.get("config") or {}), diags, name)}
+        out = {"class_name": class_name, "config": dict(entry.get("config") or {})}
         described = catalogue.get(class_name)
-        if described is not None and described.to_keras2 is not None:
+        if described is not None and described.to_keras2 is not None:  # before the generic drop, as to_keras3
             described.to_keras2(entry, out)
+        added = set(out["config"]) - set(entry.get("config") or {})  # a fixup's own keys stay (MHA's build shapes)
+        out["config"] = _layer_config_to_keras2(out["class_name"], out["config"], diags, name, keep=added)
         if entry.get("registered_name") and entry.get("registered_name") != class_name:
             out["class_name"] = entry["registered_name"]
     if functional:
@@ -65,7 +70,8 @@ def _layer_to_keras2(entry: dict, diags: Diagnostics, functional: bool, seq_name
         out["inbound_nodes"] = [_node_to_keras2(n, class_name, seq_names, diags, name) for n in entry.get("inbound_nodes", [])]
     return out
 
-def _layer_config_to_keras2(class_name: str, config: dict, diags: Diagnostics, name: str | None) -> dict:
+def _layer_config_to_keras2(class_name: str, config: dict, diags: Diagnostics, name: str | None,
+                            keep: set = frozenset()) -> dict:
     if class_name == "InputLayer":
         if "batch_shape" in config:
             config["batch_input_shape"] = config.pop("batch_shape")
@@ -74,12 +80,13 @@ def _layer_config_to_keras2(class_name: str, config: dict, diags: Diagnostics, n
     _dtype_to_keras2(config, diags, name)
     if class_name == "Lambda":
         _lambda_to_keras2(config)
+    check_activations(config, "keras3", diags, name)
     for key, value in list(config.items()):
         config[key] = _value_to_keras2(key, value, diags, name)
     accepted = layer_args()["keras2"].get(class_name)
     if accepted is not None:
         encodings = {k for callable_keys in _LAMBDA_CALLABLES for k in callable_keys[1:]}
-        for key in [k for k in config if k not in accepted and k not in encodings]:
+        for key in [k for k in config if k not in accepted and k not in encodings and k not in keep]:
             value = config.pop(key)
             if value not in (None, False, {}, []):
                 diags.add("lossy", f"Keras 2 {class_name} has no argument {key!r} (was {value!r:.60}); dropped", name)

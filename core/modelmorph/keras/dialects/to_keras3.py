@@ -8,16 +8,23 @@ from typing import Any
 from ...diagnostics import Diagnostics
 from .. import catalogue
 from .common import FUNCTIONAL_MODULE, _LAYER_KEYS, _MODEL_CLASSES, _OBJECT_KINDS, _dtype_to_keras3, layer_args
+from .functions import check_activations, expand_keras2
 from .lambdas import _lambda_to_keras3
+from .names import rename_slashes
 from .nodes import _node_to_keras3, _shift_refs
 from .tfops import TFOP_CLASSES, _tfop_to_keras3
 
 
 # -- Keras 2 → Keras 3 ---------------------------------------------------------------------
-def to_keras3(cfg: dict, diagnostics: Diagnostics | None = None) -> dict:
-    """Translate a Keras 2 model config (``{"class_name", "config"}``) to Keras 3's dialect."""
+def to_keras3(cfg: dict, diagnostics: Diagnostics | None = None, renamed: dict | None = None) -> dict:
+    """Translate a Keras 2 model config (``{"class_name", "config"}``) to Keras 3's dialect.
+    Layers whose names Keras 3 refuses are renamed; ``renamed`` (when given) gets old → new."""
     diags = diagnostics if diagnostics is not None else Diagnostics()
-    return _model_to_keras3(copy.deepcopy(cfg), diags)
+    cfg = copy.deepcopy(cfg)
+    names = rename_slashes(cfg, diags)
+    if renamed is not None:
+        renamed.update(names)
+    return _model_to_keras3(cfg, diags)
 
 def _model_to_keras3(cfg: dict, diags: Diagnostics) -> dict:
     class_name = cfg.get("class_name")
@@ -34,11 +41,15 @@ def _model_to_keras3(cfg: dict, diags: Diagnostics) -> dict:
 
 def _functional_to_keras3(cfg: dict, config: dict, diags: Diagnostics) -> dict:
     entries = config.get("layers") or []
-    # tf.keras counts a nested Sequential's own creation node, Keras 3 does not.
+    taken = {e.get("name") for e in entries if isinstance(e, dict)}
+    entries = expand_keras2(entries, taken)
+    # tf.keras counts a nested model's own creation node in every reference to it; Keras 3 counts
+    # it for neither in call arguments, and in input/output layers for a Functional only.
     seq_names = {e.get("name") for e in entries if isinstance(e, dict) and e.get("class_name") == "Sequential"}
+    nested = seq_names | {e.get("name") for e in entries if isinstance(e, dict) and _is_functional(e)}
     layers = []
     for entry in entries:
-        layers.append(_layer_to_keras3(entry, diags, functional=True, seq_names=seq_names))
+        layers.append(_layer_to_keras3(entry, diags, functional=True, seq_names=nested))
     new = {k: v for k, v in config.items() if k not in ("layers", "input_layers", "output_layers")}
     new.setdefault("trainable", True)
     new["layers"] = layers
@@ -49,6 +60,11 @@ def _functional_to_keras3(cfg: dict, config: dict, diags: Diagnostics) -> dict:
         cfg["class_name"] = "Functional"
     out = {"module": FUNCTIONAL_MODULE, "class_name": "Functional", "config": new, "registered_name": "Functional"}
     return _carry_entry_keys(cfg, out)
+
+def _is_functional(entry: dict) -> bool:
+    config = entry.get("config")
+    return (entry.get("class_name") != "Sequential" and isinstance(config, dict)
+            and isinstance(config.get("layers"), list) and "input_layers" in config)
 
 def _sequential_to_keras3(cfg: dict, config: dict, diags: Diagnostics) -> dict:
     entries = list(config.get("layers") or [])
@@ -101,7 +117,7 @@ def _layer_to_keras3(entry: Any, diags: Diagnostics, functional: bool, seq_names
         described = catalogue.get(class_name)
         if described is not None and described.to_keras3 is not None:
             described.to_keras3(out)
-        out["config"] = _layer_config_to_keras3(class_name, config, diags)
+        out["config"] = _layer_config_to_keras3(out["class_name"], config, diags)  # a fixup may rename the class
     if functional:
         out["name"] = entry.get("name", out["config"].get("name"))
         out["inbound_nodes"] = [_node_to_keras3(n, class_name, seq_names or set()) for n in entry.get("inbound_nodes") or []]
@@ -137,6 +153,7 @@ def _layer_config_to_keras3(class_name: str, config: dict, diags: Diagnostics) -
     _dtype_to_keras3(config, diags)
     if class_name == "Lambda":
         _lambda_to_keras3(config)
+    check_activations(config, "keras2", diags, name)
     for key, value in list(config.items()):
         config[key] = _value_to_keras3(key, value, diags)
     accepted = layer_args()["keras3"].get(class_name)
@@ -154,6 +171,9 @@ _HARMLESS = {
     "time_major": (False,), "groups": (1,), "input_length": None, "implementation": None,
     "softmax_robust_masking": None, "fused": None, "virtual_batch_size": (None,), "adjustment": (None,),
     "query_shape": None, "key_shape": None, "value_shape": None, "dynamic": (False,), "sparse": (False,),
+    # Keras 3 classes without these arguments (SpatialDropout, Discretization) have no variables to freeze
+    # and no noise shape to choose.
+    "trainable": None, "noise_shape": (None,),
 }
 
 def _is_default_drop(class_name: str, key: str, value: Any) -> bool:

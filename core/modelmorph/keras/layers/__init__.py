@@ -15,6 +15,8 @@ A :class:`LayerClass` says, for a class name:
   the generic argument translation;
 - ``call_args``: the names of its positional call arguments (Keras 2 records all but the first
   as keyword arguments);
+- ``keras2_inputs_keyword``: the call keyword whose tensors Keras 2 node records list as further
+  inputs after the first (an RNN's ``initial_state``: tf_keras flattens ``[inputs, *states]``);
 - ``output_shape(config, input_shapes)``: the shape (or shapes) of its outputs, batch dimension
   first, ``None`` for an unknown dimension; ``None`` when it cannot tell;
 - ``converters``: per-format converters (``{"onnx": ...}``), for formats that translate layers.
@@ -74,6 +76,7 @@ class LayerClass:
     to_keras3: Callable[[dict], None] | None = None
     to_keras2: Callable[[dict, dict], None] | None = None
     call_args: tuple[str, ...] = ("inputs",)
+    keras2_inputs_keyword: str | None = None
     output_shape: ShapeFn | None = None
     output_dtype: Callable[[dict, "list[str | None]"], "str | None"] | None = None
     converters: Mapping[str, Any] = field(default_factory=dict)

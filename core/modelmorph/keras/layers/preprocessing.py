@@ -21,7 +21,29 @@ def _to_size(height_key: str, width_key: str):
     return shape
 
 
+def _discretization_to_keras3(entry: dict) -> None:
+    config = entry["config"]
+    _boundaries_are_the_bins(config)
+    dtype = config.get("dtype")
+    if config.get("output_mode", "int") == "int" and isinstance(dtype, str) and dtype.startswith(("int", "uint")):
+        # tf_keras' dtype is the int output's; Keras 3 computes in it, so an int64 policy would
+        # truncate the inputs before binning (its int output is int32 whatever the policy).
+        config["dtype"] = "float32"
+
+
+def _discretization_to_keras2(entry: dict, out: dict) -> None:
+    _boundaries_are_the_bins(out["config"])
+
+
+def _boundaries_are_the_bins(config: dict) -> None:
+    # Both libraries refuse num_bins beside bin_boundaries, yet write both once adapted.
+    if config.get("bin_boundaries") is not None:
+        config.pop("num_bins", None)
+
+
 CLASSES = [
+    LayerClass("Discretization", description="the index of the bin each value falls in", family=FAMILY,
+               to_keras3=_discretization_to_keras3, to_keras2=_discretization_to_keras2),
     LayerClass("Rescaling", description="x * scale + offset", family=FAMILY, output_shape=same_shape),
     LayerClass("Resizing", family=FAMILY, output_shape=_to_size("height", "width")),
     LayerClass("CenterCrop", family=FAMILY, output_shape=_to_size("height", "width")),

@@ -41,8 +41,9 @@ def _rnn_shape(states: int):
 
 CLASSES = [
     *(LayerClass(name, _rnn, f"{name} over time steps", FAMILY, child=_cell_child(name),
-                 output_shape=_rnn_shape(_STATES[name])) for name in ("LSTM", "GRU", "SimpleRNN")),
-    *(LayerClass(f"ConvLSTM{r}D", _rnn, f"{r}D convolutional LSTM", FAMILY, child=_cell_child(f"ConvLSTM{r}D"))
-      for r in (1, 2, 3)),
+                 keras2_inputs_keyword="initial_state", output_shape=_rnn_shape(_STATES[name]))
+      for name in ("LSTM", "GRU", "SimpleRNN")),
+    *(LayerClass(f"ConvLSTM{r}D", _rnn, f"{r}D convolutional LSTM", FAMILY, child=_cell_child(f"ConvLSTM{r}D"),
+                 keras2_inputs_keyword="initial_state") for r in (1, 2, 3)),
     *(LayerClass(name, _cell, "one step of a recurrent layer", FAMILY) for name in ("LSTMCell", "GRUCell", "SimpleRNNCell")),
 ]

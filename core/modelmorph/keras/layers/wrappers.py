@@ -89,7 +89,7 @@ def _time_distributed_shape(config: dict, shapes: list):
 
 CLASSES = [
     LayerClass("Bidirectional", _bidirectional_variables, "a recurrent layer run forwards and backwards", FAMILY,
-               child=_bidirectional_child, output_shape=_bidirectional_shape),
+               child=_bidirectional_child, keras2_inputs_keyword="initial_state", output_shape=_bidirectional_shape),
     LayerClass("TimeDistributed", lambda c: _prefixed("layer", inner_layer(c, "layer")),
                "a layer applied to every time step", FAMILY, child=_time_distributed_child,
                output_shape=_time_distributed_shape),

@@ -15,8 +15,10 @@ The subset ("plain" files):
 Every file Keras 3 and tf_keras write with h5py's defaults is plain. Anything else — and any
 file that is malformed in a way the subset notices — raises :class:`Unsupported`; the HDF5
 interface (``modelmorph.storage.h5file``, which is how formats read HDF5) then uses h5py, which
-reports real errors with its own checks (``modelmorph.storage.hdf5``). So the reader
-never has to be the judge of a hostile file: it only has to never crash, hang or over-allocate.
+reads with its own checks (``modelmorph.storage.hdf5``). A file the reader finds *malformed*
+raises :class:`Malformed` (a subclass), and the interface refuses it instead of handing it to
+libhdf5, which on corrupted heaps can spin forever or allocate gigabytes. The reader never has
+to crash, hang or over-allocate.
 
 :func:`read` lives in :mod:`.reader`, :class:`PlainWriter` in :mod:`.writer`, and the IR weights
 backed by plain datasets in :mod:`.weights`.
@@ -41,7 +43,13 @@ NUMERIC = {
 
 
 class Unsupported(Exception):
-    """The file is not plain (or not well-formed HDF5): read it with h5py instead."""
+    """The file is not plain: read it with h5py instead."""
+
+
+class Malformed(Unsupported):
+    """The file is not well-formed HDF5 (an address past its end, a structure with a wrong
+    signature, a heap object larger than its heap...): libhdf5 must not be given it either,
+    since on such files it can loop forever or allocate what a corrupted size declares."""
 
 
 @dataclass

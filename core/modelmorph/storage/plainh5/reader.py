@@ -6,8 +6,10 @@ It reads metadata only, with one read per structure (plus read-ahead that serves
 
 The input is untrusted: every address and size is checked against the HDF5 data's end inside
 the window before anything is read or allocated; a set of visited addresses stops cycles;
-depth, object count and metadata bytes are bounded. Anything outside the subset or malformed
-raises :class:`Unsupported`, and so do these, which h5py would read:
+depth, object count and metadata bytes are bounded. Anything outside the subset raises
+:class:`Unsupported`; what is malformed (a wrong signature, an address or size past the end, a
+structure shorter than its fields, a heap object past its heap) raises :class:`Malformed`,
+which libhdf5 is then not given. These raise :class:`Unsupported`, though h5py would read them:
 
 - an object reached by two hard links (the subset has no shared objects; refusing them keeps
   the walk linear), groups nested deeper than 64, link names longer than 4096 bytes;
@@ -26,7 +28,7 @@ import os
 import struct
 from typing import BinaryIO
 
-from . import AttrValue, Dataset, Group, PlainFile, Unsupported
+from . import AttrValue, Dataset, Group, Malformed, PlainFile, Unsupported
 
 __all__ = ["read"]
 
@@ -101,9 +103,11 @@ def read(file: BinaryIO, start: int = 0, size: int | None = None, root_only: boo
         return _Reader(file, fd, start, end, root_only).run()
     except Unsupported:
         raise
-    except (struct.error, UnicodeDecodeError, ValueError, IndexError, KeyError, OverflowError,
-            RecursionError, MemoryError) as e:
-        raise Unsupported(f"malformed HDF5 ({type(e).__name__}: {e})") from None
+    except UnicodeDecodeError:  # HDF5 allows names that are not UTF-8; h5py reads them
+        raise Unsupported("a name or string that is not UTF-8") from None
+    except (struct.error, ValueError, IndexError, KeyError, OverflowError, RecursionError, MemoryError) as e:
+        # A structure shorter than its own fields say, or a field out of range.
+        raise Malformed(f"malformed HDF5 ({type(e).__name__}: {e})") from None
     finally:
         if fd is None:
             file.seek(here)
@@ -132,7 +136,7 @@ class _Reader:
             self.file.seek(pos)
             data = self.file.read(n)
         if len(data) != n:
-            raise Unsupported("file shorter than its window")
+            raise Malformed("file shorter than its window")
         return data
 
     def _at(self, addr: int, n: int) -> tuple[bytes, int]:
@@ -142,11 +146,11 @@ class _Reader:
             return self.buf, o
         pos = self.base + addr
         if n < 0 or pos + n > self.end:  # an undefined address lands here too
-            raise Unsupported("address or size beyond the end of the file")
+            raise Malformed("address or size beyond the end of the file")
         k = min(max(n, READ_AHEAD), self.end - pos)
         self.budget -= k
         if self.budget < 0:
-            raise Unsupported("too much metadata")
+            raise Malformed("too much metadata")
         self.buf, self.buf_pos = self._raw(pos, k), pos
         return self.buf, 0
 
@@ -180,7 +184,7 @@ class _Reader:
         # The stored base is where the superblock was when written; the EOF address counts
         # from the same origin. Addresses count from the superblock wherever it is now.
         if eof < base or self.base + eof - base > self.end:
-            raise Unsupported("truncated file (end of file address beyond the window)")
+            raise Malformed("truncated file (end of file address beyond the window)")
         self.end = self.base + eof - base
         if self._object(root, "", 0) != "group":
             raise Unsupported("root object is not a group")
@@ -197,7 +201,7 @@ class _Reader:
                 raise Unsupported("link name outside the local heap, or too long")
             name = names[name_offset:end].decode()
             if not name or "/" in name or name in links:
-                raise Unsupported(f"bad or duplicate link name {name!r}")
+                raise Malformed(f"bad or duplicate link name {name!r}")
             links[name] = addr
         children = sorted(links)  # code point order is UTF-8 byte order, HDF5's
         group = self.out.groups[path] = Group(path, attrs, children)
@@ -213,7 +217,7 @@ class _Reader:
         buf, o = self._at(addr, _HEAP.size)
         sig, version, size, _, data = _HEAP.unpack_from(buf, o)
         if sig != b"HEAP" or version != 0:
-            raise Unsupported("bad local heap")
+            raise Malformed("bad local heap")
         buf, o = self._at(data, size)
         return buf[o:o + size]
 
@@ -227,7 +231,7 @@ class _Reader:
             buf, o = self._at(addr, _TREE.size)
             sig, kind, node_level, used = _TREE.unpack_from(buf, o)
             if sig != b"TREE" or kind != 0 or level not in (-1, node_level):
-                raise Unsupported("bad group B-tree node")
+                raise Malformed("bad group B-tree node")
             if o + 32 + 16 * used > len(buf):
                 buf, o = self._at(addr, 32 + 16 * used)
             kids = [kid for kid, in _KID.iter_unpack(buf[o + 24:o + 24 + 16 * used])]
@@ -239,7 +243,7 @@ class _Reader:
                 buf, o = self._at(kid, _SNOD.size)
                 sig, version, count = _SNOD.unpack_from(buf, o)
                 if sig != b"SNOD" or version != 1:
-                    raise Unsupported("bad symbol table node")
+                    raise Malformed("bad symbol table node")
                 if o + 8 + 40 * count > len(buf):
                     buf, o = self._at(kid, 8 + 40 * count)
                 found += _ENTRY.iter_unpack(buf[o + 8:o + 8 + 40 * count])
@@ -268,7 +272,7 @@ class _Reader:
                 mtype, msize, flags = _MSG.unpack_from(buf, o)
                 o += 8
                 if o + msize > end:
-                    raise Unsupported("message beyond its object header")
+                    raise Malformed("message beyond its object header")
                 if mtype == 16:
                     chunk = _QQ.unpack_from(buf[o:o + msize])
                     self._claim(chunk[0])
@@ -287,7 +291,7 @@ class _Reader:
             raise Unsupported("groups nested too deep")
         self.budget -= len(path)  # paths are output that grows with depth: charge them too
         if self.budget < 0:
-            raise Unsupported("too much metadata")
+            raise Malformed("too much metadata")
         shape: tuple[int, ...] | None = None
         dtype = layout = symbols = None
         attrs: dict[str, AttrValue] = {}
@@ -303,7 +307,7 @@ class _Reader:
             elif mtype == 12:
                 name, value = self._attribute(data)
                 if name in attrs:
-                    raise Unsupported(f"duplicate attribute {name!r}")
+                    raise Malformed(f"duplicate attribute {name!r}")
                 attrs[name] = value
             elif mtype == 17:
                 symbols = _QQ.unpack_from(data)
@@ -330,12 +334,12 @@ class _Reader:
             nbytes *= n
         addr, stored = layout
         if stored != nbytes:
-            raise Unsupported("layout size does not match the dataspace")
+            raise Malformed("layout size does not match the dataspace")
         offset = None
         if addr != UNDEFINED:
             offset = self.base + addr
             if offset + nbytes > self.end:
-                raise Unsupported("dataset data beyond the end of the file")
+                raise Malformed("dataset data beyond the end of the file")
         elif nbytes:
             raise Unsupported("dataset storage not allocated")
         self.out.objects.append(Dataset(path, shape, dtype.name, offset, nbytes, attrs))
@@ -364,7 +368,7 @@ class _Reader:
             raise Unsupported(f"attribute {name!r} has rank {len(shape)}")
         count = shape[0] if shape else 1
         if count * dtype.size > len(data) - o:
-            raise Unsupported(f"attribute {name!r} data beyond its message")
+            raise Malformed(f"attribute {name!r} data beyond its message")
         if dtype.kind == "num":
             values: list = list(struct.unpack_from(f"<{count}{_CODES[dtype.name]}", data, o))
         elif dtype.kind == "fstr":
@@ -387,7 +391,7 @@ class _Reader:
                 objects = self.gcols[collection] = self._global_heap(collection)
             raw = objects.get(index)
             if raw is None or len(raw) != length:  # libhdf5 stores a string as one whole object
-                raise Unsupported("missing global heap object")
+                raise Malformed("missing global heap object")
             text = self.strings[key] = raw.decode()
         return text
 
@@ -395,7 +399,7 @@ class _Reader:
         buf, o = self._at(addr, _GCOL.size)
         sig, version, size = _GCOL.unpack_from(buf, o)
         if sig != b"GCOL" or version != 1 or size < _GCOL.size:
-            raise Unsupported("bad global heap collection")
+            raise Malformed("bad global heap collection")
         if o + size > len(buf):
             buf, o = self._at(addr, size)
         objects, p, end = {}, o + _GCOL.size, o + size
@@ -405,7 +409,7 @@ class _Reader:
             if number == 0:  # free space: the rest of the collection
                 break
             if osize > end - p:
-                raise Unsupported("global heap object beyond its collection")
+                raise Malformed("global heap object beyond its collection")
             objects[number] = buf[p:p + osize]
             p += (osize + 7) & ~7
         return objects
@@ -420,7 +424,7 @@ def _dataspace(data: bytes) -> tuple[int, ...] | None:
         if data[3] == 2:
             return None
         if data[3] != (rank > 0):
-            raise Unsupported("bad dataspace type")
+            raise Malformed("bad dataspace type")
         o = 4
     else:
         raise Unsupported(f"dataspace version {version}")

@@ -1,0 +1,136 @@
+"""tf_keras models built here and saved as Keras 2 `.h5`, exported to ONNX and judged by onnxruntime
+against tf_keras' own prediction in this process: the raw TF calls tf_keras records as
+TFOpLambda/SlicingOpLambda layers (modelmorph reads them as ``keras.ops`` calls), and the layers
+whose Keras 2 semantics differ from Keras 3's (``hard_sigmoid``, LeakyReLU ``alpha``, GRU
+``reset_after``); at opsets 13, 17 and 21."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import modelmorph
+from helpers import assert_close_to_recorded, require
+
+pytestmark = pytest.mark.interop
+
+OPSETS = [13, 17, 21]
+
+
+def _cases(K, tf):
+    L = K.layers
+
+    def tensor_ops():
+        x, y = K.Input((4, 6), name="x"), K.Input((6, 5), name="y")
+        h = L.Dense(6, name="h")(x)
+        s = tf.expand_dims(h, axis=1)  # (B, 1, 4, 6)
+        return K.Model([x, y], [
+            tf.linalg.matmul(h, y),
+            tf.stack([h, h * 2.0, x], axis=1),
+            tf.stack([h, x], axis=-1),
+            tf.expand_dims(h, axis=-1),
+            tf.squeeze(s, axis=1),
+            tf.squeeze(tf.expand_dims(s, axis=-1), axis=[1, 4]),
+            tf.reshape(h, (-1, 3, 8)),
+            tf.reshape(h, [-1, 24]),
+            tf.transpose(h, perm=[0, 2, 1]),
+            tf.transpose(s, perm=[0, 3, 1, 2]),
+            tf.tile(h, [1, 2, 3]),
+            tf.clip_by_value(h, -0.5, 0.25),
+            tf.cast(h * 3.0, "int32"),
+            tf.cast(tf.cast(h * 3.0, "int64"), "float32") + 0.5,
+            tf.nn.softmax(h, axis=1),
+            tf.nn.softmax(h),
+            tf.math.rsqrt(tf.abs(h) + 1.0),
+            tf.nn.relu6(h * 4.0),
+            tf.nn.relu(h),
+            tf.nn.sigmoid(h),
+            tf.math.sigmoid(h),
+            tf.math.square(h) - tf.math.sqrt(tf.abs(h)),
+            tf.math.reduce_max(h, axis=1),
+            tf.math.reduce_min(h, axis=[1, 2], keepdims=True),
+            tf.concat([h, x], axis=1),
+        ], name="tensor_ops")
+
+    def slicing():
+        x = K.Input((5, 6, 3), name="x")
+        h = L.Dense(3, name="h")(x)
+        return K.Model(x, [
+            h[:, 1:3, ::2],
+            h[:, 0],
+            h[..., -1],
+            h[:, ::-1, 1:-1:2, :],
+            h[:, -2:, tf.newaxis, 0],
+            h[:, 4:1:-2],
+            h[:, 1, ..., 0:2],
+            h[..., tf.newaxis],
+        ], name="slicing")
+
+    def cnn_with_tf_ops():
+        """TF calls among channels-first work: the layouts must come back right."""
+        x = K.Input((8, 8, 3), name="x")
+        c = L.Conv2D(4, 3, padding="same", name="conv")(x)
+        r = tf.nn.relu6(c)
+        t = tf.transpose(r, perm=[0, 3, 1, 2])  # Keras' order, not the held one
+        p = L.MaxPooling2D(name="pool")(c)
+        q = tf.reshape(p, (-1, 16, 4))
+        s = p[:, 1:, :2, 1:3]
+        m = tf.math.reduce_mean(c, axis=[1, 2])
+        return K.Model(x, [t, q, s, m, tf.concat([c, r], axis=-1)], name="cnn_with_tf_ops")
+
+    def keras2_semantics():
+        """Layers whose Keras 2 meaning differs from Keras 3's."""
+        x, s = K.Input((7,), name="x"), K.Input((5, 3), name="s")
+        h = L.Dense(6, activation="hard_sigmoid", name="hard")(x)
+        h = L.Dense(6, name="pre")(h)
+        h = L.LeakyReLU(alpha=0.1, name="leaky")(h)
+        h2 = L.LeakyReLU(name="leaky_default")(L.Dense(4, name="pre2")(x))  # tf_keras' default alpha 0.3
+        g1 = L.GRU(4, reset_after=False, name="gru_before")(s)
+        g2 = L.GRU(4, reset_after=True, return_sequences=True, name="gru_after")(s)
+        g3 = L.GRU(3, reset_after=False, recurrent_activation="hard_sigmoid", name="gru_hard")(s)
+        lstm = L.LSTM(3, recurrent_activation="hard_sigmoid", name="lstm_hard")(s)
+        a = L.Activation("hard_sigmoid", name="act_hard")(L.Dense(5, name="pre3")(x) * 4.0)
+        return K.Model([x, s], [h, h2, g1, g2, g3, lstm, a], name="keras2_semantics")
+
+    return {"tensor_ops": tensor_ops, "slicing": slicing, "cnn_with_tf_ops": cnn_with_tf_ops,
+            "keras2_semantics": keras2_semantics}
+
+
+CASES = ["tensor_ops", "slicing", "cnn_with_tf_ops", "keras2_semantics"]
+
+
+def _inputs(model, rng) -> dict:
+    return {t.name.split(":")[0]: rng.standard_normal((3, *t.shape[1:])).astype(np.float32) for t in model.inputs}
+
+
+@pytest.mark.parametrize("opset", OPSETS)
+@pytest.mark.parametrize("case", CASES)
+def test_tf_keras_models_export(case, opset, tf_keras, tmp_path):
+    ort, onnx, tf = require("onnxruntime"), require("onnx"), require("tensorflow")
+    tf_keras.utils.set_random_seed(7)
+    model = _cases(tf_keras, tf)[case]()
+    source = tmp_path / f"{case}.h5"
+    model.save(source)
+    out = tmp_path / f"{case}.onnx"
+    modelmorph.convert(source, out, options={"opset": opset})
+    onnx.checker.check_model(str(out), full_check=True)
+    rng = np.random.default_rng(5)
+    inputs = _inputs(model, rng)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == list(inputs)
+    got = session.run(None, inputs)
+    want = model.predict(inputs if len(inputs) > 1 else next(iter(inputs.values())), verbose=0)
+    want = want if isinstance(want, list) else [want]
+    assert [g.dtype for g in got] == [np.asarray(w).dtype for w in want]
+    assert_close_to_recorded(got, want, rtol=1e-4)
+
+
+def test_the_leaky_relu_slope_survives_the_keras2_file(tf_keras, tmp_path):
+    """tf_keras writes ``alpha``; whatever key the dialect translation leaves, the slope is 0.1."""
+    onnx = require("onnx")
+    x = tf_keras.Input((3,), name="x")
+    model = tf_keras.Model(x, tf_keras.layers.LeakyReLU(alpha=0.1, name="leaky")(x))
+    model.save(tmp_path / "l.h5")
+    modelmorph.convert(tmp_path / "l.h5", tmp_path / "l.onnx")
+    [node] = [n for n in onnx.load(str(tmp_path / "l.onnx")).graph.node if n.op_type == "LeakyRelu"]
+    assert [round(a.f, 6) for a in node.attribute if a.name == "alpha"] == [0.1]
