@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import random
-import resource
 import shutil
 import signal
 import subprocess
@@ -59,9 +58,21 @@ class Run:
         return None
 
 
-def _limits(memory: int) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+#: What each run executes: its limits set first, then ``python -m modelmorph``; its own peak
+#: resident memory (VmHWM, which starts afresh at exec, unlike ru_maxrss, which inherits the
+#: forking test process's) is written to the file named by the second argument.
+_RUNNER = """
+import os, resource, runpy, sys
+memory, report = int(sys.argv[1]), sys.argv[2]
+resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+sys.argv = ["modelmorph"] + sys.argv[3:]
+try:
+    runpy.run_module("modelmorph", run_name="__main__", alter_sys=True)
+finally:
+    with open("/proc/self/status") as status, open(report, "w") as out:
+        out.write(next((line.split()[1] for line in status if line.startswith("VmHWM:")), "0"))
+"""
 
 
 def run_cli(*argv: str | Path, memory: int = MEMORY_LIMIT, timeout: float = TIME_LIMIT,
@@ -72,29 +83,22 @@ def run_cli(*argv: str | Path, memory: int = MEMORY_LIMIT, timeout: float = TIME
     environ = dict(os.environ, **(env or {}))
     environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # each BLAS thread reserves address space
     environ.pop("MODELMORPH_DEBUG", None)
-    with tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as report:
         start = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "modelmorph", *args], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err, env=environ,
-                                preexec_fn=lambda: _limits(memory), start_new_session=True)
-        code, rss = None, 0
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                code = os.waitstatus_to_exitcode(status)
-                rss = usage.ru_maxrss * 1024
-                break
-            if time.monotonic() - start > timeout:
-                os.killpg(proc.pid, signal.SIGKILL)
-                _, _, usage = os.wait4(proc.pid, 0)
-                rss = usage.ru_maxrss * 1024
-                break
-            time.sleep(0.02)
-        proc.returncode = code if code is not None else -9  # reaped above: keep Popen quiet
+        proc = subprocess.Popen([sys.executable, "-c", _RUNNER, str(memory), report.name, *args],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=environ,
+                                start_new_session=True)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            code = None
         seconds = time.monotonic() - start
         err.seek(0)
         text = err.read().decode("utf-8", "replace")
-    return Run(args, code, text, seconds, rss)
+        kib = report.read().strip()
+    return Run(args, code, text, seconds, int(kib) * 1024 if kib.isdigit() else 0)
 
 
 # -- mutations ------------------------------------------------------------------------------------

@@ -227,7 +227,14 @@ class FolderArchive:
 
     def assets(self) -> list[Asset]:
         out = []
-        for folder, _, files in os.walk(self.path / ASSETS):
+        top = self.path / ASSETS
+        if top.is_symlink():  # refused before anything behind it is listed
+            raise ReadError(self.path, f"{ASSETS}/ is a symbolic link; refused")
+        for folder, dirs, files in os.walk(top):
+            links = [d for d in dirs if (Path(folder) / d).is_symlink()]
+            if links:
+                rel = (Path(folder) / links[0]).relative_to(self.path).as_posix()
+                raise ReadError(self.path, f"{rel}/ is a symbolic link; refused")
             for file in sorted(files):
                 rel = (Path(folder) / file).relative_to(self.path).as_posix()
                 target = inside(self.path, rel, self.path)

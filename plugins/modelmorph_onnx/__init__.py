@@ -10,14 +10,18 @@ descriptor) for ONNX nodes; ``spec/formats/onnx.md`` has the layer → op table.
 from __future__ import annotations
 
 import modelmorph
-from modelmorph import NO
+from modelmorph import CERTAIN, NO
 
 #: The opsets the exporter writes; 17 unless ``-O opset=N``.
 MIN_OPSET, DEFAULT_OPSET, MAX_OPSET = 13, 17, 21
 
 
 def sniff(probe: "modelmorph.Probe") -> int:
-    return NO  # reading ONNX is another issue: nothing to claim yet
+    # A ModelProto starts with field 1 (ir_version, varint): byte 0x08. One byte is weak
+    # evidence, so only a `.onnx` file is claimed; other `.onnx` files reach the reader by name.
+    if probe.header[:1] == b"\x08" and probe.path.name.lower().endswith(".onnx") and not probe.is_dir:
+        return CERTAIN
+    return NO
 
 
 @modelmorph.hookimpl
@@ -28,7 +32,8 @@ def modelmorph_formats():
             description="ONNX model (.onnx): a Keras model as an ONNX graph for onnxruntime and other runtimes "
                         "(export only; channels-last inputs unless -O layout=nchw, dynamic batch)",
             extensions=(".onnx",),
-            reads=frozenset(),
+            reads=frozenset({"architecture", "weights"}),
+            reader="modelmorph_onnx.reader:read",
             writes=frozenset({"architecture", "weights"}),
             writer="modelmorph_onnx.writer:write",
             sniff=sniff,

@@ -38,6 +38,10 @@ class ConversionError(Exception):
     """A layer the export cannot express (the writer names the layer and its class)."""
 
 
+#: Ops whose outputs are not float results to round (indices, shapes, casts).
+_NOT_ROUNDED = frozenset({"Cast", "Shape", "Size", "ArgMax", "ArgMin", "NonZero"})
+
+
 def to_first(rank: int) -> list[int]:
     return [0, rank - 1, *range(1, rank - 1)]
 
@@ -57,6 +61,10 @@ class Builder:
     _layouts: dict[tuple[str, bool], Value] = field(default_factory=dict)
     _constants: dict[tuple, str] = field(default_factory=dict)
     scope: str = ""  # the Keras layer being converted: names its nodes
+    # Within a layer computing in float16 (mixed precision), every op's float result is rounded
+    # to float16: the graph stays float32 but gives Keras' float16 numbers (TensorFlow's CPU
+    # kernels compute each float16 op in float32 and round once).
+    half: bool = False
 
     # -- names -----------------------------------------------------------------------------
     def fresh(self, hint: str) -> str:
@@ -78,7 +86,23 @@ class Builder:
                                                            for i in range(outputs)]
         attrs = {k: v for k, v in attrs.items() if v is not None}
         self.nodes.append(proto.node(op_type, inputs, names, self.fresh(prefix), **attrs))
+        if self.half and not isinstance(outputs, list) and op_type not in _NOT_ROUNDED:
+            return [self._round(name) for name in names]
         return names
+
+    def _round(self, name: str) -> str:
+        """``name`` rounded to float16 and held as float32 again: what Keras' float16 op gives."""
+        half = self.fresh(f"{name}:f16")
+        back = self.fresh(f"{name}:rounded")
+        self.nodes.append(proto.node("Cast", [name], [half], self.fresh(f"{half}/Cast"), to=10))
+        self.nodes.append(proto.node("Cast", [half], [back], self.fresh(f"{back}/Cast"), to=1))
+        return back
+
+    def rounded(self, value: Value) -> Value:
+        """A float value rounded to float16 (a mixed-precision layer's inputs and outputs)."""
+        if value.dtype not in ("float32", "float16"):
+            return value
+        return Value(self._round(value.name), value.shape, value.dtype, value.channels_first)
 
     def op1(self, op_type: str, inputs: Iterable[str], **attrs: Any) -> str:
         return self.op(op_type, inputs, 1, **attrs)[0]

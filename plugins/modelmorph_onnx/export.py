@@ -23,6 +23,7 @@ class Call:
     args: list  # the call's positional arguments, tensors as Values
     kwargs: dict
     dialect: str  # "keras2" or "keras3": the defaults of the library that wrote the model
+    half: bool = False  # the layer computes in float16 (mixed precision): its weights are rounded to it
     _weights: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     @property
@@ -44,7 +45,10 @@ class Call:
         weight = self._weights.get(path)
         if weight is None:
             raise self.fail(f"has no weight {path!r}")
-        return weight.read()
+        value = weight.read()
+        if self.half and value.dtype.kind == "f":
+            return value.astype(np.float16).astype(value.dtype)
+        return value
 
     def has_weight(self, path: str) -> bool:
         return any(w.path == path for w in self.layer.weights)
@@ -62,6 +66,29 @@ Converter = Callable[[Call], "Value | list[Value]"]
 def is_feature_map(shape: tuple | None, dtype: str) -> bool:
     """Whether ``-O layout=nchw`` holds a graph input or output channels-first: float, rank >= 3."""
     return shape is not None and len(shape) >= 3 and dtype.startswith(("float", "bfloat"))
+
+
+#: Layers Keras computes in float32 even under a float16 policy (for stability): only their
+#: inputs and outputs are float16.
+FLOAT32_INSIDE = frozenset({"BatchNormalization", "LayerNormalization", "GroupNormalization", "Normalization"})
+
+
+def _computes_in_float16(layer: Layer) -> bool:
+    dtype = (layer.config or {}).get("dtype")
+    name = (dtype.get("config") or {}).get("name") if isinstance(dtype, dict) else dtype
+    return name in ("mixed_float16", "float16")
+
+
+def _map_values(value: Any, fn: Callable) -> Any:
+    if isinstance(value, Value):
+        return fn(value)
+    if isinstance(value, list):
+        return [_map_values(v, fn) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_map_values(v, fn) for v in value)
+    if isinstance(value, dict):
+        return {k: _map_values(v, fn) for k, v in value.items()}
+    return value
 
 
 def _leaves(value: Any):
@@ -181,9 +208,17 @@ class Exporter:
         if layer.submodel is not None:
             return self.model(layer.submodel, [v for v in _leaves(args) if isinstance(v, Value)])
         converter = self.converter(layer)
+        half = _computes_in_float16(layer)
         self.b.scope = layer.name
         try:
-            result = converter(Call(self.b, layer, args, kwargs, self.dialect))
+            if half:  # Keras casts a float16 layer's float inputs, and its weights, to float16
+                args = _map_values(args, self.b.rounded)
+                kwargs = _map_values(kwargs, self.b.rounded)
+            self.b.half = half and layer.class_name not in FLOAT32_INSIDE
+            result = converter(Call(self.b, layer, args, kwargs, self.dialect, half=self.b.half))
         finally:
-            self.b.scope = ""
-        return result if isinstance(result, list) else [result]
+            self.b.scope, self.b.half = "", False
+        result = result if isinstance(result, list) else [result]
+        if half and layer.class_name in FLOAT32_INSIDE:
+            result = [self.b.rounded(v) for v in result]
+        return result

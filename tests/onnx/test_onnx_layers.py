@@ -90,6 +90,11 @@ def _cases(keras):
             L.Flatten()(L.Bidirectional(L.LSTM(2, return_sequences=True))(a))])),
         "rnn_states": lambda: two((6, 3), (6, 3), lambda a, b: L.Concatenate()([
             *L.LSTM(3, return_state=True)(a), *L.GRU(2, return_state=True)(b)])),
+        "mixed_float16": lambda: seq((6, 6, 3), L.Conv2D(4, 3, dtype="mixed_float16"),
+                                     L.BatchNormalization(dtype="mixed_float16"), L.ReLU(dtype="mixed_float16"),
+                                     L.Flatten(dtype="mixed_float16"), L.Dense(5, activation="tanh",
+                                                                              dtype="mixed_float16"),
+                                     L.Dense(3, dtype="float32")),
         "attention": lambda: two((4, 6), (5, 7), lambda a, b: L.Flatten()(mha(a, b))),
         "self_attention_no_bias": lambda: seq((4, 6), L.Dense(6), _SelfAttention(L.MultiHeadAttention(
             2, 3, use_bias=False, output_shape=5)), L.Flatten()),
@@ -129,7 +134,8 @@ CASES = [
     "transposed", "transposed_1d_3d", "pools_2d", "reshaping", "pad_crop_upsample_1d_3d", "bilinear_upsampling",
     "merging", "dot_3d", "cnn_merge_channels_first_inside", "normalization", "embedding", "lstm_variants",
     "gru_simple_rnn", "bidirectional_modes", "rnn_states", "attention", "self_attention_no_bias", "einsum_dense",
-    "group_unit_normalization", "dense_attention", "time_distributed", "resizing_center_crop", "keras_ops"]
+    "group_unit_normalization", "dense_attention", "time_distributed", "resizing_center_crop", "keras_ops",
+    "mixed_float16"]
 
 
 def _keras_ops(keras, h, y):

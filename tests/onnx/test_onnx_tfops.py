@@ -92,11 +92,28 @@ def _cases(K, tf):
         a = L.Activation("hard_sigmoid", name="act_hard")(L.Dense(5, name="pre3")(x) * 4.0)
         return K.Model([x, s], [h, h2, g1, g2, g3, lstm, a], name="keras2_semantics")
 
+    def keras2_layers():
+        """This issue's layers as tf_keras writes them (Keras 2 names, weights and defaults)."""
+        q, v, i = K.Input((4, 6), name="q"), K.Input((5, 6), name="v"), K.Input((8, 9, 3), name="i")
+        flat = L.Flatten
+        return K.Model([q, v, i], [
+            flat()(L.Attention(use_scale=True, score_mode="concat")([q, v])),
+            flat()(L.Attention()([q, v, L.Dense(6)(v)])),
+            flat()(L.AdditiveAttention()([q, v])),
+            flat()(L.TimeDistributed(L.Dense(3, activation="hard_sigmoid"))(q)),
+            flat()(L.EinsumDense("abc,cd->abd", output_shape=(4, 5), bias_axes="d", activation="relu")(q)),
+            flat()(L.UnitNormalization()(q)),
+            flat()(L.GroupNormalization(3)(L.Dense(6)(q))),
+            flat()(L.Resizing(5, 6)(i)),
+            flat()(L.Resizing(11, 13, interpolation="nearest")(i)),
+            flat()(L.CenterCrop(5, 4)(i)),
+        ], name="keras2_layers")
+
     return {"tensor_ops": tensor_ops, "slicing": slicing, "cnn_with_tf_ops": cnn_with_tf_ops,
-            "keras2_semantics": keras2_semantics}
+            "keras2_semantics": keras2_semantics, "keras2_layers": keras2_layers}
 
 
-CASES = ["tensor_ops", "slicing", "cnn_with_tf_ops", "keras2_semantics"]
+CASES = ["tensor_ops", "slicing", "cnn_with_tf_ops", "keras2_semantics", "keras2_layers"]
 
 
 def _inputs(model, rng) -> dict:
@@ -109,12 +126,15 @@ def test_tf_keras_models_export(case, opset, tf_keras, tmp_path):
     ort, onnx, tf = require("onnxruntime"), require("onnx"), require("tensorflow")
     tf_keras.utils.set_random_seed(7)
     model = _cases(tf_keras, tf)[case]()
+    rng = np.random.default_rng(5)
+    for variable in model.weights:  # biases, scales and offsets away from their 0/1 initial values
+        if variable.name.split("/")[-1].split(":")[0] in ("bias", "gamma", "beta", "scale", "concat_score_weight"):
+            variable.assign(rng.uniform(-1.5, 1.5, variable.shape).astype("float32"))
     source = tmp_path / f"{case}.h5"
     model.save(source)
     out = tmp_path / f"{case}.onnx"
     modelmorph.convert(source, out, options={"opset": opset})
     onnx.checker.check_model(str(out), full_check=True)
-    rng = np.random.default_rng(5)
     inputs = _inputs(model, rng)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == list(inputs)

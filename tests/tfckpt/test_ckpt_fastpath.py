@@ -30,7 +30,7 @@ JOBS = {
 }
 
 plain_path = pytest.mark.skipif(os.environ.get("MODELMORPH_HDF5", "").strip().lower() == "h5py",
-                                reason="MODELMORPH_HDF5=h5py: the .keras writer goes through h5py")
+                                reason="MODELMORPH_HDF5=h5py: .keras files are read and written through h5py")
 
 
 def _all_weights(model: modelmorph.Model) -> dict[str, modelmorph.Weight]:
@@ -132,6 +132,7 @@ def test_a_flipped_byte_in_a_copied_tensor_is_a_read_error(name, tmp_path, capsy
             w.raw.file.fileno()
 
 
+@plain_path
 def test_writing_a_checkpoint_copies_stored_bytes(tmp_path):
     """Checkpoint → checkpoint and .keras → checkpoint copy the tensors too (no numpy): the same
     keys, bytes and CRC-32C as the source's."""

@@ -381,6 +381,7 @@ class _H5pyDataset(Dataset):
     def weight(self, path: str, trainable: bool = True) -> Weight:
         from . import hdf5
 
+        self._file.charge(self.obj)
         weight = hdf5.weight_from_dataset(self.obj, path, self._file.source, trainable)
         weight.loader = self._guarded(weight.loader)
         return weight
@@ -401,6 +402,7 @@ class _H5pyDataset(Dataset):
         from . import hdf5
 
         hdf5.check_dataset(self.obj, self._file.source)
+        self._file.charge(self.obj)
         if self.dtype == "string" and self.obj.dtype.kind != "S":
             raise ReadError(self._file.source, f"dataset {self.name!r} holds variable-length strings, not bytes")
         try:
@@ -424,6 +426,24 @@ class _H5pyFile(_H5pyGroup, H5File):
     def __init__(self, h5: "h5py.File", window: "_Window | None", source: str | Path):
         super().__init__(self, "", h5)
         self._h5, self._window, self.source = h5, window, source
+        self._charged: set[str] = set()  # datasets whose inflation is counted
+        self._inflation, self._max_inflation = 0, None
+
+    def charge(self, ds: "h5py.Dataset") -> None:
+        """Count what a compressed dataset expands to (once each) against the file's limit
+        (``hdf5.max_inflate``), before any of it is read."""
+        from . import hdf5
+
+        if ds.name in self._charged:
+            return
+        self._charged.add(ds.name)
+        if self._max_inflation is None:
+            self._max_inflation = hdf5.max_inflate()
+        self._inflation += hdf5.inflation(ds)
+        if self._inflation > self._max_inflation:
+            raise ReadError(self.source, f"compressed datasets expand to {self._inflation} bytes more than they "
+                                         f"store (at {ds.name!r}), beyond the {self._max_inflation} modelmorph "
+                                         f"allows ({hdf5.INFLATE_ENV} raises it)")
 
     @classmethod
     def open(cls, path: str | Path, start: int, size: int | None, source: str | Path, what: str | None,

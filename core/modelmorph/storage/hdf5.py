@@ -23,6 +23,35 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 #: A dataset declaring more than this while storing under 1/1000 of it is a "shape bomb".
 BOMB_MIN_BYTES = 16 * 1024 * 1024
 BOMB_RATIO = 1000
+#: Compressed (filtered) datasets of one file may together expand to at most this many bytes
+#: beyond what they store: a gzip of zeros passes the ratio rule at 1 GB for 5 MB, and numpy
+#: holds a tensor whole when it is read. Keras never compresses; ``MODELMORPH_MAX_INFLATE``
+#: (a size: ``2GB``) raises the limit for a trusted file that needs more.
+MAX_INFLATE = 512 * 1024 * 1024
+INFLATE_ENV = "MODELMORPH_MAX_INFLATE"
+
+
+def max_inflate() -> int:
+    """The inflation limit: ``MODELMORPH_MAX_INFLATE`` when set, else :data:`MAX_INFLATE`."""
+    import os
+
+    from ..errors import UsageError
+    from ..options import parse_size
+
+    text = os.environ.get(INFLATE_ENV, "").strip()
+    if not text:
+        return MAX_INFLATE
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise UsageError(f"{INFLATE_ENV} {exc}") from None
+
+
+def inflation(ds: "h5py.Dataset") -> int:
+    """Bytes a filtered (compressed) dataset expands to beyond what it stores; 0 unfiltered."""
+    if ds.id.get_create_plist().get_nfilters() == 0:
+        return 0
+    return max(0, declared_nbytes(ds) - ds.id.get_storage_size())
 
 
 def is_hdf5_header(header: bytes) -> bool:

@@ -18,18 +18,20 @@ def _axis(call: Call, x: Value) -> int:
 
 
 def batch_normalization(call: Call) -> Value:
-    """Folded into one Mul and one Add (any layout): gamma / sqrt(var + eps), beta - mean * that."""
+    """Folded into one Mul and one Add (any layout) as TensorFlow folds it, in float32:
+    inv = rsqrt(var + eps) * gamma, then x * inv + (beta - mean * inv)."""
     b, x, c = call.b, call.x, call.config
-    mean, var = call.weight("moving_mean").astype(np.float64), call.weight("moving_variance").astype(np.float64)
-    gamma = call.weight("gamma").astype(np.float64) if c.get("scale", True) else np.ones_like(mean)
-    beta = call.weight("beta").astype(np.float64) if c.get("center", True) else np.zeros_like(mean)
-    scale = gamma / np.sqrt(var + float(c.get("epsilon", 1e-3)))
+    f32 = np.float32
+    mean, var = call.weight("moving_mean").astype(f32), call.weight("moving_variance").astype(f32)
+    gamma = call.weight("gamma").astype(f32) if c.get("scale", True) else np.ones_like(mean)
+    beta = call.weight("beta").astype(f32) if c.get("center", True) else np.zeros_like(mean)
+    scale = (f32(1) / np.sqrt(var + f32(c.get("epsilon", 1e-3)))) * gamma
     shift = beta - mean * scale
     axis = b.physical_axis(x, _axis(call, x))
     shape = [1] * (x.rank - 1)
     shape[axis - 1] = -1  # no batch axis in the constants
-    y = b.op1("Mul", [x.name, b.weight(scale.astype(np.float32).reshape(shape), "scale")])
-    y = b.op1("Add", [y, b.weight(shift.astype(np.float32).reshape(shape), "shift")])
+    y = b.op1("Mul", [x.name, b.weight(scale.reshape(shape), "scale")])
+    y = b.op1("Add", [y, b.weight(shift.reshape(shape), "shift")])
     return b.like(x, y)
 
 

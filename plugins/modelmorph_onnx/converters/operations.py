@@ -63,10 +63,6 @@ def _ints(call: Call, value, what: str) -> list[int]:
     return list(values)
 
 
-def _known(shape: tuple | None, *axes: int) -> bool:
-    return shape is not None and all(shape[a] is not None for a in axes)
-
-
 def matmul(call: Call) -> Value:
     b = call.b
     operands = list(call.args)[:2]
@@ -162,8 +158,8 @@ def clip(call: Call) -> Value:
         if value is not None and not isinstance(value, (int, float)):
             raise call.fail(f"a clip bound that is not a number ({value!r:.60}) is not exported")
         bounds.append("" if value is None else b.const(_constant(call, value, x.dtype), key))
-    if x.dtype not in ("float32", "float64", "float16"):
-        raise call.fail(f"clip of a {x.dtype} tensor is not exported yet")
+    if x.dtype in ("bool", "string"):
+        raise call.fail(f"clip of a {x.dtype} tensor is not exported")
     if bounds[0] and bounds[1] and c["x_min"] > c["x_max"]:
         raise call.fail("clip with x_min > x_max is not exported")
     return b.like(x, b.op1("Clip", [x.name, *bounds]))
@@ -222,7 +218,7 @@ def get_item(call: Call) -> Value:
     axis, out = 0, 0
     for k in expanded:
         if k is None:  # a new axis of size 1
-            new.append(0)
+            new.append(out)
             shape.append(1)
             out += 1
             continue

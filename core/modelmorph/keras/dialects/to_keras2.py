@@ -96,6 +96,9 @@ def _value_to_keras2(key: str, value: Any, diags: Diagnostics, name: str | None)
     if isinstance(value, dict) and "class_name" in value and "config" in value:
         if key in _LAYER_KEYS:
             return _layer_to_keras2(value, diags, functional=False, seq_names=set())
+        if not isinstance(value.get("module", ""), str) or not isinstance(value.get("config") or {}, dict) \
+                or not isinstance(value["class_name"], str):
+            return value  # not a serialized object: carried as the data it is
         kind = value.get("module", "").rpartition(".")[2]
         out = {"class_name": value["class_name"], "config": dict(value.get("config") or {})}
         accepted = layer_args()["keras2_objects"].get(f"{kind}.{value['class_name']}")
@@ -110,7 +113,8 @@ def _value_to_keras2(key: str, value: Any, diags: Diagnostics, name: str | None)
 def _dtype_to_keras2(config: dict, diags: Diagnostics, name: str | None) -> None:
     dtype = config.get("dtype")
     if isinstance(dtype, dict):
-        policy_name = str((dtype.get("config") or {}).get("name", "float32"))
+        policy = dtype.get("config")
+        policy_name = str((policy if isinstance(policy, dict) else {}).get("name", "float32"))
         if policy_name.startswith("mixed_"):
             config["dtype"] = {"class_name": "Policy", "config": {"name": policy_name}}
         else:
