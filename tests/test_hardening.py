@@ -230,3 +230,30 @@ def test_odd_nested_objects_do_not_crash_the_keras2_writer(tmp_path, key, value)
     src.write_text(json.dumps(cfg))
     run = run_cli("convert", src, tmp_path / "out.json", "-O", "dialect=keras2")
     assert run.code == 0 and "Traceback" not in run.stderr, run.stderr
+
+
+# -- 7. bugs the catch-all hid ---------------------------------------------------------------------
+
+def test_nul_byte_in_checkpoint_state_file(tmp_path):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(K2 / "ckpt" / "mlp_adam", folder)
+    (folder / "checkpoint").write_text('model_checkpoint_path: "ck\\000pt"\n')
+    run = run_cli("convert", folder, tmp_path / "out.weights.h5", "--arch", K2 / "mlp_adam.json")
+    assert run.code == 4 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "NUL byte" in run.stderr and "ValueError" not in run.stderr, run.stderr
+    assert not (tmp_path / "out.weights.h5").exists()
+
+
+def test_zip_entry_outside_the_archive(tmp_path):
+    data = bytearray((K3 / "mlp_adam.keras").read_bytes())
+    end = data.rindex(b"PK\x05\x06")
+    p = struct.unpack_from("<I", data, end + 16)[0]
+    while data[p:p + 4] == b"PK\x01\x02":
+        name_len, extra_len, comment_len = struct.unpack_from("<HHH", data, p + 28)
+        if data[p + 46:p + 46 + name_len] == b"model.weights.h5":
+            struct.pack_into("<I", data, p + 42, 0xFFFF_FF00)  # its local header "lies" at 4 GiB
+        p += 46 + name_len + extra_len + comment_len
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(bytes(data))
+    run = run_cli("convert", bad, tmp_path / "out.h5")
+    refused(run, bad, "the zip entry of 'model.weights.h5' lies outside the archive")

@@ -161,6 +161,9 @@ class ZipArchive:
         store.scan(self.h5)
 
     def _data_start(self, info: zipfile.ZipInfo) -> int:
+        size = os.fstat(self.raw.fileno()).st_size
+        if not 0 <= info.header_offset < size:  # a seek there fails with EINVAL, or reads nothing
+            raise ReadError(self.path, f"the zip entry of {info.filename!r} lies outside the archive")
         self.raw.seek(info.header_offset)
         header = self.raw.read(_LOCAL_HEADER.size)
         if len(header) < _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":

@@ -12,6 +12,7 @@ pytestmark = pytest.mark.interop
 CASES = [
     ("Dense", {"units": 5}, [(None, 7, 3)]),
     ("EinsumDense", {"equation": "ab,bc->ac", "output_shape": [4], "bias_axes": "c"}, [(None, 3)]),
+    ("EinsumDense", {"equation": "...b,bc->...c", "output_shape": 4, "bias_axes": "c"}, [(None, 5, 3)]),
     ("Embedding", {"input_dim": 10, "output_dim": 4}, [(None, 6)]),
     ("Conv1D", {"filters": 4, "kernel_size": 3, "padding": "causal", "dilation_rate": 2}, [(None, 11, 2)]),
     ("Conv2D", {"filters": 4, "kernel_size": 3, "strides": 2, "padding": "same"}, [(None, 9, 8, 3)]),

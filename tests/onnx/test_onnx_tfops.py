@@ -154,3 +154,22 @@ def test_the_leaky_relu_slope_survives_the_keras2_file(tf_keras, tmp_path):
     modelmorph.convert(tmp_path / "l.h5", tmp_path / "l.onnx")
     [node] = [n for n in onnx.load(str(tmp_path / "l.onnx")).graph.node if n.op_type == "LeakyRelu"]
     assert [round(a.f, 6) for a in node.attribute if a.name == "alpha"] == [0.1]
+
+
+@pytest.mark.parametrize("library", ["tf_keras", "keras3"])
+def test_unit_normalization_bounds_tiny_norms_as_each_keras_does(library, request, tmp_path):
+    """Keras 3 divides by the norm down to 1e-12; tf_keras' l2_normalize bounds the squared norm
+    by 1e-12 (the norm by 1e-6): on vectors that small the two differ by orders of magnitude."""
+    ort = require("onnxruntime")
+    K = request.getfixturevalue(library)
+    x = K.Input((4,), name="x")
+    model = K.Model(x, K.layers.UnitNormalization(name="unit")(x))
+    source = tmp_path / ("u.h5" if library == "tf_keras" else "u.keras")
+    model.save(source)
+    modelmorph.convert(source, tmp_path / "u.onnx")
+    tiny = np.random.default_rng(1).standard_normal((3, 4)).astype("float32") * np.float32(1e-8)
+    tiny[2] = 0.0
+    got = ort.InferenceSession(str(tmp_path / "u.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": tiny})
+    want = model.predict(tiny, verbose=0)
+    assert_close_to_recorded(got, [want], rtol=1e-4)
+    assert np.max(np.abs(want)) > 0.4 if library == "keras3" else np.max(np.abs(want)) < 0.1

@@ -12,6 +12,7 @@ does everything downstream of it. Recorded shapes are kept as they are.
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from typing import Any
 
 from ..ir import Layer, Model, TensorRef
@@ -44,21 +45,34 @@ def _infer(model: Model, given: list[tuple[tuple | None, str | None]] | None) ->
     for ref, value in zip(iter_refs(model.inputs), given or []):  # the caller's shapes win over placeholders
         if value[0] is not None:
             known[(ref.layer, ref.node_index, ref.tensor_index)] = value
-    for _ in range(len(model.layers)):  # configs list layers in call order; a few passes cover any other
-        progress = False
-        for layer in model.layers:
-            for index, node in enumerate(layer.nodes):
-                if (layer.name, index, 0) in known:
-                    continue
-                inputs = [_lookup(known, ref) for ref in iter_refs(node.args)]
-                if not inputs or any(shape is None for shape, _ in inputs):
-                    continue
-                outputs = _call(layer, node, inputs)
-                for k, value in enumerate(outputs):
-                    known[(layer.name, index, k)] = value
-                progress = progress or bool(outputs)
-        if not progress:
-            break
+    # Each call runs once, when the shapes of all its inputs are known: linear in the graph's size
+    # whatever order the config lists layers in (a hostile config cannot make this quadratic).
+    waiting: dict[Key, list[tuple[int, int]]] = {}
+    unknown: dict[tuple[int, int], int] = {}
+    ready: deque[tuple[int, int]] = deque()
+    for li, layer in enumerate(model.layers):
+        for ni, node in enumerate(layer.nodes):
+            refs = list(iter_refs(node.args))
+            missing = {_key(r) for r in refs if _lookup(known, r)[0] is None}
+            for key in missing:
+                waiting.setdefault(key, []).append((li, ni))
+            if missing:
+                unknown[(li, ni)] = len(missing)
+            elif refs:
+                ready.append((li, ni))
+    while ready:
+        li, ni = ready.popleft()
+        layer, node = model.layers[li], model.layers[li].nodes[ni]
+        outputs = _call(layer, node, [_lookup(known, ref) for ref in iter_refs(node.args)])
+        for k, value in enumerate(outputs):
+            key = (layer.name, ni, k)
+            if key in known or value[0] is None:
+                continue
+            known[key] = value
+            for waiter in waiting.pop(key, ()):
+                unknown[waiter] -= 1
+                if not unknown[waiter]:
+                    ready.append(waiter)
     for layer in model.layers:
         for node in layer.nodes:
             node.args = _annotate(node.args, known)
@@ -115,6 +129,10 @@ def _input(layer: Layer) -> tuple[tuple | None, str | None]:
     shape = described.output_shape(layer.config or {}, []) if described and described.output_shape else None
     dtype = described.output_dtype(layer.config or {}, []) if described and described.output_dtype else None
     return shape, dtype
+
+
+def _key(ref: TensorRef) -> Key:
+    return ref.layer, ref.node_index, ref.tensor_index
 
 
 def _lookup(known: Known, ref: TensorRef) -> tuple[tuple | None, str | None]:

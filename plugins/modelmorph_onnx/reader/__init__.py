@@ -75,8 +75,8 @@ def _shapes(src: Onnx) -> dict[str, tuple]:
                 if not 0 <= d.dim_value <= MAX_DIM:
                     raise ReadError(src.path, f"tensor {vi.name!r} declares a dimension of {d.dim_value} (refused)")
                 dims.append(int(d.dim_value))
-            else:
-                dims.append(d.dim_param or None)
+            else:  # dim 0 is the batch (the importer keeps it apart everywhere): one symbol for it
+                dims.append("N" if not dims else None)
         shapes[vi.name] = tuple(dims)
     for init in model.graph.initializer:
         shapes.setdefault(init.name, tuple(int(d) for d in init.dims))

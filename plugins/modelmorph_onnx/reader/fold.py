@@ -85,6 +85,7 @@ def fold(path: Path, node, values: dict[str, np.ndarray], shapes: dict[str, tupl
     out = fn(inputs, a, opset)
     out = out if isinstance(out, list) else [out]
     out = [v if isinstance(v, np.ndarray) else np.array(v, dtype=object if isinstance(v, str) else None) for v in out]
+    out = [v.astype(np.int64) if v.dtype == object and not any(isinstance(e, str) for e in v.flat) else v for v in out]
     for value in out:
         if value.size > MAX_FOLDED:
             raise ReadError(path, f"node {node.name!r} ({op}) computes a constant of {value.size} values (refused)")

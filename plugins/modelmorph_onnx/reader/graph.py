@@ -113,7 +113,7 @@ class Graph:
         if weights:
             self.weights[name] = weights
         t = T(self._record(name, shape, cl, dtype), shape, dtype, cl)
-        self.tensors[out] = t
+        self.alias(out, t)
         return t
 
     def _arg(self, a: Any) -> Any:
@@ -238,6 +238,10 @@ class Graph:
 
     def alias(self, out: str, t: T) -> None:
         self.tensors[out] = t
+        known = self.shapes.get(out)
+        if known is None or len(known) != t.rank or any(k is None for k in known[1:]):
+            # what we computed is what later Shape nodes fold (dim 0 is the batch everywhere)
+            self.shapes[out] = tuple("N" if i == 0 and d is None else d for i, d in enumerate(t.shape))
 
     # -- the end ---------------------------------------------------------------------------
     def finish(self) -> tuple[list, list, list]:
@@ -257,7 +261,7 @@ class Graph:
                 t = self._identity(t, want)
             outputs.append(t.record["config"]["keras_history"])
         inputs = [self.tensors[n].record["config"]["keras_history"] for n in input_names]
-        return self.entries, inputs, outputs
+        return _keras_order(self.entries, [i[0] for i in inputs], [o[0] for o in outputs]), inputs, outputs
 
     def to_onnx_order_named(self, t: T, want: str) -> T:
         self.names.discard(want)
@@ -275,6 +279,59 @@ class Graph:
                              "config": {"name": name, **config}, "name": name,
                              "inbound_nodes": [{"args": [t.record], "kwargs": {}}]})
         return T(self._record(name, t.shape, cl, t.dtype), t.shape, t.dtype, cl)
+
+
+def _keras_order(entries: list[dict], inputs: list[str], outputs: list[str]) -> list[dict]:
+    """The layers in the order Keras 3 lists them when it rebuilds the model (its `map_graph`:
+    by depth from the outputs, deepest first, ties in first-visit order of a depth-first walk
+    from the outputs). Keras saves weights by position in that list, so the config must
+    already be in it. Every layer here is called once."""
+    by_name = {e["name"]: e for e in entries}
+
+    def parents(name: str) -> list[str]:
+        out: list[str] = []
+
+        def walk(value):
+            if isinstance(value, dict) and value.get("class_name") == "__keras_tensor__":
+                out.append(value["config"]["keras_history"][0])
+            elif isinstance(value, dict):
+                for k in sorted(value):  # tree.flatten visits dict keys sorted
+                    walk(value[k])
+            elif isinstance(value, list):
+                for v in value:
+                    walk(v)
+        for node in by_name[name]["inbound_nodes"]:
+            walk(node["args"])
+            walk(node["kwargs"])
+        return out
+
+    index: dict[str, int] = {}
+    finished: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> None:  # iterative would be kinder to deep graphs; Keras recurses too
+        if name in done:
+            return
+        index.setdefault(name, len(index))
+        for parent in parents(name):
+            visit(parent)
+        done.add(name)
+        finished.append(name)
+
+    for name in outputs:
+        visit(name)
+    node_depth: dict[str, int] = {}
+    depth_of: dict[str, int] = {}
+    for name in reversed(finished):
+        depth = max(node_depth.setdefault(name, 0), depth_of.get(name, 0))
+        depth_of[name] = node_depth[name] = depth
+        for parent in parents(name):
+            node_depth[parent] = max(depth + 1, node_depth.get(parent, 0))
+    for name in inputs:
+        if name not in depth_of:
+            depth_of[name], index[name] = 0, -1
+    order = sorted(depth_of, key=lambda n: (-depth_of[n], index[n]))
+    return [by_name[n] for n in order]
 
 
 # -- converters ----------------------------------------------------------------------------------
@@ -362,7 +419,10 @@ def conv(g: Graph, node, a: dict) -> None:
         class_name = f"Conv{n}D"
         config.update(filters=out_channels, groups=group)
     weights = [kernel_value] + ([bias] if bias is not None else [])
-    g.layer(node, class_name, config, [x], node.output[0], g.shape(node.output[0]), cl=True, weights=weights)
+    sizes = [None if sz is None else (-(-sz // s) if padding == "same" else (sz - d * (k - 1) - 1) // s + 1)
+             for sz, k, s, d in zip(x.shape[2:], kernel, strides, dilations)]
+    g.layer(node, class_name, config, [x], node.output[0], (x.shape[0], out_channels, *sizes), cl=True,
+            weights=weights)
 
 
 def gemm(g: Graph, node, a: dict) -> None:
@@ -386,7 +446,7 @@ def _dense(g: Graph, node, x: T, kernel: np.ndarray, bias, out: str) -> None:
     x = _flat_order(g, node, x)
     weights = [kernel] + ([np.ascontiguousarray(bias).astype(kernel.dtype)] if bias is not None else [])
     g.layer(node, "Dense", {"units": int(kernel.shape[1]), "activation": "linear", "use_bias": bias is not None},
-            [x], out, g.shape(out), weights=weights)
+            [x], out, (*x.shape[:-1], int(kernel.shape[1])), weights=weights)
 
 
 def matmul(g: Graph, node, a: dict) -> None:
@@ -513,11 +573,18 @@ def _pool(kind: str):
         if len([o for o in node.output if o]) > 1:
             raise Unsupported("the Indices output")
         x = g.to_cl(g.tensor(node.input[0]), node)
-        out_shape = g.shape(node.output[0])
-        sizes, outs = x.shape[2:], out_shape[2:]
-        if any(not isinstance(s, int) for s in (*sizes, *outs)):
+        sizes = x.shape[2:]
+        if any(not isinstance(s, int) for s in sizes):
             raise Unsupported("dynamic spatial dimensions")
         begins, ends = _spatial_pads(g, node, a, x, kernel, strides, dilations)
+        outs = []
+        for sz, k, s, b, e in zip(sizes, kernel, strides, begins, ends):
+            span = sz + b + e - k
+            o = (-(-span // s) if a.get("ceil_mode") else span // s) + 1
+            if a.get("ceil_mode") and (o - 1) * s >= sz + b:  # the last window must start inside
+                o -= 1
+            outs.append(o)
+        out_shape = (*x.shape[:2], *outs)
         # The end padding actually read (ceil_mode may read past the declared pads, floor less).
         used = [(o - 1) * s + k - sz - b for o, s, k, sz, b in zip(outs, strides, kernel, sizes, begins)]
         ends = [max(u, 0) for u in used]
@@ -556,6 +623,34 @@ def _global_pool(kind: str):
     return convert
 
 
+def _reduce(kind: str, op: str):
+    def convert(g: Graph, node, a: dict) -> None:
+        x = g.tensor(node.input[0])
+        if len(node.input) > 1 and node.input[1]:  # axes became an input (opset 18; ReduceSum 13)
+            axes = g.const(node.input[1])
+            if axes is None:
+                raise Unsupported("computed axes")
+            axes = [int(v) for v in axes.reshape(-1)]
+        else:
+            axes = a.get("axes")
+        if not axes:
+            raise Unsupported("a reduction over every axis (the batch included)")
+        axes = sorted(ax % x.rank for ax in axes)
+        if 0 in axes:
+            raise Unsupported("a reduction over the batch axis")
+        keep = bool(a.get("keepdims", 1))
+        out_shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape)) if keep else \
+            tuple(d for i, d in enumerate(x.shape) if i not in axes)
+        if kind and x.rank >= 3 and axes == list(range(2, x.rank)):  # global pooling
+            x = g.to_cl(x, node)
+            g.layer(node, f"Global{kind}Pooling{x.rank - 2}D", {"keepdims": keep}, [x], node.output[0], out_shape,
+                    cl=keep)
+            return
+        g.layer(node, op, {"axis": [_keras_axis(x, ax) for ax in axes], "keepdims": keep}, [x], node.output[0],
+                out_shape, cl=x.cl and keep, module="keras.src.ops.numpy")
+    return convert
+
+
 def flatten(g: Graph, node, a: dict) -> None:
     x = g.tensor(node.input[0])
     axis = int(a.get("axis", 1)) % max(x.rank, 1)
@@ -566,7 +661,9 @@ def flatten(g: Graph, node, a: dict) -> None:
         return
     if not x.trivial:
         x = g.to_onnx_order(x, node)
-    g.layer(node, "Flatten", {}, [x], node.output[0], g.shape(node.output[0]))
+    rest = x.shape[1:]
+    g.layer(node, "Flatten", {}, [x], node.output[0],
+            (x.shape[0], math.prod(rest) if all(isinstance(d, int) for d in rest) else None))
 
 
 def reshape(g: Graph, node, a: dict) -> None:
@@ -586,11 +683,15 @@ def _reshape_to(g: Graph, node, x: T, target: list, out: str) -> None:
     batch_kept = (first == 0 or (isinstance(first, str) and first == (g.shapes.get(node.input[0]) or [None])[0])
                   or (in_shape[0] is not None and first == in_shape[0]))
     rest = [in_shape[i + 1] if d == 0 else d for i, d in enumerate(target[1:])]
+    batch_kept = batch_kept or first == "N"
     if first == -1 and all(isinstance(d, int) and d > 0 for d in rest) and all(isinstance(d, int) for d in in_shape[1:]):
         batch_kept = math.prod(rest) == math.prod(in_shape[1:])
     if not batch_kept or any(not isinstance(d, int) for d in rest):
         raise Unsupported(f"target {[str(d) for d in target]} does not keep the batch dimension apart")
-    if out_shape is not None and all(isinstance(d, int) for d in out_shape[1:]):
+    if -1 in rest and all(isinstance(d, int) for d in in_shape[1:]):
+        known = math.prod(d for d in rest if d != -1)
+        rest = [math.prod(in_shape[1:]) // known if d == -1 else d for d in rest]
+    elif out_shape is not None and all(isinstance(d, int) for d in out_shape[1:]):
         rest = list(out_shape[1:])
     if not x.trivial:
         x = g.to_onnx_order(x, node)
@@ -630,12 +731,18 @@ def squeeze_unsqueeze(g: Graph, node, a: dict) -> None:
         axes = [int(v) for v in axes.reshape(-1)]
     else:
         axes = a.get("axes")
-    out_shape = g.shape(node.output[0])
-    rank = len(out_shape) if node.op_type == "Unsqueeze" else x.rank
     if axes is None and node.op_type == "Squeeze":
         axes = [i for i, d in enumerate(x.shape) if d == 1]
-    if any(ax % rank == 0 for ax in axes):
+    rank = x.rank + len(axes) if node.op_type == "Unsqueeze" else x.rank
+    axes = sorted(ax % rank for ax in axes)
+    if 0 in axes:
         raise Unsupported("the batch axis is squeezed or inserted")
+    if node.op_type == "Squeeze":
+        out_shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
+    else:
+        out_shape = list(x.shape)
+        for ax in axes:
+            out_shape.insert(ax, 1)
     if any(d is None for d in out_shape[1:]):
         raise Unsupported("dynamic dimensions")
     _reshape_to(g, node, x, [0, *out_shape[1:]], node.output[0])
@@ -674,7 +781,7 @@ def binary(g: Graph, node, a: dict) -> None:
             x, y = g.to_cl(x, node), g.to_cl(y, node)
         elif x.rank != y.rank:
             x, y = g.to_onnx_order(x, node), g.to_onnx_order(y, node)
-        shape = tuple(out_shape) if out_shape else x.shape
+        shape = _broadcast(x.shape, y.shape, out_shape)
         same = x.shape == y.shape and node.op_type in _MERGE
         if same:
             g.layer(node, _MERGE[node.op_type], {}, [[x, y]], node.output[0], shape, cl=x.cl)
@@ -696,8 +803,18 @@ def binary(g: Graph, node, a: dict) -> None:
             c = c.transpose(_perm_cl(x.rank))
         operand = {"class_name": "__numpy__", "config": {"value": c.tolist(), "dtype": c.dtype.name}}
     args = [x, operand] if index == 0 else [operand, x]
-    shape = tuple(out_shape) if out_shape else x.shape
+    shape = _broadcast(x.shape, c.shape if c.size > 1 else (), out_shape)
     g.layer(node, _OPS[node.op_type], {}, args, node.output[0], shape, cl=x.cl, module="keras.src.ops.numpy")
+
+
+def _broadcast(a: tuple, b: tuple, inferred: tuple | None) -> tuple:
+    """Numpy's broadcast of two shapes (None: unknown), completed by what inference found."""
+    rank = max(len(a), len(b))
+    a, b = (None,) * 0 + (1,) * (rank - len(a)) + tuple(a), (1,) * (rank - len(b)) + tuple(b)
+    dims = [x if y == 1 else y if x == 1 else x if x is not None else y for x, y in zip(a, b)]
+    if inferred is not None and len(inferred) == rank:
+        dims = [d if d is not None else i for d, i in zip(dims, inferred)]
+    return tuple(dims)
 
 
 def _gelu_pattern(g: Graph, div) -> bool:
@@ -744,8 +861,11 @@ def concat(g: Graph, node, a: dict) -> None:
         tensors = [g.to_cl(t, node) for t in tensors]
     else:
         tensors = [g.to_onnx_order(t, node) for t in tensors]
+    sizes = [t.shape[axis] for t in tensors]
+    shape = list(tensors[0].shape)
+    shape[axis] = sum(sizes) if all(isinstance(d, int) for d in sizes) else None
     g.layer(node, "Concatenate", {"axis": _keras_axis(tensors[0], axis)}, [tensors], node.output[0],
-            g.shape(node.output[0]), cl=tensors[0].cl)
+            tuple(shape), cl=tensors[0].cl)
 
 
 def pad(g: Graph, node, a: dict) -> None:
@@ -770,7 +890,22 @@ def pad(g: Graph, node, a: dict) -> None:
     x = g.to_cl(x, node)
     n = r - 2
     padding = [begins[2], ends[2]] if n == 1 else [[b, e] for b, e in zip(begins[2:], ends[2:])]
-    g.layer(node, f"ZeroPadding{n}D", {"padding": padding}, [x], node.output[0], g.shape(node.output[0]), cl=True)
+    shape = (*x.shape[:2], *[None if d is None else d + b + e for d, b, e in zip(x.shape[2:], begins[2:], ends[2:])])
+    g.layer(node, f"ZeroPadding{n}D", {"padding": padding}, [x], node.output[0], shape, cl=True)
+
+
+def _resize_scales(g: Graph, node, a: dict, x: T) -> list[float]:
+    """Per-axis factors from `scales` (an attribute before opset 9, then an input) or `sizes`."""
+    if node.op_type == "Upsample" and g.opset < 9:
+        return [float(v) for v in a["scales"]]
+    index = 1 if node.op_type == "Upsample" or g.opset < 11 else 2
+    scales = g.const(node.input[index]) if len(node.input) > index and node.input[index] else None
+    if scales is not None and scales.size:
+        return [float(v) for v in scales.reshape(-1)]
+    sizes = g.const(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+    if sizes is None or any(d is None for d in x.shape[1:]):
+        raise Unsupported("computed scales or sizes")
+    return [1.0] + [float(o) / i for o, i in zip(sizes.reshape(-1)[1:], x.shape[1:])]
 
 
 def resize(g: Graph, node, a: dict) -> None:
@@ -783,10 +918,7 @@ def resize(g: Graph, node, a: dict) -> None:
         nearest = a.get("nearest_mode", "round_prefer_floor")
         if (ctm, nearest) != ("asymmetric", "floor"):
             raise Unsupported(f"coordinate_transformation_mode {ctm!r} with nearest_mode {nearest!r}")
-    out_shape = g.shape(node.output[0])
-    if any(d is None for d in (*x.shape[1:], *out_shape[1:])):
-        raise Unsupported("dynamic dimensions")
-    scales = [o / i for o, i in zip(out_shape, x.shape)]
+    scales = _resize_scales(g, node, a, x)
     if scales[1] != 1 or any(s != int(s) or s < 1 for s in scales[2:]):
         raise Unsupported(f"scales {scales[1:]} (only whole spatial factors are read)")
     n = x.rank - 2
@@ -797,6 +929,7 @@ def resize(g: Graph, node, a: dict) -> None:
     config = {"size": size[0]} if n == 1 else {"size": size}
     if n == 2:
         config["interpolation"] = "nearest"
+    out_shape = (*x.shape[:2], *[None if d is None else d * s for d, s in zip(x.shape[2:], size)])
     g.layer(node, f"UpSampling{n}D", config, [x], node.output[0], out_shape, cl=True)
 
 
@@ -811,6 +944,7 @@ CONVERTERS = {
     "Reciprocal": _unary_op("Reciprocal"), "Floor": _unary_op("Floor"), "Ceil": _unary_op("Ceil"),
     "MaxPool": _pool("Max"), "AveragePool": _pool("Average"),
     "GlobalAveragePool": _global_pool("Average"), "GlobalMaxPool": _global_pool("Max"),
+    "ReduceMean": _reduce("Average", "Mean"), "ReduceMax": _reduce("Max", "Max"), "ReduceSum": _reduce("", "Sum"),
     "Flatten": flatten, "Reshape": reshape, "Transpose": transpose, "Squeeze": squeeze_unsqueeze,
     "Unsqueeze": squeeze_unsqueeze, "Identity": identity, "Dropout": identity, "Cast": cast,
     "Add": binary, "Sub": binary, "Mul": binary, "Div": binary, "Pow": binary, "Max": binary, "Min": binary,

@@ -1111,6 +1111,8 @@ def _resolve_folder(folder: str) -> str:
         name = state.model_checkpoint_path
         if not name:
             raise BundleError("checkpoint state file names no model_checkpoint_path", state_path)
+        if "\0" in name:  # no file has such a name; os.path would raise ValueError on it
+            raise BundleError(f"checkpoint state file names {short_repr(name)}, which holds a NUL byte", state_path)
         candidate = name if os.path.isabs(name) else os.path.join(folder, name)
         if not _inside(candidate, folder) or os.path.realpath(candidate) == os.path.realpath(folder):
             # A state file written on another machine may hold an absolute path; only

@@ -182,7 +182,8 @@ def compute_dtype(config: dict) -> str | None:
     """The dtype a layer computes in, from its ``dtype`` policy (``mixed_float16`` → float16)."""
     dtype = config.get("dtype")
     if isinstance(dtype, dict):
-        dtype = (dtype.get("config") or {}).get("name")
+        policy = dtype.get("config")
+        dtype = policy.get("name") if isinstance(policy, dict) else None
     if not isinstance(dtype, str):
         return None
     if dtype.startswith("mixed_"):

@@ -17,6 +17,9 @@ def _einsum_dense_shape(config: dict, shapes: list) -> tuple | None:
     out = [out] if isinstance(out, int) else out
     if not shapes or not shapes[0] or not isinstance(out, list):
         return None
+    lhs = str(config.get("equation", "")).split(",")[0]
+    if lhs.startswith("..."):  # output_shape also leaves out the dimensions the ellipsis stands for
+        return (*shapes[0][:len(shapes[0]) - len(lhs) + 3], *out)
     return (shapes[0][0], *out)  # Keras' output_shape leaves out the batch dimension
 
 
