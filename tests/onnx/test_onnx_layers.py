@@ -90,6 +90,7 @@ def _cases(keras):
             L.Flatten()(L.Bidirectional(L.LSTM(2, return_sequences=True))(a))])),
         "rnn_states": lambda: two((6, 3), (6, 3), lambda a, b: L.Concatenate()([
             *L.LSTM(3, return_state=True)(a), *L.GRU(2, return_state=True)(b)])),
+        "attention_masks": lambda: _masked_attention(keras),
         "mixed_float16": lambda: seq((6, 6, 3), L.Conv2D(4, 3, dtype="mixed_float16"),
                                      L.BatchNormalization(dtype="mixed_float16"), L.ReLU(dtype="mixed_float16"),
                                      L.Flatten(dtype="mixed_float16"), L.Dense(5, activation="tanh",
@@ -135,7 +136,7 @@ CASES = [
     "merging", "dot_3d", "cnn_merge_channels_first_inside", "normalization", "embedding", "lstm_variants",
     "gru_simple_rnn", "bidirectional_modes", "rnn_states", "attention", "self_attention_no_bias", "einsum_dense",
     "group_unit_normalization", "dense_attention", "time_distributed", "resizing_center_crop", "keras_ops",
-    "mixed_float16"]
+    "mixed_float16", "attention_masks"]
 
 
 def _keras_ops(keras, h, y):
@@ -161,6 +162,15 @@ class _Branches:
         return keras.layers.Concatenate()([keras.layers.Flatten()(branch(x)) for branch in self.branches])
 
 
+def _masked_attention(keras):
+    """MultiHeadAttention with an explicit attention mask (a boolean model input), and a causal one."""
+    L = keras.layers
+    x, mask = keras.Input((5, 6), name="x"), keras.Input((5, 5), dtype="bool", name="mask")
+    a = L.MultiHeadAttention(2, 3)(x, x, attention_mask=mask)
+    c = L.MultiHeadAttention(2, 4, value_dim=3)(x, L.Dense(6)(x), use_causal_mask=True)
+    return keras.Model([x, mask], L.Concatenate()([L.Flatten()(a), L.Flatten()(c)]))
+
+
 class _SelfAttention:
     """Calls a MultiHeadAttention on one tensor as query and value (for ``seq``)."""
 
@@ -176,7 +186,10 @@ def _inputs(model, rng) -> dict:
     for tensor in model.inputs:
         shape = (3, *tensor.shape[1:])
         name = tensor.name.split(":")[0]
-        if "int" in str(tensor.dtype):
+        if "bool" in str(tensor.dtype):
+            out[name] = rng.integers(0, 2, shape).astype(bool)
+            out[name][..., 0] = True  # every query sees one key at least
+        elif "int" in str(tensor.dtype):
             out[name] = rng.integers(0, 20, shape).astype(np.int32)
         else:
             out[name] = rng.standard_normal(shape).astype(np.float32)

@@ -11,11 +11,13 @@ from ..export import Call
 
 def multi_head_attention(call: Call) -> Value:
     b, c, kwargs = call.b, call.config, call.kwargs
-    for key in ("attention_mask", "query_mask", "value_mask", "key_mask"):
+    for key in ("query_mask", "value_mask", "key_mask"):  # Keras mask propagation: not exported
         if kwargs.get(key) is not None:
-            raise call.fail("attention masks are not exported yet")
-    if kwargs.get("use_causal_mask") or kwargs.get("return_attention_scores"):
-        raise call.fail("use_causal_mask and return_attention_scores are not exported yet")
+            raise call.fail("masks propagated from earlier layers are not exported yet")
+    if kwargs.get("return_attention_scores"):
+        raise call.fail("return_attention_scores is not exported yet")
+    if c.get("sliding_window") not in (None, 0):
+        raise call.fail("a sliding attention window is not exported yet")
     if c.get("attention_axes") not in (None, [], [1], [-2]):
         raise call.fail("attention over other axes than the sequence is not exported yet")
     tensors = [b.channels_last(v) for v in call.inputs]
@@ -40,7 +42,11 @@ def multi_head_attention(call: Call) -> Value:
     q = b.op1("Mul", [q, b.const(np.float32(1.0 / np.sqrt(key_dim)), "scale")])
     k = b.op1("Transpose", [project(key, "key_dense", key_dim)], perm=[0, 2, 3, 1])  # (B, h, k, Tk)
     v = b.op1("Transpose", [project(value, "value_dense", value_dim)], perm=[0, 2, 1, 3])  # (B, h, Tv, v)
-    scores = b.op1("Softmax", [b.op1("MatMul", [q, k])], axis=-1)
+    scores = b.op1("MatMul", [q, k])  # (B, h, Tq, Tk)
+    mask = _attention_mask(call, kwargs.get("attention_mask"), bool(kwargs.get("use_causal_mask")), query, key)
+    if mask is not None:  # as Keras' masked softmax: masked scores become -1e9 (float16: -3e4)
+        scores = b.op1("Where", [mask, scores, b.const(np.float32(-3e4 if call.half else -1e9), "masked")])
+    scores = b.op1("Softmax", [scores], axis=-1)
     attended = b.op1("Transpose", [b.op1("MatMul", [scores, v])], perm=[0, 2, 1, 3])  # (B, Tq, h, v)
     merged = b.op1("Reshape", [attended, b.ints([0, 0, heads * value_dim], "merged")])
     out_kernel = call.weight("output_dense/kernel")  # (heads, value_dim, out)
@@ -48,6 +54,24 @@ def multi_head_attention(call: Call) -> Value:
     if use_bias:
         y = b.op1("Add", [y, b.weight(call.weight("output_dense/bias"), "output_bias")])
     return Value(y, (query.shape[0], query.shape[1], out_kernel.shape[-1]), query.dtype)
+
+
+def _attention_mask(call: Call, given: Value | None, causal: bool, query: Value, key: Value) -> str | None:
+    """A boolean (B or 1, 1, Tq, Tk) mask: the given attention_mask and/or the causal one
+    (key j visible from query i when j <= i, as Keras builds it)."""
+    b, parts = call.b, []
+    if given is not None:
+        mask = given.name if given.dtype == "bool" else b.op1("Cast", [given.name], to=9)
+        parts.append(b.op1("Unsqueeze", [mask, b.ints([1], "heads_axis")]))  # one mask for every head
+    if causal:
+        steps_q, steps_k = query.shape[1], key.shape[1]
+        if steps_q is None or steps_k is None:
+            raise call.fail("use_causal_mask on sequences of unknown length is not exported yet")
+        rows, cols = np.arange(steps_q)[:, None], np.arange(steps_k)[None, :]
+        parts.append(b.const((cols <= rows).reshape(1, 1, steps_q, steps_k), "causal_mask"))
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else b.op1("And", parts)
 
 
 def dense_attention(call: Call) -> Value | list[Value]:
