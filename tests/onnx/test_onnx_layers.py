@@ -91,6 +91,10 @@ def _cases(keras):
         "rnn_states": lambda: two((6, 3), (6, 3), lambda a, b: L.Concatenate()([
             *L.LSTM(3, return_state=True)(a), *L.GRU(2, return_state=True)(b)])),
         "attention_masks": lambda: _masked_attention(keras),
+        "more_activations": lambda: seq((9,), *[L.Dense(9, activation=name) for name in (
+            "celu", "hard_tanh", "log_sigmoid", "tanh_shrink", "soft_shrink", "hard_shrink", "squareplus",
+            "sparse_sigmoid", "sparse_plus", "hard_silu", "mish", "log_softmax")],
+            L.ReLU(threshold=0.2, negative_slope=0.3, max_value=2.0), L.ReLU(threshold=0.1)),
         "mixed_float16": lambda: seq((6, 6, 3), L.Conv2D(4, 3, dtype="mixed_float16"),
                                      L.BatchNormalization(dtype="mixed_float16"), L.ReLU(dtype="mixed_float16"),
                                      L.Flatten(dtype="mixed_float16"), L.Dense(5, activation="tanh",
@@ -136,7 +140,7 @@ CASES = [
     "merging", "dot_3d", "cnn_merge_channels_first_inside", "normalization", "embedding", "lstm_variants",
     "gru_simple_rnn", "bidirectional_modes", "rnn_states", "attention", "self_attention_no_bias", "einsum_dense",
     "group_unit_normalization", "dense_attention", "time_distributed", "resizing_center_crop", "keras_ops",
-    "mixed_float16", "attention_masks"]
+    "mixed_float16", "attention_masks", "more_activations"]
 
 
 def _keras_ops(keras, h, y):

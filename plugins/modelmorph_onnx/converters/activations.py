@@ -29,11 +29,13 @@ def apply(b: Builder, x: Value, activation, dialect: str = "keras3") -> Value:
 
 def elementwise(b: Builder, x: str, name: str, dialect: str = "keras3") -> str:
     simple = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softplus": "Softplus", "softsign": "Softsign",
-              "exponential": "Exp", "selu": "Selu", "mish": "Mish"}
+              "exponential": "Exp", "selu": "Selu"}
     if name in simple:
         return b.op1(simple[name], [x])
     if name == "elu":
         return b.op1("Elu", [x], alpha=1.0)
+    if name == "mish":  # an operator from opset 18: x * tanh(softplus(x)) before
+        return b.op1("Mish", [x]) if b.opset >= 18 else b.op1("Mul", [x, b.op1("Tanh", [b.op1("Softplus", [x])])])
     if name == "relu6":
         return b.op1("Clip", [x, b.const(np.float32(0), "zero"), b.const(np.float32(6), "six")])
     if name in ("swish", "silu"):
@@ -51,6 +53,37 @@ def elementwise(b: Builder, x: str, name: str, dialect: str = "keras3") -> str:
         half = b.op1("Mul", [x, b.const(np.float32(0.5), "half")])
         erf = b.op1("Erf", [b.op1("Mul", [x, b.const(np.float32(1 / math.sqrt(2)), "rsqrt2")])])
         return b.op1("Mul", [half, b.op1("Add", [erf, b.const(np.float32(1), "one")])])
+    return _more(b, x, name)
+
+
+def _more(b: Builder, x: str, name: str) -> str:
+    """Keras 3's other activations, as its TensorFlow backend defines them."""
+    f32 = np.float32
+    if name == "celu":
+        return b.op1("Celu", [x], alpha=1.0)
+    if name == "hard_tanh":
+        return b.op1("Clip", [x, b.const(f32(-1), "minus_one"), b.const(f32(1), "one")])
+    if name == "log_sigmoid":  # -softplus(-x)
+        return b.op1("Neg", [b.op1("Softplus", [b.op1("Neg", [x])])])
+    if name == "tanh_shrink":
+        return b.op1("Sub", [x, b.op1("Tanh", [x])])
+    if name == "soft_shrink":  # x -/+ 0.5 beyond +/-0.5, else 0
+        return b.op1("Shrink", [x], bias=0.5, lambd=0.5)
+    if name == "hard_shrink":  # x where |x| > 0.5, else 0
+        return b.op1("Where", [b.op1("Greater", [b.op1("Abs", [x]), b.const(f32(0.5), "half")]), x,
+                               b.const(f32(0), "zero")])
+    if name == "squareplus":  # (x + sqrt(x^2 + 4)) / 2
+        root = b.op1("Sqrt", [b.op1("Add", [b.op1("Mul", [x, x]), b.const(f32(4), "four")])])
+        return b.op1("Div", [b.op1("Add", [x, root]), b.const(f32(2), "two")])
+    if name == "sparse_sigmoid":  # clip((x + 1) / 2, 0, 1)
+        half = b.op1("Mul", [b.op1("Add", [x, b.const(f32(1), "one")]), b.const(f32(0.5), "half")])
+        return b.op1("Clip", [half, b.const(f32(0), "zero"), b.const(f32(1), "one")])
+    if name == "sparse_plus":  # 0 below -1, x from 1, (x + 1)^2 / 4 between
+        shifted = b.op1("Add", [x, b.const(f32(1), "one")])
+        middle = b.op1("Mul", [b.op1("Mul", [shifted, shifted]), b.const(f32(0.25), "quarter")])
+        upper = b.op1("Where", [b.op1("Less", [x, b.const(f32(1), "one")]), middle, x])
+        return b.op1("Where", [b.op1("LessOrEqual", [x, b.const(f32(-1), "minus_one")]), b.const(f32(0), "zero"),
+                               upper])
     raise ConversionError(f"the activation {name!r} has no ONNX form here yet")
 
 
@@ -65,9 +98,13 @@ def relu(call: Call) -> Value:
     slope = c.get("negative_slope") or 0.0
     threshold = c.get("threshold") or 0.0
     max_value = c.get("max_value")
-    if threshold:
-        raise call.fail("ReLU with a threshold has no ONNX form here yet")
-    out = b.op1("LeakyRelu", [x.name], alpha=float(slope)) if slope else b.op1("Relu", [x.name])
+    if threshold:  # Keras: x from the threshold on, else negative_slope * (x - threshold)
+        below = b.op1("Mul", [b.op1("Sub", [x.name, b.const(np.float32(threshold), "threshold")]),
+                              b.const(np.float32(slope), "negative_slope")])
+        out = b.op1("Where", [b.op1("GreaterOrEqual", [x.name, b.const(np.float32(threshold), "threshold")]),
+                              x.name, below])
+    else:
+        out = b.op1("LeakyRelu", [x.name], alpha=float(slope)) if slope else b.op1("Relu", [x.name])
     if max_value is not None:
         out = b.op1("Min", [out, b.const(np.float32(max_value), "max_value")])
     return b.like(x, out)
