@@ -1,10 +1,11 @@
 """ONNX (``.onnx``): Keras models exported as ONNX graphs that onnxruntime and other runtimes run,
-without TensorFlow. Reading ONNX is not there yet.
+and ONNX graphs (from PyTorch and others) read as Keras 3 functional models, without TensorFlow.
 
-This module is what the entry point loads; it stays light (the ``onnx`` package is imported
-only by the writer). The export walks the IR's graph and asks each layer class's converter
-(:mod:`modelmorph_onnx.converters`, or the ``onnx`` converter a plugin put in its class
-descriptor) for ONNX nodes; ``spec/formats/onnx.md`` has the layer → op table.
+This module is what the entry point loads; it stays light. The export (:mod:`.writer`) walks the
+IR's graph and asks each layer class's converter (:mod:`.converters`, or the ``onnx`` converter a
+plugin put in its class descriptor) for ONNX nodes, writing protobuf itself (:mod:`.proto`); the
+reader (:mod:`.reader`) maps ONNX ops back to Keras layers and ``keras.ops`` calls.
+``spec/formats/onnx.md`` has both tables.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ def modelmorph_formats():
     return [
         modelmorph.Format(
             name="onnx",
-            description="ONNX model (.onnx): a Keras model as an ONNX graph for onnxruntime and other runtimes "
-                        "(export only; channels-last inputs unless -O layout=nchw, dynamic batch)",
+            description="ONNX model (.onnx): written as an ONNX graph for onnxruntime and other runtimes "
+                        "(channels-last inputs unless -O layout=nchw, dynamic batch); read into a Keras 3 "
+                        "functional model with the graph's own interface (CNN-style ops: spec/formats/onnx.md)",
             extensions=(".onnx",),
             reads=frozenset({"architecture", "weights"}),
             reader="modelmorph_onnx.reader:read",

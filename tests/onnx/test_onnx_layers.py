@@ -93,7 +93,8 @@ def _cases(keras):
         "attention_masks": lambda: _masked_attention(keras),
         "more_activations": lambda: seq((9,), *[L.Dense(9, activation=name) for name in (
             "celu", "hard_tanh", "log_sigmoid", "tanh_shrink", "soft_shrink", "hard_shrink", "squareplus",
-            "sparse_sigmoid", "sparse_plus", "hard_silu", "mish", "log_softmax")],
+            "sparse_sigmoid", "sparse_plus", "hard_silu", "mish", "log_softmax", "sparsemax")],
+            L.Dense(10, activation="glu"),
             L.ReLU(threshold=0.2, negative_slope=0.3, max_value=2.0), L.ReLU(threshold=0.1)),
         "mixed_float16": lambda: seq((6, 6, 3), L.Conv2D(4, 3, dtype="mixed_float16"),
                                      L.BatchNormalization(dtype="mixed_float16"), L.ReLU(dtype="mixed_float16"),

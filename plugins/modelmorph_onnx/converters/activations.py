@@ -24,7 +24,31 @@ def apply(b: Builder, x: Value, activation, dialect: str = "keras3") -> Value:
     if name == "softmax" or name == "log_softmax":
         axis = b.physical_axis(x, -1)
         return b.like(x, b.op1("Softmax" if name == "softmax" else "LogSoftmax", [x.name], axis=axis))
+    if name == "glu":  # a * sigmoid(b), the two halves of the last axis
+        x = b.channels_last(x)
+        halves = b.op("Split", [x.name, b.ints([x.shape[-1] // 2] * 2, "halves")], 2, axis=-1)
+        shape = (*x.shape[:-1], x.shape[-1] // 2)
+        return Value(b.op1("Mul", [halves[0], b.op1("Sigmoid", [halves[1]])]), shape, x.dtype)
+    if name == "sparsemax":
+        return _sparsemax(b, b.channels_last(x))
     return b.like(x, elementwise(b, x.name, name, dialect))
+
+
+def _sparsemax(b: Builder, x: Value) -> Value:
+    """Keras' sparsemax over the last axis, step by step as its TensorFlow backend computes it."""
+    size = x.shape[-1]
+    if size is None:
+        raise ConversionError("sparsemax over an axis of unknown size")
+    f32 = np.float32
+    ordered = b.op("TopK", [x.name, b.ints([size], "k")], 2, axis=-1, largest=1, sorted=1)[0]  # descending
+    total = b.op1("CumSum", [ordered, b.const(np.int64(-1), "last_axis")])
+    steps = b.const(np.arange(1, size + 1, dtype=f32), "one_to_n")
+    excess = b.op1("Div", [b.op1("Sub", [total, b.const(f32(1), "one")]), steps])
+    support = b.op1("Greater", [b.op1("Sub", [ordered, excess]), b.const(f32(0), "zero")])
+    kept = b.op1("Where", [support, total, b.const(f32(0), "zero")])
+    count = b.reduce("ReduceSum", b.op1("Cast", [support], to=1), [-1], True)
+    tau = b.op1("Div", [b.op1("Sub", [b.reduce("ReduceSum", kept, [-1], True), b.const(f32(1), "one")]), count])
+    return b.like(x, b.op1("Max", [b.op1("Sub", [x.name, tau]), b.const(f32(0), "zero")]))
 
 
 def elementwise(b: Builder, x: str, name: str, dialect: str = "keras3") -> str:
