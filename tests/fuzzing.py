@@ -354,14 +354,15 @@ def keep(seed: Seed, files: dict[str, bytes], where: Path, label: str) -> Path:
 
 
 def fuzz(seconds: float, seed_value: int, workdir: Path, keep_dir: Path | None = None,
-         log=lambda *a: None) -> tuple[int, list[tuple[str, int, str, str]]]:
-    """Mutate every seed in turn for ``seconds``; (runs, [(seed, iteration, problem, stderr)])."""
+         log=lambda *a: None, max_runs: int | None = None) -> tuple[int, list[tuple[str, int, str, str]]]:
+    """Mutate every seed in turn for ``seconds`` (and at most ``max_runs`` mutants);
+    (runs, [(seed, iteration, problem, stderr)])."""
     corpus = seeds()
     rng = random.Random(seed_value)
     runs, failures = 0, []
     deadline = time.monotonic() + seconds
     i = 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (max_runs is None or i < max_runs):
         seed = corpus[i % len(corpus)]
         case_rng = random.Random(rng.getrandbits(64))
         files = mutate(seed, case_rng)
