@@ -10,6 +10,7 @@ import numpy as np
 from modelmorph import Layer, Model, TensorRef
 from modelmorph.keras import catalogue
 from modelmorph.keras.keras3_layout import OPERATION_MODULE_PREFIX
+from modelmorph.keras.kerasconfig import map_leaves
 
 from .builder import Builder, ConversionError, Value, fail, to_first
 
@@ -79,18 +80,6 @@ def _computes_in_float16(layer: Layer) -> bool:
     return name in ("mixed_float16", "float16")
 
 
-def _map_values(value: Any, fn: Callable) -> Any:
-    if isinstance(value, Value):
-        return fn(value)
-    if isinstance(value, list):
-        return [_map_values(v, fn) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_map_values(v, fn) for v in value)
-    if isinstance(value, dict):
-        return {k: _map_values(v, fn) for k, v in value.items()}
-    return value
-
-
 def _leaves(value: Any):
     if isinstance(value, (list, tuple)):
         for item in value:
@@ -103,18 +92,8 @@ def _leaves(value: Any):
 
 
 def _bind(value: Any, known: dict) -> Any:
-    if isinstance(value, TensorRef):
-        key = (value.layer, value.node_index, value.tensor_index)
-        if key not in known:
-            raise KeyError(key)
-        return known[key]
-    if isinstance(value, list):
-        return [_bind(v, known) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_bind(v, known) for v in value)
-    if isinstance(value, dict):
-        return {k: _bind(v, known) for k, v in value.items()}
-    return value
+    """A call's arguments with each TensorRef replaced by its Value (KeyError: not computed yet)."""
+    return map_leaves(value, lambda ref: known[(ref.layer, ref.node_index, ref.tensor_index)])
 
 
 class Exporter:
@@ -212,8 +191,8 @@ class Exporter:
         self.b.scope = layer.name
         try:
             if half:  # Keras casts a float16 layer's float inputs, and its weights, to float16
-                args = _map_values(args, self.b.rounded)
-                kwargs = _map_values(kwargs, self.b.rounded)
+                args = map_leaves(args, self.b.rounded, Value)
+                kwargs = map_leaves(kwargs, self.b.rounded, Value)
             self.b.half = half and layer.class_name not in FLOAT32_INSIDE
             result = converter(Call(self.b, layer, args, kwargs, self.dialect, half=self.b.half))
         finally:

@@ -167,6 +167,20 @@ def _is_ref_triple(value: Any) -> bool:
             and isinstance(value[1], int) and isinstance(value[2], int))
 
 
+def map_leaves(value: Any, fn: Any, leaf_type: type = TensorRef) -> Any:
+    """``value`` with every ``leaf_type`` leaf (a :class:`TensorRef` unless said) replaced by
+    ``fn(leaf)``: the lists, tuples and dicts of a call's arguments rebuilt around them."""
+    if isinstance(value, leaf_type):
+        return fn(value)
+    if isinstance(value, list):
+        return [map_leaves(v, fn, leaf_type) for v in value]
+    if isinstance(value, tuple):
+        return tuple(map_leaves(v, fn, leaf_type) for v in value)
+    if isinstance(value, dict):
+        return {k: map_leaves(v, fn, leaf_type) for k, v in value.items()}
+    return value
+
+
 def iter_refs(value: Any):
     """Every :class:`TensorRef` in a structure."""
     if isinstance(value, TensorRef):

@@ -18,7 +18,7 @@ from typing import Any
 from ..ir import Layer, Model, TensorRef
 from . import catalogue
 from .keras3_layout import OPERATION_MODULE_PREFIX
-from .kerasconfig import iter_refs
+from .kerasconfig import iter_refs, map_leaves
 from .layers import compute_dtype
 
 Key = tuple[str, int, int]
@@ -142,17 +142,12 @@ def _lookup(known: Known, ref: TensorRef) -> tuple[tuple | None, str | None]:
 
 
 def _annotate(value: Any, known: Known) -> Any:
-    if isinstance(value, TensorRef):
-        shape, dtype = known.get((value.layer, value.node_index, value.tensor_index), (None, None))
-        if value.shape is None and shape is not None:
-            value = dataclasses.replace(value, shape=shape)
-        if value.dtype is None and dtype is not None:
-            value = dataclasses.replace(value, dtype=dtype)
-        return value
-    if isinstance(value, list):
-        return [_annotate(v, known) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_annotate(v, known) for v in value)
-    if isinstance(value, dict):
-        return {k: _annotate(v, known) for k, v in value.items()}
-    return value
+    def fill(ref: TensorRef) -> TensorRef:
+        shape, dtype = known.get(_key(ref), (None, None))
+        if ref.shape is None and shape is not None:
+            ref = dataclasses.replace(ref, shape=shape)
+        if ref.dtype is None and dtype is not None:
+            ref = dataclasses.replace(ref, dtype=dtype)
+        return ref
+
+    return map_leaves(value, fill)
