@@ -18,8 +18,8 @@ PROG = "modelmorph"
 
 DESCRIPTION = """\
 Convert Keras models between formats without TensorFlow, Keras or any other framework:
-Keras 3 .keras archives and .weights.h5, legacy Keras 2 .h5, TensorFlow checkpoints,
-JSON architecture files and ONNX (see `modelmorph formats` for what is installed).
+Keras 3 .keras archives and .weights.h5, legacy Keras 2 .h5, TensorFlow checkpoints and
+SavedModel directories, JSON architecture files and ONNX (see `modelmorph formats`).
 """
 
 EPILOG = """\
@@ -29,6 +29,7 @@ examples:
                                                          join a weights-only file with an architecture
   modelmorph convert model.keras model.json -O dialect=keras2
                                                          write the architecture as tf.keras reads it
+  modelmorph convert model.keras model.onnx              for onnxruntime, TensorRT, browsers...
   modelmorph info model.keras                            layers, parameters, weights, format
   modelmorph diff a.keras b.h5 --atol 1e-6               compare two models' weights in any formats
   modelmorph verify old.h5 new.keras                     prove they compute the same (no framework)
