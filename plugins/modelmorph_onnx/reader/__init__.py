@@ -1,8 +1,9 @@
 """Reading ``.onnx`` files: an ONNX graph → a Keras 3 functional model with the graph's interface.
 
 :mod:`.load` parses the file as data and checks every tensor against the bytes backing it,
-:mod:`.fold` evaluates what depends only on constants and static shapes, :mod:`.graph` maps
-each remaining node to Keras layers (or ``keras.ops`` operations) across the layout change.
+:mod:`.fold` evaluates what depends only on constants and static shapes, :mod:`.graph` walks
+the remaining nodes across the layout change and :mod:`.ops` maps each to Keras layers
+(or ``keras.ops`` operations).
 The ``onnx`` package is imported here, never when the plugin loads.
 """
 
@@ -10,12 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import modelmorph
 from modelmorph import Diagnostics, Model, ReadError, Weight
 from modelmorph.keras import catalogue, kerasconfig
 
 from .graph import Graph, _name
 from .load import MAX_DIM, Onnx
+from .ops import CONVERTERS
 
 
 def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | None = None) -> Model:
@@ -23,7 +24,7 @@ def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | N
     if arch is not None:
         raise ReadError(path, "an ONNX model holds its own architecture (--arch is for weights-only files)")
     src = Onnx(path)
-    graph = Graph(src, _shapes(src))
+    graph = Graph(src, _shapes(src), CONVERTERS)
     graph.run()
     layers, inputs, outputs = graph.finish()
     name = _name(src.graph.name or path.stem)

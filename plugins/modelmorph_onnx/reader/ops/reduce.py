@@ -1,0 +1,34 @@
+"""ReduceMean/Max/Sum → global pooling where they are one, else keras.ops reductions."""
+
+from __future__ import annotations
+
+from ..graph import Graph, Unsupported
+from .common import keras_axis
+
+
+def reduce_op(kind: str, op: str):
+    def convert(g: Graph, node, a: dict) -> None:
+        x = g.tensor(node.input[0])
+        if len(node.input) > 1 and node.input[1]:  # axes became an input (opset 18; ReduceSum 13)
+            axes = g.const(node.input[1])
+            if axes is None:
+                raise Unsupported("computed axes")
+            axes = [int(v) for v in axes.reshape(-1)]
+        else:
+            axes = a.get("axes")
+        if not axes:
+            raise Unsupported("a reduction over every axis (the batch included)")
+        axes = sorted(ax % x.rank for ax in axes)
+        if 0 in axes:
+            raise Unsupported("a reduction over the batch axis")
+        keep = bool(a.get("keepdims", 1))
+        out_shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape)) if keep else \
+            tuple(d for i, d in enumerate(x.shape) if i not in axes)
+        if kind and x.rank >= 3 and axes == list(range(2, x.rank)):  # global pooling
+            x = g.to_cl(x, node)
+            g.layer(node, f"Global{kind}Pooling{x.rank - 2}D", {"keepdims": keep}, [x], node.output[0], out_shape,
+                    cl=keep)
+            return
+        g.layer(node, op, {"axis": [keras_axis(x, ax) for ax in axes], "keepdims": keep}, [x], node.output[0],
+                out_shape, cl=x.cl and keep, module="keras.src.ops.numpy")
+    return convert
