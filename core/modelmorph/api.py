@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .keras import catalogue
+from .keras.weightcheck import check_weights
 from .diagnostics import Diagnostics
-from .errors import CannotHandle, ModelmorphError, ReadError, StrictError, UnknownFormatError, UsageError, WriteError
+from .errors import ArchitectureOnly, CannotHandle, ModelmorphError, ReadError, StrictError, UnknownFormatError, UsageError, WriteError
 from .ir import Model
 from .options import resolve, route
 from .plugins import HookFailed, call_each_or_raise
@@ -28,19 +29,28 @@ def read(
     options: Mapping[str, Any] | None = None,
     diagnostics: Diagnostics | None = None,
     registry: Registry | None = None,
+    verify: bool = True,
 ) -> Model:
     """Read a model file. ``format`` overrides detection; ``arch`` (a path or a model)
     supplies the architecture that a weights-only file's weights are joined with.
     ``options`` are the format's read-side ``-O`` options (strings, or typed values).
 
     The returned model reads weight data lazily: use it as a context manager (or call
-    ``close()``) to release the file.
+    ``close()``) to release the file. With ``verify`` (the default) every checksum the file
+    holds is checked before it is returned; ``verify=False`` reads the metadata only, leaving
+    the checks to ``model.verify()`` (which :func:`write` runs too).
     """
     reg = registry or default_registry()
     given = dict(options or {})
     with catalogue.activate(reg.catalogue):
         model, _ = _read(reg, path, format, arch, arch_format,
                          lambda fmt: resolve(fmt.name, fmt.options, given, "read"), diagnostics)
+    if verify:
+        try:
+            model.verify()
+        except BaseException:
+            model.close()
+            raise
     return model
 
 
@@ -54,7 +64,7 @@ def _read(reg: Registry, path: str | Path, override: str | None, arch: "str | Pa
     options_for(candidates[0])  # bad options fail before any file is opened
     arch_model = None
     if arch is not None and not isinstance(arch, Model):
-        arch_model = read(arch, arch_format, diagnostics=diags, registry=reg)
+        arch_model = read(arch, arch_format, diagnostics=diags, registry=reg, verify=False)  # its weights go unused
     elif arch is not None:
         arch_model = arch
     try:
@@ -80,6 +90,11 @@ def _read(reg: Registry, path: str | Path, override: str | None, arch: "str | Pa
         raise
     if arch_model is not None and arch_model is not arch and arch_model is not model:
         model.on_close(arch_model.close)  # the architecture read here lives as long as the model
+    try:  # every reader's and joiner's weights against the architecture, in one place
+        check_weights(model, path)
+    except BaseException:
+        model.close()
+        raise
     model.metadata.setdefault("source_format", fmt.name)
     _note_code(model, diags)
     return model, fmt
@@ -116,6 +131,7 @@ def _write(fmt: Format, model: Model, path: str | Path, opts: dict[str, Any], di
     _check_capabilities(model, fmt, diags, path)
     prog = progress or Progress()
     with atomic_output(path, force=force, replaceable=fmt.replaceable) as tmp:
+        model.start_checks()  # the source's checksums, computed while the writer copies
         try:
             _guarded(fmt, path, WriteError,
                      lambda: fmt.load_writer()(model, tmp, options=opts, diagnostics=diags, progress=prog))
@@ -123,6 +139,7 @@ def _write(fmt: Format, model: Model, path: str | Path, opts: dict[str, Any], di
             if exc.path.startswith(str(tmp.parent)):  # name the user's file, not our temporary one
                 raise WriteError(path, exc.problem) from None
             raise
+        model.verify()  # a corrupted source leaves no output
         prog.finish()
         if strict and diags:
             raise StrictError(f"{path}: not written because --strict is set and the conversion has "
@@ -178,6 +195,10 @@ def _check_capabilities(model: Model, fmt: Format, diags: Diagnostics, path: Any
     has_weights = any(True for _ in model.iter_weights())
     if not model.has_architecture and "architecture" in fmt.writes and "weights" not in fmt.writes:
         raise WriteError(path, f"{fmt.name} holds an architecture, and this model has weights only (give one with --arch)")
+    if model.has_architecture and not has_weights and "weights" in fmt.writes and "architecture" in fmt.writes \
+            and any(catalogue.variables_of(layer.class_name, layer.config) for _, layer in model.iter_layers()):
+        raise ArchitectureOnly(path, f"the source holds an architecture without weights, and {fmt.name} stores "
+                                     "weights with it (convert a weights file with --arch set to this one, or write json)")
     if model.has_architecture and model.layers and "architecture" not in fmt.writes:
         diags.add("lossy", f"{fmt.name} holds no architecture; only the weights are written")
     if has_weights and "weights" not in fmt.writes:

@@ -73,8 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="summarize a model: layers, parameters, weights",
                        description="Summarize a model file: its format, layers, classes, parameter counts, "
-                                   "weights with shapes and dtypes, optimizer state and Keras version.")
+                                   "weights with shapes and dtypes, optimizer state and Keras version. "
+                                   "Only the metadata is read, never the tensors' bytes, so it answers at "
+                                   "once for any size but does not notice a corrupted tensor: --verify "
+                                   "does (convert and diff always check).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  modelmorph info model.keras\n"
+                              "  modelmorph info model.keras --verify    also read every byte the checksums cover\n"
+                              "  modelmorph info ckpt/ckpt --json --no-weights\n")
     p.add_argument("file", metavar="FILE")
+    p.add_argument("--verify", action="store_true",
+                   help="also check every checksum the file holds (a .keras archive's CRC-32s, each checkpoint "
+                        "tensor's CRC-32C), reading the whole file; a mismatch fails with exit status 4")
     p.add_argument("--from", dest="from_format", metavar="FORMAT", help="format of FILE")
     _arch_args(p)
     _option_args(p)
@@ -94,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diff", help="compare two models in any formats",
                        description="Compare two models: architecture differences, then the maximum absolute "
                                    "difference of every weight (matched by layer path and weight path). "
+                                   "Every checksum of both files is checked first (a mismatch: exit 4). "
                                    "Exit 0 when equal within --atol, 1 when they differ.")
     p.add_argument("a", metavar="A")
     p.add_argument("b", metavar="B")
@@ -130,11 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
     p = sub.add_parser("migrate", help="convert a tree of models to another format, in parallel",
-                       description="Convert every model under each PATH (.h5, .hdf5, .json, .keras files; folders "
-                                   "are walked) to FORMAT, several at a time. Outputs mirror the input tree under "
-                                   "--out (default: next to each input) with FORMAT's extension; those newer than "
-                                   "their input are skipped. One bad file never stops the others: a closing table "
-                                   "lists each file, and the exit status is non-zero if any failed.",
+                       description="Convert every model under each PATH (.h5, .hdf5, .json, .keras files and "
+                                   "SavedModel folders; folders are walked) to FORMAT, several at a time. Outputs "
+                                   "mirror the input tree under --out (default: next to each input) with FORMAT's "
+                                   "extension; those newer than their input (for a SavedModel, than any file in it) "
+                                   "are skipped, and so are architecture-only files when FORMAT needs weights. One "
+                                   "bad file never stops the others: a closing table lists each file, and the exit "
+                                   "status is non-zero if any failed.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example:\n  modelmorph migrate models/ --to keras --out models_keras3/ --jobs 4\n")
     p.add_argument("paths", nargs="+", metavar="PATH")
@@ -235,8 +248,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     diags = Diagnostics()
     with read(args.file, args.from_format, arch=args.arch, arch_format=args.arch_from,
-              options=_parse_options(args.options), diagnostics=diags) as model:
+              options=_parse_options(args.options), diagnostics=diags, verify=False) as model:
         summary = summarize(model)
+        if args.verify:
+            summary["verified"] = model.verify()
     if args.json:
         summary["diagnostics"] = [{"kind": d.kind, "message": d.message, "where": d.where} for d in diags]
         print(json.dumps(summary, indent=2))

@@ -52,6 +52,11 @@ class WriteError(FileError):
     exit_code = EXIT_WRITE
 
 
+class ArchitectureOnly(WriteError):
+    """The source holds an architecture and no weights, and the target stores weights with it.
+    ``migrate`` reports such a file as skipped, not failed: there is nothing to migrate."""
+
+
 class StrictError(ModelmorphError):
     exit_code = EXIT_STRICT
 

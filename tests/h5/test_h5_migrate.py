@@ -108,3 +108,19 @@ def test_usage_errors():
         migrate.plan(["/nonexistent/models"], "keras")
     assert main(["migrate", str(TF_KERAS), "--to", "keras", "--jobs", "0"]) == 2
     assert main(["migrate", str(TF_KERAS), "--to", "nosuchformat"]) == 3
+
+
+def test_an_architecture_without_weights_is_skipped_not_failed(tmp_path, capsys):
+    _keras_format()
+    (tmp_path / "models").mkdir()
+    shutil.copy(TF_KERAS / "mlp_adam.json", tmp_path / "models" / "arch_only.json")
+    assert main(["migrate", str(tmp_path / "models"), "--to", "keras", "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert _rows(printed) == {str(tmp_path / "models" / "arch_only.json"): migrate.SKIPPED}
+    assert "architecture only" in printed
+    assert not (tmp_path / "models" / "arch_only.keras").exists()
+    # `convert` says the same in one line, naming the output, and leaves nothing
+    assert main(["convert", str(tmp_path / "models" / "arch_only.json"), str(tmp_path / "x.keras")]) == 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "architecture without weights" in err[0] and "--arch" in err[0]
+    assert not (tmp_path / "x.keras").exists()

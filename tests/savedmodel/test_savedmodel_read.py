@@ -4,6 +4,7 @@ optimizer state, assets, weights-only directories, `info`, `formats` and `migrat
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -121,3 +122,18 @@ def test_migrate_converts_savedmodel_directories_like_files(tmp_path, capsys):
     written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert written == ["nested_seq.json", "team/arch.json", "team/mlp_adam.json"]
     assert json.loads((tmp_path / "out" / "team" / "mlp_adam.json").read_text())["class_name"] == "Sequential"
+
+
+def test_migrate_sees_a_change_inside_a_savedmodel_directory(tmp_path, capsys):
+    model = tmp_path / "mlp_adam"
+    shutil.copytree(case_dir("mlp_adam"), model)
+    assert main(["migrate", str(model), "--to", "json", "-q"]) == 0
+    assert main(["migrate", str(model), "--to", "json", "-q"]) == 0
+    assert "1 up to date" in capsys.readouterr().out.splitlines()[-1]
+    output = tmp_path / "mlp_adam.json"
+    later = output.stat().st_mtime + 10
+    for data in (model / "variables").iterdir():  # new weights; the folder's own mtime stays
+        os.utime(data, (later, later))
+    assert main(["migrate", str(model), "--to", "json", "-q"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("0 failed, 0 up to date, 0 skipped")
+    assert output.stat().st_mtime > later - 10  # written again

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import EXIT_DIFFERENT, EXIT_OK, EXIT_READ, ModelmorphError, UsageError
+from ..errors import EXIT_DIFFERENT, EXIT_OK, EXIT_READ, ArchitectureOnly, ModelmorphError, UsageError
 from ..progress import Progress
 from ..registry import Registry, default_registry
 
@@ -104,7 +104,7 @@ def run(jobs: list[Job], target: str, workers: int | None = None, progress: Prog
                      key=lambda p: len(p.parts), reverse=True)
     for folder in reversed(created):
         folder.mkdir(exist_ok=True)
-    progress.start(sum(job.source.stat().st_size for job in pending), f"migrating {len(pending)} file(s)")
+    progress.start(sum(_size(job.source) for job in pending), f"migrating {len(pending)} file(s)")
     if pending:
         # forkserver: workers start from a clean process, never a fork of a caller's threads.
         context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods()
@@ -113,7 +113,7 @@ def run(jobs: list[Job], target: str, workers: int | None = None, progress: Prog
             futures = {pool.submit(_convert, job, target, verify, keep_unverified): job for job in pending}
             for future in as_completed(futures):
                 outcomes.append(future.result())
-                progress.advance(futures[future].source.stat().st_size)
+                progress.advance(_size(futures[future].source))
     progress.finish()
     for folder in created:  # deepest first: leave no empty folder for inputs that failed
         try:
@@ -126,9 +126,28 @@ def run(jobs: list[Job], target: str, workers: int | None = None, progress: Prog
 
 def _up_to_date(job: Job) -> bool:
     try:
-        return job.destination.stat().st_mtime >= job.source.stat().st_mtime
+        return job.destination.stat().st_mtime >= _newest(job.source)
     except FileNotFoundError:
         return False
+
+
+def _newest(source: Path) -> float:
+    """The modification time of a file, or of the newest file in a model folder (a SavedModel's
+    ``variables/`` change without touching the folder itself). Links are not followed."""
+    if not source.is_dir() or source.is_symlink():
+        return source.stat().st_mtime
+    newest = source.stat().st_mtime
+    for folder, _, files in os.walk(source):
+        for name in files:
+            newest = max(newest, (Path(folder) / name).lstat().st_mtime)
+    return newest
+
+
+def _size(source: Path) -> int:
+    """Bytes to convert, for progress: a folder counts the files in it."""
+    if not source.is_dir() or source.is_symlink():
+        return source.stat().st_size
+    return sum((Path(folder) / name).lstat().st_size for folder, _, files in os.walk(source) for name in files)
 
 
 def _convert(job: Job, target: str, verify: bool = False, keep_unverified: bool = False) -> Outcome:
@@ -137,6 +156,8 @@ def _convert(job: Job, target: str, verify: bool = False, keep_unverified: bool 
 
     try:
         diagnostics = convert(job.source, job.destination, to_format=target, force=True)
+    except ArchitectureOnly:
+        return Outcome(job, SKIPPED, "architecture only: no weights to migrate")
     except ModelmorphError as exc:
         return Outcome(job, FAILED, str(exc), exc.exit_code)
     except Exception as exc:  # a bug must not stop the migration either

@@ -59,19 +59,6 @@ def is_hdf5_header(header: bytes) -> bool:
     return header.startswith(HDF5_MAGIC)
 
 
-def open_file(path: str | Path) -> "h5py.File":
-    """Open an HDF5 file read-only, with a one-line error when it is not one."""
-    import h5py
-
-    try:
-        # locking=False: reading must work on read-only media and beside other readers.
-        return h5py.File(path, "r", locking=False)
-    except FileNotFoundError:
-        raise ReadError(path, "no such file") from None
-    except OSError as exc:
-        raise ReadError(path, f"not a readable HDF5 file ({_short(exc)})") from None
-
-
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]
