@@ -84,6 +84,21 @@ def test_keras3_hard_sigmoid_and_hard_silu_layers_become_exact_tf_calls(tmp_path
     assert_close_to_recorded([got], [expected])
 
 
+def test_gelu_is_the_exact_form_on_both_sides(tmp_path, tf_keras, keras3):
+    """Both libraries' gelu defaults to approximate=False: no diagnostic, the same numbers."""
+    model = tf_keras.Sequential([tf_keras.Input((6,)), tf_keras.layers.Dense(5, activation="gelu"),
+                                 tf_keras.layers.Activation("gelu")])
+    got, expected, diags = _to_keras3(tmp_path, model, _x(32, 6) * 3, keras3)
+    assert not _quiet(diags), diags.items
+    assert_close_to_recorded([got], [expected])
+
+    model = keras3.Sequential([keras3.Input((6,)), keras3.layers.Dense(5, activation="gelu"),
+                               keras3.layers.Activation("gelu")])
+    got, expected, diags = _to_keras2(tmp_path, model, _x(32, 6) * 3, tf_keras)
+    assert not _quiet(diags), diags.items
+    assert_close_to_recorded([got], [expected])
+
+
 def test_hard_sigmoid_the_target_cannot_express_is_diagnosed(tmp_path, tf_keras, keras3):
     model = tf_keras.Sequential([tf_keras.Input((3, 4)), tf_keras.layers.Dense(4, activation="hard_sigmoid", name="d"),
                                  tf_keras.layers.LSTM(2, recurrent_activation="hard_sigmoid", name="l")])

@@ -1,7 +1,7 @@
 """Activation functions whose names mean different things on each side, or exist on one only.
 
-Keras 2 ``hard_sigmoid`` is ``clip(0.2 x + 0.5, 0, 1)``, Keras 3's is ``relu6(x + 3) / 6``; Keras 2
-``gelu`` is exact, Keras 3's approximates; Keras 3 ``hard_silu`` has no Keras 2 name. An
+Keras 2 ``hard_sigmoid`` is ``clip(0.2 x + 0.5, 0, 1)``, Keras 3's is ``relu6(x + 3) / 6``; Keras 3
+``hard_silu`` has no Keras 2 name. (``gelu`` is the exact form on both sides: ``approximate=False``.) An
 ``Activation`` layer of a Functional graph is replaced by the calls that compute the source's
 function exactly (TFOpLambda records on the Keras 2 side, ``keras.ops`` calls on the Keras 3
 side, so the usual operation translation carries them across); anywhere else (a Dense's
@@ -17,8 +17,8 @@ from ...diagnostics import Diagnostics
 
 #: Names each side reads differently: name → what the source side computes (for the message).
 _DIFFERENT = {
-    "keras2": {"hard_sigmoid": "clip(0.2x + 0.5, 0, 1)", "gelu": "the exact gelu"},
-    "keras3": {"hard_sigmoid": "relu6(x + 3) / 6", "gelu": "the tanh approximation of gelu"},
+    "keras2": {"hard_sigmoid": "clip(0.2x + 0.5, 0, 1)"},
+    "keras3": {"hard_sigmoid": "relu6(x + 3) / 6"},
 }
 
 #: Keras 3 activation names tf_keras does not know (it refuses to load them).
