@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping
 from .keras import catalogue
 from .keras.weightcheck import check_weights
 from .diagnostics import Diagnostics
-from .errors import ArchitectureOnly, CannotHandle, ModelmorphError, ReadError, StrictError, UnknownFormatError, UsageError, WriteError
+from .errors import ArchitectureOnly, CannotHandle, Inexpressible, ModelmorphError, ReadError, StrictError, UnknownFormatError, UsageError, WriteError
 from .ir import Model
 from .options import resolve, route
 from .plugins import HookFailed, call_each_or_raise
@@ -131,7 +131,9 @@ def _write(fmt: Format, model: Model, path: str | Path, opts: dict[str, Any], di
     _check_capabilities(model, fmt, diags, path)
     prog = progress or Progress()
     with atomic_output(path, force=force, replaceable=fmt.replaceable) as tmp:
-        model.start_checks()  # the source's checksums, computed while the writer copies
+        checked = "weights" in fmt.writes  # an architecture alone holds no byte the checksums cover
+        if checked:
+            model.start_checks()  # the source's checksums, computed while the writer copies
         try:
             _guarded(fmt, path, WriteError,
                      lambda: fmt.load_writer()(model, tmp, options=opts, diagnostics=diags, progress=prog))
@@ -139,7 +141,8 @@ def _write(fmt: Format, model: Model, path: str | Path, opts: dict[str, Any], di
             if exc.path.startswith(str(tmp.parent)):  # name the user's file, not our temporary one
                 raise WriteError(path, exc.problem) from None
             raise
-        model.verify()  # a corrupted source leaves no output
+        if checked:
+            model.verify()  # a corrupted source leaves no output
         prog.finish()
         if strict and diags:
             raise StrictError(f"{path}: not written because --strict is set and the conversion has "
@@ -226,6 +229,8 @@ def _guarded(fmt: Format, path: Any, error: type, work: Any) -> Any:
         return work()
     except (ModelmorphError, CannotHandle):
         raise
+    except Inexpressible as exc:
+        raise error(path, str(exc)) from None
     except MemoryError:
         raise error(path, "not enough memory (the file declares more data than can be held)") from None
     except RecursionError:

@@ -61,6 +61,12 @@ class StrictError(ModelmorphError):
     exit_code = EXIT_STRICT
 
 
+class Inexpressible(Exception):
+    """The model holds something the target cannot express at all, found where the output's
+    path is not known (e.g. while translating a config): the API reports it as a
+    :class:`WriteError` naming the output. Not for what a diagnostic can carry."""
+
+
 class CannotHandle(Exception):
     """Raised by a reader that finds the file is not its format after all (not a failure):
     detection passes the file to the next candidate format, as imageio's plugins decline.

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...diagnostics import Diagnostics
-from .nodes import _history, _is_record, _kwarg_to_keras3, _node_to_keras2, _tensor, _tensors_to_records
+from ...errors import Inexpressible
+from .nodes import _history, _is_record, _kwarg_to_keras3, _tensor, _tensors_to_records
 
 
 # -- TFOpLambda ↔ keras.ops ----------------------------------------------------------------
@@ -77,6 +78,8 @@ _TF_FUNCTION_OF: dict[tuple[str, str], str] = {}
 
 for _fn, _op in TF_OPS.items():
     _TF_FUNCTION_OF.setdefault((_op.module, _op.name), _fn)
+# keras.ops.divide is true division too (its own class, which no TF function reads back as)
+_TF_FUNCTION_OF[("numpy", "Divide")] = "math.truediv"
 
 #: Keyword arguments of TF functions that change nothing with these values (None: any value).
 _NEUTRAL_KWARGS = {"name": None, "conjugate": (False,), "transpose_a": (False,), "transpose_b": (False,),
@@ -181,11 +184,9 @@ def _operation_to_keras2(entry: dict, diags: Diagnostics, seq_names: set, name: 
         module = str(entry.get("module"))[len(_OPS_MODULE):]
         function = _TF_FUNCTION_OF.get((module, entry["class_name"]))
         calls = _tf_calls(TF_OPS[function], config, nodes) if function is not None else None
-        if calls is None:
-            diags.add("unsupported", f"Keras 3 operation {entry['class_name']!r} has no tf_keras equivalent "
-                      "modelmorph knows; carried as is (tf_keras cannot load it)", name)
-            return {"class_name": entry["class_name"], "config": config, "module": entry.get("module"), "name": name,
-                    "inbound_nodes": [_node_to_keras2(n, entry["class_name"], seq_names, diags, name) for n in nodes]}
+        if calls is None:  # a file tf_keras cannot load is no Keras 2 model: refuse, don't write one
+            raise Inexpressible(f"layer {name!r}: Keras 3 operation {entry['class_name']!r} has no tf_keras "
+                                "equivalent modelmorph knows, so Keras 2 cannot load this model (write .keras)")
         class_name = "SlicingOpLambda" if function == "__operators__.getitem" else "TFOpLambda"
     tf_config = {"name": name, "trainable": config.get("trainable", True), "dtype": "float32", "function": function}
     return {"class_name": class_name, "config": tf_config, "name": name,
