@@ -5,7 +5,9 @@ of the test-suite (tests/test_fuzz.py) and the long-running one (tests/tools/fuz
 
 Every run is a ``python -m modelmorph`` subprocess with an address-space limit and a timeout;
 its verdict is acceptable when it exits 0, or prints exactly one ``modelmorph: error`` line and
-exits 3 or 4 leaving nothing behind, without a traceback, a signal, or a warning line.
+exits 3 or 4 leaving nothing behind, without a traceback, a signal, or a warning line, an
+error saying it ran out of memory (its address space is limited), or a file opened outside the
+mutant's folder and the ``--arch`` file (an audit hook in the run reports each one).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class Run:
 
     def problem(self, outputs: list[Path] = ()) -> str | None:
         """Why this run is not acceptable, or None."""
+        outside = next((line for line in self.stderr.splitlines() if line.startswith(OUTSIDE_MARK)), None)
+        if outside is not None:
+            return "outside read: " + outside[len(OUTSIDE_MARK):].strip()
         if self.code is None:
             return f"still running after {TIME_LIMIT:.0f} s"
         if self.code < 0:
@@ -48,6 +53,8 @@ class Run:
         lines = [line for line in self.stderr.splitlines() if line.strip()]
         if self.code == 0:
             return None
+        if "not enough memory" in self.stderr:  # the address-space limit was hit: a memory blow-up
+            return "memory: the run needed more than its address-space limit"
         if self.code not in (3, 4):
             return f"exit {self.code}"
         if len(lines) != 1 or not lines[0].startswith("modelmorph: error: "):
@@ -58,14 +65,40 @@ class Run:
         return None
 
 
+#: What a run prints (then the path) when it opens a file outside what it may read.
+OUTSIDE_MARK = "modelmorph-fuzz: outside read:"
+#: Folders every run may read: the interpreter's and the installed code's; devices and /proc.
+_ALWAYS_ALLOWED = sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, str(TESTS.parent / "core"),
+                          str(TESTS.parent / "plugins"), "/proc", "/dev", "/sys", "/etc", "/usr", "/lib"})
+
 #: What each run executes: its limits set first, then ``python -m modelmorph``; its own peak
 #: resident memory (VmHWM, which starts afresh at exec, unlike ru_maxrss, which inherits the
-#: forking test process's) is written to the file named by the second argument.
+#: forking test process's) is written to the file named by the second argument. With
+#: ``MODELMORPH_FUZZ_ALLOW`` set (paths), an audit hook reports every file opened outside them
+#: and the folders above (the model's reader must not read beside the model).
 _RUNNER = """
 import os, resource, runpy, sys
 memory, report = int(sys.argv[1]), sys.argv[2]
 resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+_allowed = [p for p in os.environ.pop("MODELMORPH_FUZZ_ALLOW", "").split(os.pathsep) if p]
+if _allowed:
+    _allowed = tuple(p if p.endswith("-") else os.path.realpath(p) for p in [*_allowed, report])
+    _told = set()
+    def _audit(event, args, _realpath=os.path.realpath, _sep=os.sep, _write=sys.__stderr__.write):
+        if event != "open" or not isinstance(args[0], (str, bytes)) or not args[0]:
+            return
+        path = args[0].decode("utf-8", "replace") if isinstance(args[0], bytes) else args[0]
+        try:
+            real = _realpath(path)
+        except (ValueError, OSError):
+            return
+        if any(real == a or real.startswith(a if a.endswith("-") else a.rstrip(_sep) + _sep) for a in _allowed) \\
+                or real in _told:
+            return
+        _told.add(real)
+        _write("modelmorph-fuzz: outside read: " + real + "\\n")
+    sys.addaudithook(_audit)
 sys.argv = ["modelmorph"] + sys.argv[3:]
 try:
     runpy.run_module("modelmorph", run_name="__main__", alter_sys=True)
@@ -76,11 +109,15 @@ finally:
 
 
 def run_cli(*argv: str | Path, memory: int = MEMORY_LIMIT, timeout: float = TIME_LIMIT,
-            env: dict[str, str] | None = None) -> Run:
+            env: dict[str, str] | None = None, allow: list[Path] | None = None) -> Run:
     """``modelmorph ARGV`` in a subprocess limited to ``memory`` bytes of address space and
-    ``timeout`` seconds (then killed: ``code`` None); its peak resident memory is measured."""
+    ``timeout`` seconds (then killed: ``code`` None); its peak resident memory is measured.
+    With ``allow``, opening any file outside those paths (and the interpreter's) is reported."""
     args = [str(a) for a in argv]
     environ = dict(os.environ, **(env or {}))
+    if allow is not None:
+        temp = [os.path.join(tempfile.gettempdir(), "modelmorph-")]  # a deflated weights member's copy
+        environ["MODELMORPH_FUZZ_ALLOW"] = os.pathsep.join([*map(str, allow), *_ALWAYS_ALLOWED, *temp])
     environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # each BLAS thread reserves address space
     environ.pop("MODELMORPH_DEBUG", None)
     with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as report:
@@ -332,7 +369,8 @@ def run_mutant(seed: Seed, files: dict[str, bytes], workdir: Path, **limits) -> 
         target = folder / seed.target
         target.parent.mkdir(parents=True, exist_ok=True)
         before = {p for p in folder.rglob("*")}
-        run = run_cli("convert", folder / seed.main, target, *seed.extra, **limits)
+        arch = [Path(seed.extra[i + 1]) for i, a in enumerate(seed.extra[:-1]) if a == "--arch"]
+        run = run_cli("convert", folder / seed.main, target, *seed.extra, allow=[folder, *arch], **limits)
         problem = run.problem()
         if problem is None and run.code != 0:
             left = sorted(str(p.relative_to(folder)) for p in set(folder.rglob("*")) - before)
@@ -354,9 +392,10 @@ def keep(seed: Seed, files: dict[str, bytes], where: Path, label: str) -> Path:
 
 
 def fuzz(seconds: float, seed_value: int, workdir: Path, keep_dir: Path | None = None,
-         log=lambda *a: None, max_runs: int | None = None) -> tuple[int, list[tuple[str, int, str, str]]]:
+         log=lambda *a: None, max_runs: int | None = None,
+         counts: dict[str, int] | None = None) -> tuple[int, list[tuple[str, int, str, str]]]:
     """Mutate every seed in turn for ``seconds`` (and at most ``max_runs`` mutants);
-    (runs, [(seed, iteration, problem, stderr)])."""
+    (runs, [(seed, iteration, problem, stderr)]). ``counts`` (if given) gets the runs per seed."""
     corpus = seeds()
     rng = random.Random(seed_value)
     runs, failures = 0, []
@@ -368,6 +407,8 @@ def fuzz(seconds: float, seed_value: int, workdir: Path, keep_dir: Path | None =
         files = mutate(seed, case_rng)
         run, problem = run_mutant(seed, files, workdir)
         runs += 1
+        if counts is not None:
+            counts[seed.name] = counts.get(seed.name, 0) + 1
         if problem is not None:
             failures.append((seed.name, i, problem, run.stderr.strip()[-2000:]))
             log(f"FINDING {seed.name} #{i}: {problem}: {run.stderr.strip()[-300:]}")

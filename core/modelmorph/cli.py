@@ -72,11 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="print no diagnostics and no progress")
 
     p = sub.add_parser("info", help="summarize a model: layers, parameters, weights",
-                       description="Summarize a model file: its format, layers, classes, parameter counts, "
-                                   "weights with shapes and dtypes, optimizer state and Keras version. "
-                                   "Only the metadata is read, never the tensors' bytes, so it answers at "
-                                   "once for any size but does not notice a corrupted tensor: --verify "
-                                   "does (convert and diff always check).",
+                       description="Summarize a model file: its format, layers, classes, parameter counts,\n"
+                                   "weights with shapes and dtypes, optimizer state and Keras version.\n"
+                                   "Only the metadata is read, never the tensors' bytes: it answers at once\n"
+                                   "whatever the size, but does not notice a corrupted tensor. --verify does\n"
+                                   "(convert and diff always check).",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  modelmorph info model.keras\n"
                               "  modelmorph info model.keras --verify    also read every byte the checksums cover\n"

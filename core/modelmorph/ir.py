@@ -62,6 +62,13 @@ class ByteRange:
     file: BinaryIO = field(compare=False, repr=False)
     offset: int
     nbytes: int
+    #: The CRC-32 (zip's) of these bytes, when the reader computes it anyway while checking
+    #: them: called after the bytes were accessed (it may wait for that check, and raises its
+    #: ReadError); None when unknown. A writer storing the bytes in a zip combines it
+    #: (``modelmorph.storage.filecopy.assemble_crc32``) instead of reading its copy again.
+    crc32: Callable[[], int | None] | None = field(default=None, compare=False, repr=False)
+    #: Likewise the (unmasked) CRC-32C of these bytes, which TF checkpoints store per tensor.
+    crc32c: Callable[[], int | None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -82,11 +89,29 @@ class Weight:
     #: The same value as raw bytes in a file, when the reader knows where (``None`` otherwise).
     #: Whoever replaces ``loader`` with one that changes the value must clear it.
     raw: ByteRange | None = field(default=None, repr=False, compare=False)
+    #: The name Keras gave the variable (``add_weight(name=...)``: ``gamma``), when the source
+    #: records one and ``path`` cannot say it: a class the catalogue does not know is read by
+    #: position, and a legacy ``.h5`` still names each of its variables (``ls/gamma:0``).
+    name: str | None = field(default=None, compare=False)
+    #: The same value in pieces, when the reader can give them (see :meth:`blocks`): the
+    #: ``loader`` it goes with and a function of the largest piece in bytes. Used only while
+    #: ``loader`` is still that one, so a loader replaced by a transformation is never bypassed.
+    streamer: "tuple[Callable[[], Any], Callable[[int], Iterator[Any]]] | None" = field(
+        default=None, repr=False, compare=False)
 
     def read(self) -> "np.ndarray":
         if self.loader is None:
             raise ValueError(f"weight {self.path!r} has no data")
         return self.loader()
+
+    def blocks(self, max_bytes: int) -> Iterator["np.ndarray"]:
+        """The value as consecutive slices along its first axis (each about ``max_bytes`` or
+        less where the source allows), so that a writer holds one piece at a time; the whole
+        value as one piece when the reader cannot split it."""
+        if self.streamer is not None and self.streamer[0] is self.loader and len(self.shape) >= 1:
+            yield from self.streamer[1](max_bytes)
+        else:
+            yield self.read()
 
     @property
     def size(self) -> int:
@@ -170,11 +195,18 @@ class Asset:
     path: str
     size: int
     loader: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+    #: Opens the data as a binary stream, when the reader can (so that writers copy a large
+    #: vocabulary in chunks instead of holding it whole); :meth:`open` falls back to ``loader``.
+    opener: Callable[[], BinaryIO] | None = field(default=None, repr=False, compare=False)
 
     def read(self) -> bytes:
         if self.loader is None:
             raise ValueError(f"asset {self.path!r} has no data")
         return self.loader()
+
+    def open(self) -> BinaryIO:
+        """The data as a readable binary stream (close it when done)."""
+        return self.opener() if self.opener is not None else io.BytesIO(self.read())
 
 
 @dataclass
@@ -205,6 +237,7 @@ class Model:
     has_architecture: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False, compare=False)
+    _checks: list["Check"] = field(default_factory=list, repr=False, compare=False)
 
     # -- lookups ---------------------------------------------------------------------
     def layer(self, name: str) -> Layer:
@@ -240,11 +273,48 @@ class Model:
         while self._closers:
             self._closers.pop()()
 
+    # -- integrity -------------------------------------------------------------------
+    def add_check(self, what: str, finish: Callable[[], None], start: Callable[[], None] | None = None) -> None:
+        """Register a checksum test of the source that the reader did not run, so that reading
+        the metadata alone (``modelmorph info``) costs no pass over the tensor bytes. ``what``
+        names it (``CRC-32 of model.weights.h5``); ``start``, if given, begins it in the
+        background; ``finish`` waits for the verdict and raises :class:`ReadError` on a mismatch.
+        Writers run them all before the output is kept (see :meth:`verify`)."""
+        self._checks.append(Check(what, finish, start))
+
+    def start_checks(self) -> None:
+        """Begin every pending check that can run in the background (while a writer copies)."""
+        for check in self._checks:
+            if check.start is not None and not check.started:
+                check.started = True
+                check.start()
+
+    def verify(self) -> list[str]:
+        """Run every pending check now; returns what was checked. A check that passed is not
+        run again; one that failed raises (again, if asked again)."""
+        done = []
+        while self._checks:
+            check = self._checks[0]
+            check.finish()
+            self._checks.pop(0)
+            done.append(check.what)
+        return done
+
     def __enter__(self) -> "Model":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass
+class Check:
+    """One checksum test a reader deferred (see :meth:`Model.add_check`)."""
+
+    what: str
+    finish: Callable[[], None]
+    start: Callable[[], None] | None = None
+    started: bool = False
 
 
 _SCALAR_FORMATS = {"float16": "<e", "float32": "<f", "float64": "<d", "int32": "<i", "int64": "<q"}

@@ -23,6 +23,27 @@ def read_list(attrs: Mapping[str, Any], name: str) -> list[str]:
     return out
 
 
+def split_list(values: list[str]) -> list[tuple[tuple[bytes, ...], int]]:
+    """The chunks :func:`write_list` stores, without numpy: ``(byte strings, item size)`` each,
+    the item size being the longest string's (at least 1, as numpy's), split as
+    ``numpy.array_split`` splits until every chunk fits the header limit."""
+    data = [v.encode("utf-8") for v in values]
+    too_long = [v for v in data if len(v) > HEADER_LIMIT]
+    if too_long:
+        raise ValueError(f"name {too_long[0][:60]!r}... is longer than the {HEADER_LIMIT} bytes an HDF5 attribute holds")
+    size = max([1] + [len(v) for v in data])
+    chunks = 1
+    while -(-len(data) // chunks) * size > HEADER_LIMIT:  # the first chunk is the largest
+        chunks += 1
+    base, extra = divmod(len(data), chunks)
+    out, at = [], 0
+    for i in range(chunks):
+        n = base + (i < extra)
+        out.append((tuple(data[at:at + n]), size))
+        at += n
+    return out
+
+
 def write_list(attrs: Any, name: str, values: list[str]) -> None:
     """Write a string list as Keras does: byte strings, split when over the header limit."""
     import numpy as np

@@ -11,6 +11,7 @@ Keras 3 ``adam/dense_kernel_momentum``. Writing lays the slots out as tf_keras b
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, Callable
 
 from modelmorph import Diagnostics, Model, OptimizerSlot, OptimizerState, Progress, Weight
@@ -49,7 +50,47 @@ def read_state(group: Any, model: Model, config: dict | None,
                   "variables; kept unmapped, by position")
     else:
         state.slots = slots
+        _integer_iterations(state)
+        _nadam_u_product(state, config, diags)
     return state
+
+
+def _integer_iterations(state: OptimizerState) -> None:
+    """Keras 2.0-2.2 counted iterations in a float variable; Keras 3 and tf_keras in an int64 one."""
+    for i, weight in enumerate(state.variables):
+        if weight.path == "iterations" and weight.shape == () and weight.dtype.startswith("float"):
+            state.variables[i] = Weight("iterations", (), "int64", False,
+                                        loader=lambda w=weight: w.read().round().astype("int64"))
+
+
+def _nadam_u_product(state: OptimizerState, config: dict | None, diags: Diagnostics) -> None:
+    """Nadam's running product of momentum factors is in no .h5 (tf_keras keeps it outside its
+    variable list, Keras 2.0 as ``m_schedule`` outside its weights); Keras 3 restores it with the
+    others. Written as Keras 3 computes it after as many steps; tf_keras' own drifts from that
+    (it multiplies again for every variable whose update misses its cache), so it is diagnosed."""
+    if dialects.optimizer_class(config) != "Nadam" or any(v.path == "u_product" for v in state.variables):
+        return
+    iterations = next((v for v in state.variables if v.path == "iterations"), None)
+    if iterations is None:
+        return
+    beta_1 = ((config or {}).get("config") or {}).get("beta_1", 0.9)
+    if not isinstance(beta_1, (int, float)):
+        return
+
+    def u_product() -> "Any":
+        import numpy as np
+
+        one, steps = np.float32(1.0), int(iterations.read())
+        product = one
+        for t in range(1, min(steps, 100_000) + 1):  # past ~500 steps it is 0.0 in float32 anyway
+            # In Keras 3's order: (u_product * beta_1) * (1 - 0.5 * 0.96 ** t), float32 throughout.
+            factor = one - np.float32(0.5) * np.power(np.float32(0.96), np.float32(t))
+            product = np.float32(np.float32(product * np.float32(beta_1)) * factor)
+        return np.asarray(product, dtype=np.float32)
+
+    state.variables.append(Weight("u_product", (), "float32", False, loader=u_product))
+    diags.add("lossy", "Nadam's momentum-schedule product (u_product) is not in a .h5; written as Keras 3 computes "
+              "it for this step count, which differs from the value the source optimizer had")
 
 
 def _leaf(name: str) -> str:
@@ -63,13 +104,26 @@ def _map_slots(stored: list[tuple[str, Weight]], model: Model, config: dict | No
     variables = [(path, weights[path]) for path in keras3_layout.trainable_weight_paths(model)]
     if not variables:
         return None
+    if all(_UNNAMED.fullmatch(name) for name, _ in stored):
+        return _map_unnamed(stored, variables, model, config)
+    # Names start with the optimizer's name (``Adam/m/...``), except under tf_keras' loss-scale
+    # wrapper, whose inner optimizer's slots are written without it (``m/dense/kernel:0``).
+    for skip in (1, 0):
+        slots = _map_named(stored, variables, model, config, skip)
+        if slots is not None:
+            return slots
+    return None
+
+
+def _map_named(stored: list[tuple[str, Weight]], variables: list[tuple[str, Weight]], model: Model,
+               config: dict | None, skip: int) -> list[OptimizerSlot] | None:
     optimizer = dialects.optimizer_class(config)
-    style = _naming_style(stored[0][0], variables[0][1].path.rsplit("/", 1)[-1])
+    style = _naming_style(stored[0][0], variables[0][1].path.rsplit("/", 1)[-1], skip)
     keras3_names = {e.name for e in keras3_layout.optimizer_entries(model, config) or () if e.variable}
     seen: dict[str, int] = {}
     slots = []
     for name, weight in stored:
-        slot = _slot_of(name, style, keras3_names)
+        slot = _slot_of(name, style, keras3_names, skip)
         index = seen.get(slot, 0) if slot else len(variables)
         if index >= len(variables) or weight.shape != variables[index][1].shape:
             return None
@@ -79,9 +133,44 @@ def _map_slots(stored: list[tuple[str, Weight]], model: Model, config: dict | No
     return slots if all(count == len(variables) for count in seen.values()) else None
 
 
-def _naming_style(first: str, leaf: str) -> str:
+#: Keras 2.0-2.2 slots: unnamed backend variables (``Variable_7:0``; ``param_7`` when nameless).
+_UNNAMED = re.compile(r"(?:.*/)?(?:Variable(?:_(\d+))?|param_(\d+))(?::0)?")
+
+
+def _map_unnamed(stored: list[tuple[str, Weight]], variables: list[tuple[str, Weight]], model: Model,
+                 config: dict | None) -> list[OptimizerSlot] | None:
+    """Keras 2.0-2.2 optimizers list their slots one kind after the other (``ms + vs``), each
+    over the trainable variables in order, under names numbered in creation order; the kinds
+    come in the order Keras 3 creates them (Adam: ``momentum`` then ``velocity``)."""
+    def number(name: str) -> int:
+        match = _UNNAMED.fullmatch(name)
+        return int(match.group(1) or match.group(2) or 0)
+
+    stored = sorted(stored, key=lambda item: number(item[0]))
+    config = config if isinstance(config, dict) else {}
+    groups = keras3_layout.slot_groups(config)
+    if groups is None:
+        return None
+    kinds = [name for group in groups for name in group]
+    # Keras 2.1.3+ Adam without amsgrad still makes a placeholder `vhat` of shape (1,) per variable.
+    n = len(variables)
+    if dialects.optimizer_class(config) in ("Adam", "AdamW") and len(stored) == (len(kinds) + 1) * n \
+            and all(w.shape == (1,) for _, w in stored[len(kinds) * n:]):
+        stored = stored[:len(kinds) * n]
+    if len(stored) != len(kinds) * n:
+        return None
+    slots = []
+    for k, kind in enumerate(kinds):
+        for (path, variable), (_, weight) in zip(variables, stored[k * n:(k + 1) * n]):
+            if weight.shape != variable.shape:
+                return None
+            slots.append(OptimizerSlot(path, kind, weight))
+    return slots
+
+
+def _naming_style(first: str, leaf: str, skip: int = 1) -> str:
     """How slots are named, told from the first one, which always belongs to the first variable."""
-    parts = first.removesuffix(":0").split("/")[1:]
+    parts = first.removesuffix(":0").split("/")[skip:]
     if len(parts) >= 2 and parts[-1] == leaf:
         return "slot-first"  # tf_keras 2.11+: Adam/m/dense/kernel:0
     if len(parts) >= 2 and parts[-2] == leaf:
@@ -89,8 +178,8 @@ def _naming_style(first: str, leaf: str) -> str:
     return "keras3"  # adam/dense_kernel_momentum
 
 
-def _slot_of(name: str, style: str, keras3_names: set[str]) -> str | None:
-    parts = name.removesuffix(":0").split("/")[1:]
+def _slot_of(name: str, style: str, keras3_names: set[str], skip: int = 1) -> str | None:
+    parts = name.removesuffix(":0").split("/")[skip:]
     if style == "keras3":
         tail = parts[-1] if parts else ""
         return next((s for s in sorted(keras3_names, key=len, reverse=True) if tail.endswith("_" + s)), None)

@@ -8,6 +8,7 @@ bytes lie; any other file through h5py and :mod:`modelmorph.storage.hdf5`'s chec
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ def _read_full_model(src: _Source, diags: Diagnostics, arch: Model | None) -> Mo
             if weight_names:
                 diags.add("unsupported", f"weights of {name!r} belong to no layer of the model config; dropped", name)
             continue
-        _attach(src, layers[renamed.get(name, name)], group, weight_names, diags, strict=False)
+        _attach(src, layers[renamed.get(name, name)], group, weight_names, diags, strict=False, stored_as=name)
     _note_top_level_weights(src, weights, diags)
     if "training_config" in src.file.attrs:
         model.compile_config = dialects.compile_to_keras3(src.json_attr("training_config"), diags)
@@ -142,7 +143,7 @@ def _read_weights_only(src: _Source, diags: Diagnostics, arch: Model | None, by_
             if renamed.get(name, name) not in layers:
                 diags.add("unsupported", f"weights of {name!r} match no layer of the architecture by name; dropped", name)
                 continue
-            _attach(src, layers[renamed.get(name, name)], group, weight_names, diags, strict=True)
+            _attach(src, layers[renamed.get(name, name)], group, weight_names, diags, strict=True, stored_as=name)
         return model
     # As Keras: the layers that have weights, in order, zipped with the stored groups that have some.
     names_with_weights = {name for name, _, _ in stored}
@@ -150,8 +151,8 @@ def _read_weights_only(src: _Source, diags: Diagnostics, arch: Model | None, by_
     if len(layers) != len(stored):
         raise src.error(f"the architecture has {len(layers)} layer(s) with weights, the file {len(stored)} "
                         "(join by layer name with -O by_name=true?)")
-    for layer, (_, group, weight_names) in zip(layers, stored):
-        _attach(src, layer, group, weight_names, diags, strict=True)
+    for layer, (name, group, weight_names) in zip(layers, stored):
+        _attach(src, layer, group, weight_names, diags, strict=True, stored_as=name)
     return model
 
 
@@ -164,8 +165,10 @@ def _has_weights(layer: Layer, names_with_weights: set[str]) -> bool:
 
 
 def _attach(src: _Source, layer: Layer, group: Any, weight_names: list[str], diags: Diagnostics,
-            strict: bool) -> None:
-    """Give ``layer`` (and, for a nested model, its sublayers) the stored weights, by position."""
+            strict: bool, stored_as: str) -> None:
+    """Give ``layer`` (and, for a nested model, its sublayers) the stored weights, by position.
+    Weights kept by position also keep the names Keras gave them (``stored_as`` is the layer's
+    name in the file), which a checkpoint needs to name them as tf_keras does."""
     try:
         variables = group_variables(layer, count_unknown=len(weight_names))
     except UnknownLayout as exc:
@@ -178,7 +181,20 @@ def _attach(src: _Source, layer: Layer, group: Any, weight_names: list[str], dia
         diags.add("unsupported", problem + "; kept by position", layer.name)
         variables = [Variable(layer, str(i), "", True, True) for i in range(len(weight_names))]
     for var, name in zip(variables, weight_names):
-        var.owner.weights.append(src.weight(group, name, var.path, var.trainable))
+        weight = src.weight(group, name, var.path, var.trainable)
+        if var.path.isdigit():  # a class the catalogue does not know
+            weight.name = variable_name(stored_as, name)
+        var.owner.weights.append(weight)
+
+
+def variable_name(layer_name: str, weight_name: str) -> str | None:
+    """The name Keras 2 gave a layer's variable, from its ``weight_names`` entry: ``ls/gamma:0``
+    (or ``scope/ls/gamma:0``) → ``gamma``; None when the entry names it below a sublayer or
+    not below the layer at all, where the attribute a checkpoint follows is unknown."""
+    head, _, tail = re.sub(r":\d+$", "", weight_name).rpartition("/")
+    if tail and (head == layer_name or head.endswith("/" + layer_name)):
+        return tail
+    return None
 
 
 def _note_top_level_weights(src: _Source, weights: Any, diags: Diagnostics) -> None:

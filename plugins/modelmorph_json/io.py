@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from modelmorph import Diagnostics, Model, ReadError, UsageError
-from modelmorph.keras import dialects, kerasconfig
+from modelmorph.keras import dialects, kerasconfig, vocabularies
 from modelmorph.storage.safety import read_json_file
 
 
@@ -35,7 +35,8 @@ def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, 
     if dialect == "keras2":
         if model.compile_config:
             diagnostics.add("lossy", "Keras 2 architecture JSON holds no compile config; it is not written")
-        cfg = dialects.to_keras2(cfg, diagnostics)
+        # tf_keras keeps a lookup's vocabulary in its config, Keras 3 in an asset file.
+        cfg = dialects.to_keras2(vocabularies.inline(cfg, vocabularies.vocabularies(model, diagnostics)), diagnostics)
         cfg["backend"] = "tensorflow"
     with open(path, "w", encoding="utf-8") as f:
         json.dump(cfg, f, indent=indent)

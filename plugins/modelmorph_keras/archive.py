@@ -4,13 +4,18 @@ writes, holding ``metadata.json``, ``config.json``, ``model.weights.h5`` and ``a
 The archive is untrusted: member names must stay inside it, declared sizes are checked
 before anything is read, JSON is bounded, and the weights are read in place (a stored member
 is a window on the archive file, opened through ``modelmorph.storage.h5file``; only the tensors
-asked for are read) after their CRC is checked. Writing has HDF5 write ``model.weights.h5`` straight into the zip (see ``storedzip``).
+asked for are read). Their CRC is a check left to ``Model.verify()``: ``info`` reads no tensor
+byte, a conversion checks it while the writer copies, before the output is kept. Writing has
+HDF5 write ``model.weights.h5`` straight into the zip (see ``storedzip``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
+import io
+import functools
 import json
 import os
 import shutil
@@ -49,7 +54,6 @@ def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | N
         diagnostics.add("unsupported", "--arch is ignored: a .keras archive holds an architecture of its own")
     archive = FolderArchive(path) if path.is_dir() else ZipArchive(path)
     try:
-        archive.start_check()  # the weights' CRC, computed meanwhile by a thread
         model, dialect = architecture(archive.read_json(CONFIG, "config.json"), path, diagnostics)
         metadata = archive.read_json(METADATA, "metadata.json", required=False)
         if isinstance(metadata, dict):
@@ -59,11 +63,15 @@ def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | N
         archive.scan_weights(store)
         attach(model, store, diagnostics, strict=False, keras2=dialect == "keras2")
         model.assets = archive.assets()
-        archive.finish_check()
+    except ReadError:
+        archive.explain_failure()  # corrupted weights are reported as such, not by what broke
+        archive.close()
+        raise
     except BaseException:
         archive.close()
         raise
     model.on_close(archive.close)
+    archive.add_checks(model)  # the CRCs are left to model.verify(): `info` reads no tensor byte
     return model
 
 
@@ -85,6 +93,8 @@ class ZipArchive:
         self.path = path
         self.h5: h5file.H5File | None = None
         self.crc: BackgroundCrc32 | None = None
+        self.checked: set[str] = set()  # members whose CRC zipfile checked (read to their end)
+        self.marks: list[int] = []  # where the stored weights' tensors begin and end
         try:
             self.raw = open(path, "rb")
         except OSError as exc:
@@ -133,22 +143,74 @@ class ZipArchive:
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
             raise ReadError(self.path, f"member {info.filename!r} is corrupt ({_first_line(exc)})") from None
 
-    def start_check(self) -> None:
-        """Start checking the CRC of a stored ``model.weights.h5`` (read in place, so nothing
-        else checks it); :meth:`finish_check` gives the verdict."""
+    def add_checks(self, model: Model) -> None:
+        """The CRC-32 of a stored ``model.weights.h5`` (read in place, so nothing else checks
+        it) and of each asset (read only when written), as the model's deferred checks."""
         info = self.members.get(WEIGHTS)
         if info is not None and info.compress_type == zipfile.ZIP_STORED:
+            self._lend_crcs(model)
+            model.add_check(f"CRC-32 of {WEIGHTS}", self.finish_check, start=self.start_check)
+        assets = [i for name, i in self.members.items() if name.startswith(ASSETS + "/") and not i.is_dir()]
+        if assets:
+            model.add_check(f"CRC-32 of {len(assets)} asset(s)", lambda: self._check_assets(assets))
+
+    def _lend_crcs(self, model: Model) -> None:
+        """Give each tensor read in place the CRC-32 of its bytes, from the pass that checks
+        the member's (split at the tensors' ends): a zip writer storing the same bytes then
+        combines them instead of reading its copy (one CRC pass per byte)."""
+        weights = [w for _, _, w in model.iter_weights()]
+        if model.optimizer is not None:
+            weights += model.optimizer.variables + [slot.weight for slot in model.optimizer.slots]
+        name = os.fspath(self.path)
+        for weight in weights:
+            raw = weight.raw
+            if raw is not None and raw.crc32 is None and getattr(raw.file, "name", None) == name:
+                self.marks += [raw.offset, raw.offset + raw.nbytes]
+                weight.raw = dataclasses.replace(raw, crc32=functools.partial(self._range_crc32, raw.offset, raw.nbytes))
+
+    def _range_crc32(self, offset: int, nbytes: int) -> int | None:
+        self.start_check()
+        return self.crc.range_crc32(offset, nbytes)
+
+    def explain_failure(self) -> None:
+        """Raise the CRC mismatch of the stored weights, if there is one (a failed read of a
+        corrupted member is best reported as the corruption)."""
+        info = self.members.get(WEIGHTS)
+        if info is None or info.compress_type != zipfile.ZIP_STORED:
+            return
+        try:
+            self.start_check()
+        except ReadError:
+            return  # the entry itself is broken: the error raised already says so
+        self.finish_check()
+
+    def start_check(self) -> None:
+        """Start checking the CRC of the stored weights in a thread; :meth:`finish_check` gives the verdict."""
+        if self.crc is None:
+            info = self.members[WEIGHTS]
             start = self._data_start(info)
-            self.crc = BackgroundCrc32(self.raw, start, start + info.file_size)
+            self.crc = BackgroundCrc32(self.raw, start, start + info.file_size, marks=self.marks)
 
     def finish_check(self) -> None:
-        if self.crc is not None:
+        self.start_check()
+        try:
+            crc = self.crc.result()
+        except EOFError:
+            crc = None
+        if crc != self.members[WEIGHTS].CRC:
+            raise ReadError(self.path, f"{WEIGHTS} is corrupt (CRC-32 mismatch)")
+
+    def _check_assets(self, infos: list[zipfile.ZipInfo]) -> None:
+        # zipfile checks the CRC when a member has been read to its end; chunks bound the memory.
+        for info in infos:
+            if info.filename in self.checked:
+                continue  # streamed to its end already (written to the output)
             try:
-                crc = self.crc.result()
-            except EOFError:
-                crc = None
-            if crc != self.members[WEIGHTS].CRC:
-                raise ReadError(self.path, f"{WEIGHTS} is corrupt (CRC-32 mismatch)")
+                with self.zip.open(info) as member:
+                    while member.read(_CHUNK):
+                        pass
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+                raise ReadError(self.path, f"member {info.filename!r} is corrupt ({_first_line(exc)})") from None
 
     def scan_weights(self, store: VarsStore) -> None:
         info = self.members.get(WEIGHTS)
@@ -190,7 +252,8 @@ class ZipArchive:
                 os.unlink(tmp.name)
 
     def assets(self) -> list[Asset]:
-        return [Asset(name, info.file_size, loader=lambda info=info: self._read(info))
+        return [Asset(name, info.file_size, loader=lambda info=info: self._read(info),
+                      opener=lambda info=info: _MemberStream(self, info))
                 for name, info in self.members.items() if name.startswith(ASSETS + "/") and not info.is_dir()]
 
     def close(self) -> None:
@@ -202,6 +265,37 @@ class ZipArchive:
                 resource.close()
 
 
+class _MemberStream(io.RawIOBase):
+    """A member of the archive read as a stream; zipfile checks its CRC at the end, and any
+    problem is a read error naming the archive (not the file being written)."""
+
+    def __init__(self, archive: ZipArchive, info: zipfile.ZipInfo):
+        super().__init__()
+        self.archive, self.info = archive, info
+        self.member = self._guard(lambda: archive.zip.open(info))
+
+    def _guard(self, work):
+        try:
+            return work()
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise ReadError(self.archive.path, f"member {self.info.filename!r} is corrupt ({_first_line(exc)})") from None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._guard(lambda: self.member.read(len(buffer)))
+        buffer[:len(data)] = data
+        if not data and len(buffer):  # read to its end: zipfile has checked the CRC
+            self.archive.checked.add(self.info.filename)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.member.close()
+        super().close()
+
+
 class FolderArchive:
     """The unzipped variant: the same members as files in a folder (no symlink may leave it)."""
 
@@ -209,10 +303,10 @@ class FolderArchive:
         self.path = path
         self.h5: h5file.H5File | None = None
 
-    def start_check(self) -> None:
+    def add_checks(self, model: Model) -> None:
         pass  # a folder's files carry no checksum
 
-    def finish_check(self) -> None:
+    def explain_failure(self) -> None:
         pass
 
     def read_json(self, name: str, what: str, required: bool = True) -> Any:
@@ -241,7 +335,8 @@ class FolderArchive:
             for file in sorted(files):
                 rel = (Path(folder) / file).relative_to(self.path).as_posix()
                 target = inside(self.path, rel, self.path)
-                out.append(Asset(rel, target.stat().st_size, loader=target.read_bytes))
+                out.append(Asset(rel, target.stat().st_size, loader=target.read_bytes,
+                                 opener=lambda target=target: open(target, "rb")))
         return sorted(out, key=lambda a: a.path)
 
     def close(self) -> None:
@@ -308,8 +403,12 @@ def _write_zip(model: Model, path: Path, metadata: str, config: str, diagnostics
             raise WriteError(path, f"the archive's first members end at byte {f.tell()}, not where the "
                                    f"{userblock}-byte HDF5 user block reserved for them does")
         f.seek(userblock + size)
-        for asset in model.assets:
-            archive.add(asset.path, asset.read())
+        for asset in model.assets:  # streamed: a large vocabulary never sits in memory whole
+            with asset.open() as stream:
+                try:
+                    archive.add_stream(asset.path, asset.size, stream)
+                except ValueError as exc:
+                    raise WriteError(path, f"asset {exc}") from None
         archive.finish()
 
 
@@ -322,7 +421,8 @@ def _write_folder(model: Model, path: Path, metadata: str, config: str, diagnost
     for asset in model.assets:
         target = path / asset.path
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(asset.read())
+        with asset.open() as stream, open(target, "wb") as out:
+            shutil.copyfileobj(stream, out, _CHUNK)
 
 
 def _first_line(exc: BaseException) -> str:

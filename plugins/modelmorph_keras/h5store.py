@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable
 
 from modelmorph import Progress, ReadError, Weight, WriteError
 from modelmorph.storage import plainh5
-from modelmorph.storage.filecopy import BackgroundCrc32, copy_range
+from modelmorph.storage.filecopy import BackgroundRanges, assemble_crc32, copy_range
 from modelmorph.storage.h5file import Dataset, H5File
 
 if TYPE_CHECKING:
@@ -124,7 +124,9 @@ def write_plain(path: Path, groups: list[Group], progress: Progress, userblock: 
     """One unsharded weights file, written as Keras would (same groups, datasets, attributes)
     without h5py: the metadata first, then each tensor's bytes — copied from the source file
     when the weight says where they are, else taken from its array. With ``checksum``, returns
-    the CRC-32 of the HDF5 file (after the user block), computed while the data is written."""
+    the CRC-32 of the HDF5 file (after the user block), assembled from the tensors' CRCs (the
+    source's when its check computed them, else those of the arrays written) and the metadata
+    read back: no tensor byte is read again for it."""
     from modelmorph.storage.plainh5 import PlainWriter
 
     with open(path, "w+b") as f:
@@ -137,43 +139,47 @@ def write_plain(path: Path, groups: list[Group], progress: Progress, userblock: 
                 dtype, attrs = plain_dtype(weight)
                 placed.append((writer.dataset(f"{where}/{index}", tuple(weight.shape), dtype, attrs or None), weight))
         end = writer.layout()  # flushed: from here on the data goes through the file descriptor
-        crc = BackgroundCrc32(f, userblock) if checksum else None
+        pieces: list[tuple[int, int, Callable[[], int | None]]] = []
+        copies = BackgroundRanges(f)  # CRCs of copies whose source gives none, read while copying on
         try:
             for ds, weight in placed:
-                _put_plain(f, ds, weight, path)
-                if crc is not None and ds.offset is not None:
-                    crc.advance(ds.offset + ds.nbytes)
+                crc = _put_plain(f, ds, weight, path, copies if checksum else None)
+                if crc is not None:
+                    pieces.append((ds.offset, ds.nbytes, crc))
                 progress.advance(weight.nbytes)
             if f.seek(0, os.SEEK_END) < end:
                 f.truncate(end)  # trailing empty datasets: the file still ends where HDF5 says
-        except BaseException:
-            if crc is not None:
-                crc.result(0)  # stop the thread before the file closes
-            raise
-        return crc.result(end) if crc is not None else None
+            if not checksum:
+                return None
+            # Asked last: a source checking its bytes in the background has had the copying's time.
+            known = [(offset, nbytes, value) for offset, nbytes, crc in pieces if (value := crc()) is not None]
+            return assemble_crc32(f, userblock, end, known)
+        finally:
+            copies.stop()  # before the file closes
 
 
-def _put_plain(f: BinaryIO, ds: plainh5.Dataset, weight: Weight, path: Path) -> None:
+def _put_plain(f: BinaryIO, ds: plainh5.Dataset, weight: Weight, path: Path,
+               copies: BackgroundRanges | None) -> Callable[[], int | None] | None:
+    """Write one dataset's bytes; returns how to get their CRC-32 (None: nothing written)."""
     if ds.offset is None:
-        return
+        return None
     raw = weight.raw
     if raw is not None and raw.nbytes == ds.nbytes:
         copy_range(raw.file, raw.offset, f, ds.offset, ds.nbytes)
-        return
-    import numpy as np
+        if raw.crc32 is not None:
+            return raw.crc32  # the source's check computed it: None only if it could not
+        return copies.add(ds.offset, ds.nbytes) if copies is not None else _unknown
+    from modelmorph.storage.hdf5 import write_weight_bytes
 
-    from modelmorph import numpy_dtype
+    try:  # the whole tensor, or piece by piece when its reader streams it
+        crc = write_weight_bytes(f.fileno(), ds.offset, ds.nbytes, weight)
+    except ValueError as exc:
+        raise WriteError(path, str(exc)) from None
+    return lambda: crc
 
-    array = weight.read()
-    if tuple(array.shape) != tuple(weight.shape):
-        raise WriteError(path, f"weight {weight.path!r} declares shape {weight.shape} but holds {array.shape}")
-    stored = np.dtype(np.uint16) if weight.dtype == "bfloat16" else numpy_dtype(weight.dtype)
-    data = np.ascontiguousarray(array).view(stored) if weight.dtype == "bfloat16" else array
-    data = np.ascontiguousarray(data, dtype=stored.newbyteorder("<")).reshape(-1).view(np.uint8)
-    view, at = memoryview(data), ds.offset
-    while view:
-        written = os.pwrite(f.fileno(), view, at)
-        view, at = view[written:], at + written
+
+def _unknown() -> None:
+    return None
 
 
 class VarsWriter:
@@ -218,14 +224,18 @@ class VarsWriter:
 
     def _put(self, index: int, weight: Weight) -> None:
         assert self.current is not None and self.group is not None
-        array = weight.read()
-        if tuple(array.shape) != tuple(weight.shape):
-            raise WriteError(self.path, f"weight {weight.path!r} declares shape {weight.shape} but holds {array.shape}")
+        if self.max_shard_bytes is not None and weight.nbytes > self.max_shard_bytes:
+            # refused from its declared size, before a byte of it is read
+            raise WriteError(self.path, f"weight {weight.path!r} is {weight.nbytes} bytes, more than "
+                                        f"max_shard_size ({int(self.max_shard_bytes)} bytes)")
         if self.max_shard_bytes is not None:
             self._fit_in_shard(weight)
-        from modelmorph.storage.hdf5 import write_dataset
+        from modelmorph.storage.hdf5 import write_weight
 
-        write_dataset(self.group, str(index), array)
+        try:
+            write_weight(self.group, str(index), weight)  # piece by piece when the reader streams it
+        except ValueError as exc:
+            raise WriteError(self.path, str(exc)) from None
         if self.max_shard_bytes is not None:
             self._record(self.group.name)
 
@@ -233,9 +243,6 @@ class VarsWriter:
         # ShardedH5IOStore.__setitem__: a weight that overflows the shard opens the next one,
         # where the group is created again, without its name attribute.
         size = float(weight.nbytes)
-        if size > self.max_shard_bytes:
-            raise WriteError(self.path, f"weight {weight.path!r} is {weight.nbytes} bytes, more than "
-                                        f"max_shard_size ({int(self.max_shard_bytes)} bytes)")
         self.total_bytes += size
         self.shard_bytes += size
         if self.shard_bytes > self.max_shard_bytes:

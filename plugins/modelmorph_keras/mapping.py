@@ -33,7 +33,7 @@ def attach(model: Model, store: VarsStore, diagnostics: Diagnostics, *, strict: 
         slots = layout.catalogue_slots(place.layer)
         weights = None if slots is None else _named(place, slots, store, taken, diagnostics, strict)
         place.layer.weights = weights if weights is not None else _positional(place.h5_path, store, taken)
-    model.optimizer = _optimizer(model, store, diagnostics, keras2)
+    model.optimizer = _optimizer(model, store, diagnostics, keras2, taken)
     taken.add("optimizer")
     dropped = [f"{p}/vars" if p else "vars" for p, g in store.groups.items() if g.datasets and p not in taken]
     dropped += store.strays
@@ -85,27 +85,53 @@ def _positional(h5_path: str, store: VarsStore, taken: set[str]) -> list[Weight]
     return weights
 
 
-def _optimizer(model: Model, store: VarsStore, diagnostics: Diagnostics, keras2: bool) -> OptimizerState | None:
+def _optimizer(model: Model, store: VarsStore, diagnostics: Diagnostics, keras2: bool,
+               taken: set[str] | None = None) -> OptimizerState | None:
     group = store.groups.get("optimizer")
     if group is None or not group.datasets:
         return None
     config = (model.compile_config or {}).get("optimizer")
+    state = _mapped_optimizer(model, store, group, config, keras2)
+    if state is not None:
+        return state
+    # Keras 3 wraps the compiled optimizer of a mixed_float16 model in its LossScaleOptimizer,
+    # yet writes the one compiled in the compile config: the wrapper's variables (its own, then
+    # the inner optimizer's again) do not fit it, but the inner optimizer's group does.
+    inner = store.groups.get(INNER_OPTIMIZER)
+    state = _mapped_optimizer(model, store, inner, config, keras2) if inner is not None else None
+    if state is not None:
+        if taken is not None:
+            taken.add(INNER_OPTIMIZER)
+        diagnostics.add("lossy", f"the {len(group.datasets)} variables of a loss-scale wrapper around the "
+                                 f"{_class_of(config)} are not kept (its loss scale starts again); the "
+                                 f"{_class_of(config)}'s own state, in {INNER_OPTIMIZER}, is")
+        return state
+    state = OptimizerState(config=config)
+    state.unmapped = [store.weight(ds, str(i), trainable=False) for i, ds in sorted(group.datasets.items())]
+    diagnostics.add("unsupported", f"the {len(group.datasets)} optimizer variables do not match what a Keras 3 "
+                                   f"{_class_of(config)} of this model holds; they are kept by position")
+    return state
+
+
+#: Where Keras 3's LossScaleOptimizer keeps the optimizer it wraps.
+INNER_OPTIMIZER = "optimizer/inner_optimizer"
+
+
+def _mapped_optimizer(model: Model, store: VarsStore, group: StoredGroup, config: object,
+                      keras2: bool) -> OptimizerState | None:
     datasets = group.ordered()
     entries = layout.optimizer_entries(model, config, keras2=keras2)
-    state = OptimizerState(config=config)
     shapes = {path: w.shape for path, _, w in model.iter_weights()}
-    if (entries is not None and len(entries) == len(datasets) and sorted(group.datasets) == list(range(len(datasets)))
+    if not (entries is not None and len(entries) == len(datasets) and sorted(group.datasets) == list(range(len(datasets)))
             and all(e.variable is None or shapes[e.variable] == ds.shape for e, ds in zip(entries, datasets))):
-        for entry, ds in zip(entries, datasets):
-            if entry.variable is None:
-                state.variables.append(store.weight(ds, entry.name, trainable=False))
-            else:
-                weight = store.weight(ds, f"{entry.variable}/{entry.name}", trainable=False)
-                state.slots.append(OptimizerSlot(entry.variable, entry.name, weight))
-        return state
-    state.unmapped = [store.weight(ds, str(i), trainable=False) for i, ds in sorted(group.datasets.items())]
-    diagnostics.add("unsupported", f"the {len(datasets)} optimizer variables do not match what a Keras 3 "
-                                   f"{_class_of(config)} of this model holds; they are kept by position")
+        return None
+    state = OptimizerState(config=config)
+    for entry, ds in zip(entries, datasets):
+        if entry.variable is None:
+            state.variables.append(store.weight(ds, entry.name, trainable=False))
+        else:
+            weight = store.weight(ds, f"{entry.variable}/{entry.name}", trainable=False)
+            state.slots.append(OptimizerSlot(entry.variable, entry.name, weight))
     return state
 
 
@@ -160,6 +186,8 @@ def _layer_groups(place: layout.Place) -> list[Group]:
     subs = {""} | {"/".join(s.sub.split("/")[:n]) for s in slots for n in range(1, s.sub.count("/") + 2) if s.sub}
     groups = []
     for sub in sorted(subs, key=layout.visit_key):
+        if layout.is_list(layer, sub):
+            continue  # Keras saves a list's members, not the list
         indexed = sorted(((s.index, by_path[s.weight_path]) for s in slots if s.sub == sub), key=lambda t: t[0])
         if [i for i, _ in indexed] != list(range(len(indexed))):
             raise PlanError(f"layer {place.layer_path!r}: positional weights of {sub or 'the layer'} skip an index")

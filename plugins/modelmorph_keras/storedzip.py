@@ -20,6 +20,7 @@ _CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
 _END = struct.Struct("<IHHHHIIH")
 _END64 = struct.Struct("<IQHHIIQQQQ")
 _LOCATOR64 = struct.Struct("<IIQI")
+_CRC_AT = 14  # where a local header holds the CRC-32
 _ZIP64_EXTRA = struct.Struct("<HHQQ")  # id 1, 16 bytes: uncompressed then compressed size
 ZIP64_LIMIT = 0xFFFFFFFF  # sizes and offsets from here on need zip64 records
 _MAX32, _MAX16 = 0xFFFFFFFF, 0xFFFF  # what a 32-/16-bit field holds when the zip64 record has the value
@@ -51,6 +52,29 @@ class StoredZip:
     def add(self, name: str, data: bytes) -> None:
         self.header(name, zlib.crc32(data), len(data))
         self.file.write(data)
+
+    def add_stream(self, name: str, size: int, stream: BinaryIO, chunk: int = 1 << 20) -> None:
+        """A member of ``size`` bytes read from ``stream`` in chunks (memory stays one chunk):
+        the header is written first, its CRC filled in once the data has gone by."""
+        self.header(name, 0, size)
+        entry, crc, done = self.entries[-1], 0, 0
+        while True:
+            data = stream.read(chunk)
+            if not data:
+                break
+            done += len(data)
+            if done > size:
+                break
+            crc = zlib.crc32(data, crc)
+            self.file.write(data)
+        if done != size:
+            raise ValueError(f"member {name!r} was declared {size} bytes long but its source holds "
+                             f"{'more' if done > size else done}")
+        end = self.file.tell()
+        self.file.seek(entry.offset + _CRC_AT)
+        self.file.write(struct.pack("<I", crc))
+        self.file.seek(end)
+        entry.crc = crc
 
     def header(self, name: str, crc: int, size: int, zip64: bool = False) -> None:
         """The local header of a member whose ``size`` bytes follow it (written now or already)."""

@@ -13,6 +13,9 @@ from __future__ import annotations
 import modelmorph
 from modelmorph import CERTAIN, NO
 
+#: ``-O layout`` values; nhwc/nchw are synonyms of channels_last/channels_first.
+LAYOUTS = ("channels_last", "channels_first", "nhwc", "nchw")
+
 #: The opsets the exporter writes; 17 unless ``-O opset=N``.
 MIN_OPSET, DEFAULT_OPSET, MAX_OPSET = 13, 17, 21
 
@@ -31,8 +34,9 @@ def modelmorph_formats():
         modelmorph.Format(
             name="onnx",
             description="ONNX model (.onnx): written as an ONNX graph for onnxruntime and other runtimes "
-                        "(channels-last inputs unless -O layout=nchw, dynamic batch); read into a Keras 3 "
-                        "functional model with the graph's own interface (CNN-style ops: spec/formats/onnx.md)",
+                        "(channels-last inputs unless -O layout=channels_first, dynamic batch); read into a Keras "
+                        "3 functional model with the graph's own interface unless -O layout=channels_last "
+                        "(spec/formats/onnx.md)",
             extensions=(".onnx",),
             reads=frozenset({"architecture", "weights"}),
             reader="modelmorph_onnx.reader:read",
@@ -47,9 +51,15 @@ def modelmorph_formats():
                                        "external_data_threshold)"),
                 modelmorph.Option("external_data_threshold", "size", 1 << 30, "write",
                                   help="total weight size above which auto puts weights in external data"),
-                modelmorph.Option("layout", "choice", "nhwc", "write", choices=("nhwc", "nchw"),
-                                  help="nchw: float inputs and outputs of rank 3 or more are channels-first "
-                                       "(batch, channels, ...), as runtimes that prefer it want them"),
+                modelmorph.Option("layout", "choice", None, "both", choices=LAYOUTS,
+                                  help="the written model's float inputs and outputs of rank 3 or more: "
+                                       "channels_last (batch, ..., channels) or channels_first (batch, channels, "
+                                       "...); nhwc and nchw are synonyms. Default: what the source holds "
+                                       "(writing: channels_last, Keras' own; reading: channels_first, the "
+                                       "ONNX graph's own interface)"),
+                modelmorph.Option("input_shape", "str", None, "read",
+                                  help="NAME:DIMS[,NAME:DIMS...] e.g. input:1x3x224x224 fixes an input's "
+                                       "symbolic dims (ONNX order); the batch (first dim) stays dynamic"),
             ),
         )
     ]

@@ -45,7 +45,7 @@ def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, 
         _fill_converter_slots()
         exporter = Exporter(builder, model.metadata.get("dialect", "keras3"), OPERATIONS)
         exporter.inputs = []
-        exporter.channels_first_io = options.get("layout", "nhwc") == "nchw"
+        exporter.channels_first_io = options.get("layout", "channels_last") in ("channels_first", "nchw")
         output_names = _output_names(model)
         for name in output_names:
             builder.reserve(name)

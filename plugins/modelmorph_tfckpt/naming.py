@@ -104,22 +104,38 @@ def is_positional(layer: Layer) -> bool:
     return layer.submodel is None and catalogue.variables_of(layer.class_name, layer.config) is None
 
 
+def untracked(layer: Layer, weight_path: str, scheme: str) -> bool:
+    """Whether ``scheme``'s Keras keeps no checkpoint path to the variable: Keras 3 tracks no
+    list of sub-objects for TensorFlow (``tf.train.Checkpoint`` of a Keras 3 model omits the
+    variables of StackedRNNCells' cells)."""
+    parts = weight_path.split("/")
+    return (scheme == "keras3" and not is_positional(layer)
+            and catalogue.follow(layer.class_name, layer.config or {}, parts[:-1]).through_list)
+
+
+def recorded_names(layer: Layer) -> dict[str, str] | None:
+    """Positional weight path → the name Keras 2 gave the variable, when the source recorded
+    a distinct name for each of the layer's variables (a legacy ``.h5``'s ``weight_names``).
+    tf_keras' ``add_weight(name=...)`` makes the variable a child of that name, which
+    checkpoint keys follow. None if any is missing: then no name can be trusted."""
+    names = {w.path: w.name for w in layer.weights}
+    if not names or any(not n or "/" in n for n in names.values()) or len(set(names.values())) != len(names):
+        return None
+    return names
+
+
 def variable_path(layer: Layer, weight_path: str, scheme: str) -> Path | None:
     """Child names from ``layer``'s object to the variable at IR ``weight_path``; None when
-    the scheme cannot name it (a positional weight of a class the catalogue does not know)."""
+    the scheme cannot name it (a positional weight of a class the catalogue does not know,
+    unless the source recorded the names Keras 2 gave its variables)."""
     parts = weight_path.split("/")
     if scheme == "module":
         return tuple(parts)
     if is_positional(layer):
-        return None
-    class_name, config = layer.class_name, layer.config or {}
-    out = []
-    for attr in parts[:-1]:
-        described = catalogue.get(class_name)
-        out.append(described.private.get(attr, attr) if described is not None else attr)
-        child = catalogue.sub_object(class_name, config, attr)
-        class_name, config = (child.class_name, child.config) if child is not None else ("", {})
-    described = catalogue.get(class_name)
+        named = recorded_names(layer) if scheme == "keras2" else None
+        return (named[weight_path],) if named is not None and weight_path in named else None
+    out, child, _ = catalogue.follow(layer.class_name, layer.config or {}, parts[:-1])
+    owner = layer.class_name if len(parts) == 1 else child.class_name if child is not None else None
+    described = catalogue.get(owner) if owner is not None else None
     names = described.keras3_attributes if scheme == "keras3" and described is not None else {}
-    out.append(names.get(parts[-1], parts[-1]))
-    return tuple(out)
+    return (*out, names.get(parts[-1], parts[-1]))

@@ -36,6 +36,7 @@ def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | N
         ckpt.close()
         raise
     model.on_close(ckpt.close)
+    model.add_check("CRC-32C of every tensor", ckpt.verify_all, start=ckpt.start_checks)
     return model
 
 

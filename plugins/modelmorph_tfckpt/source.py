@@ -8,6 +8,12 @@ A tensor stored as plain bytes also gets ``Weight.raw``, so that a writer storin
 bytes copies them file to file (no numpy). Its CRC-32C is still checked, lazily, by the file
 object the ``ByteRange`` names (:class:`CheckedRange`): every way to the bytes (``fileno()``,
 ``read``) passes the check first, so no writer can copy a corrupted tensor by forgetting to.
+Once writing starts (``Model.start_checks``) or a writer takes the first tensor's bytes, a
+thread checks the others ahead of it (:class:`Prefetch`, in the order their weights were made),
+so that checking one tensor overlaps copying the one before; the same pass computes each
+tensor's CRC-32, which a zip writer combines instead of reading its copy (``ByteRange.crc32``).
+Reading the checkpoint reads no tensor: :meth:`Checkpoint.verify_all` is the model's deferred
+check (``Model.verify``), which skips the tensors already checked on their way to a writer.
 """
 
 from __future__ import annotations
@@ -16,27 +22,24 @@ import io
 import os
 import threading
 from pathlib import Path
+from typing import Callable
 
 from modelmorph import DTYPES, ByteRange, ReadError, Weight
 
 from .bundle import OBJECT_GRAPH_KEY, VARIABLE_VALUE, BundleError, BundleReader, Entry, resolve_checkpoint
+from .bundle.table import unmask_crc
 
 
 class ObjectGraph:
-    """Navigation over a ``TrackableObjectGraph``: children by name, variables' keys."""
+    """Navigation over a ``TrackableObjectGraph``: children by name, variables' keys.
+
+    ``children[i]`` and ``keys[i]`` are read from node ``i`` when first asked for: a SavedModel's
+    graph has thousands of nodes (traced functions, metrics), of which a join visits a few."""
 
     def __init__(self, proto):
         self.proto = proto
-        n = len(proto.nodes)
-        self.children: list[dict[str, int]] = []
-        self.keys: list[str | None] = []
-        for node in proto.nodes:
-            named: dict[str, int] = {}
-            for ref in node.children:
-                if 0 <= ref.node_id < n:
-                    named.setdefault(ref.local_name, ref.node_id)
-            self.children.append(named)
-            self.keys.append(next((a.checkpoint_key for a in node.attributes if a.name == VARIABLE_VALUE), None))
+        self.children = _PerNode(proto.nodes, _named_children)
+        self.keys = _PerNode(proto.nodes, _checkpoint_key)
 
     def walk(self, node: int, path: tuple[str, ...]) -> int | None:
         """The node reached from ``node`` by the child names of ``path``, or None."""
@@ -50,6 +53,38 @@ class ObjectGraph:
         return next((a.full_name for a in self.proto.nodes[node].attributes if a.name == VARIABLE_VALUE), "")
 
 
+class _PerNode:
+    """A read-only sequence of one value per node, each computed on first access."""
+
+    __slots__ = ("_nodes", "_compute", "_done")
+
+    def __init__(self, nodes, compute):
+        self._nodes, self._compute, self._done = nodes, compute, {}
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __getitem__(self, index: int):
+        value = self._done.get(index, self)
+        if value is self:
+            if not 0 <= index < len(self._nodes):
+                raise IndexError(index)
+            value = self._done[index] = self._compute(self._nodes[index], len(self._nodes))
+        return value
+
+
+def _named_children(node, count: int) -> dict[str, int]:
+    named: dict[str, int] = {}
+    for ref in node.children:
+        if 0 <= ref.node_id < count:
+            named.setdefault(ref.local_name, ref.node_id)
+    return named
+
+
+def _checkpoint_key(node, count: int) -> str | None:
+    return next((a.checkpoint_key for a in node.attributes if a.name == VARIABLE_VALUE), None)
+
+
 class Checkpoint:
     """A checkpoint opened for reading. ``path`` is what the user named: a prefix, its
     ``.index`` file, a data shard, or a folder whose ``checkpoint`` state file picks one."""
@@ -57,6 +92,8 @@ class Checkpoint:
     def __init__(self, path: Path):
         self.source = path
         self.bundle: BundleReader | None = None
+        self.prefetch = Prefetch(self._checksums, skip=lambda key: key in self._verified)
+        self._verified: set[str] = set()  # keys whose CRC-32C has been checked (read or verified)
         try:
             prefix = resolve_checkpoint(path)
             # Every file of the checkpoint must stay in its folder (no symbolic link out of it).
@@ -71,10 +108,14 @@ class Checkpoint:
         except BaseException:
             self.close()
             raise
+        if proto is not None and not proto.nodes:  # every walk starts at node 0, the root
+            self.close()
+            raise ReadError(path, f"{OBJECT_GRAPH_KEY} holds no objects (not even the root)")
         self.graph = ObjectGraph(proto) if proto is not None else None
         self.graph_bytes = proto.SerializeToString() if proto is not None else None
 
     def close(self) -> None:
+        self.prefetch.stop()  # its thread reads the data files: stopped before they close
         if self.bundle is not None:
             self.bundle.close()
 
@@ -108,9 +149,11 @@ class Checkpoint:
 
         def load():
             try:
-                return self.bundle.read(key)
+                value = self.bundle.read(key)
             except BundleError as exc:
                 raise _read_error(exc, self.source) from None
+            self._verified.add(key)
+            return value
 
         try:
             where = self.bundle.byte_range(key)
@@ -119,14 +162,134 @@ class Checkpoint:
         raw = None
         if where is not None:
             file, offset, size = where
-            raw = ByteRange(CheckedRange(file, lambda: self._verify(key)), offset, size)
+            tensor = self.prefetch.add(key)
+            checked = CheckedRange(file, lambda: self.prefetch.wait(tensor))
+            stored = entry.crc32c if self.bundle.verify_checksums else None
+
+            def crc32c() -> int | None:
+                checked.fileno()  # the check first: a stored CRC is given out only once it held
+                return unmask_crc(stored) if stored is not None else None
+
+            raw = ByteRange(checked, offset, size, crc32=lambda: self.prefetch.wait(tensor), crc32c=crc32c)
         return Weight(path, tuple(entry.shape), entry.dtype, trainable, loader=load, raw=raw)
 
     def _verify(self, key: str) -> None:
+        self._checksums(key)
+
+    def _checksums(self, key: str) -> int | None:
+        """Check tensor ``key``'s CRC-32C; returns its CRC-32 (zip's), from the same pass."""
         try:
-            self.bundle.verify(key)
+            crc = self.bundle.verify(key, crc32=True)
         except BundleError as exc:
             raise _read_error(exc, self.source) from None
+        self._verified.add(key)
+        return crc
+
+    def start_checks(self) -> None:
+        """Begin checking, in the background, the tensors a writer may copy (see :class:`Prefetch`)."""
+        self.prefetch.start()
+
+    def verify_all(self) -> None:
+        """Check the CRC-32C of every tensor not checked yet (by a read or a copy). Strings and
+        partitioned variables are checked by reading them (their CRC does not cover the bytes
+        as stored); the others through one bounded buffer."""
+        self.prefetch.wait_all()  # those a writer may copy, checked (or being checked) ahead of it
+        for key, entry in self.entries.items():
+            if key == OBJECT_GRAPH_KEY or key in self._verified:
+                continue
+            if entry.dtype == "string" or entry.is_partitioned:
+                try:
+                    self.bundle.read(key)
+                except BundleError as exc:
+                    raise _read_error(exc, self.source) from None
+                self._verified.add(key)
+            else:
+                self._verify(key)
+
+
+class _Tensor:
+    """One tensor's check: claimed by one thread, its outcome (a CRC-32 or an error) for all."""
+
+    __slots__ = ("key", "claimed", "done", "crc32", "error")
+
+    def __init__(self, key: str):
+        self.key, self.claimed, self.done = key, False, threading.Event()
+        self.crc32: int | None = None
+        self.error: BaseException | None = None
+
+
+class Prefetch:
+    """Checks tensors in a background thread ahead of the writer that copies them.
+
+    Nothing runs until :meth:`start` or the first :meth:`wait` (a writer touching a tensor's
+    bytes): reading a checkpoint reads no tensor. Then the thread checks every tensor in the
+    order they were added while the caller copies; a tensor the caller needs before the thread
+    reached it is checked by the caller itself (each tensor is claimed once), so a writer going
+    in another order waits for no more than its own tensor.
+    """
+
+    def __init__(self, check: Callable[[str], int | None], skip: Callable[[str], bool] = lambda key: False):
+        self._check = check
+        self._skip = skip  # checked already (decoded by a reader): its CRC-32 is then unknown
+        self._tensors: list[_Tensor] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def add(self, key: str) -> _Tensor:
+        tensor = _Tensor(key)
+        with self._lock:
+            self._tensors.append(tensor)
+        return tensor
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._stopping and self._tensors:
+                self._thread = threading.Thread(target=self._run, name="modelmorph-crc32c", daemon=True)
+                self._thread.start()
+
+    def wait(self, tensor: _Tensor) -> int | None:
+        """The tensor's CRC-32 once its CRC-32C held; raises the ReadError of a failed check."""
+        self.start()
+        with self._lock:
+            mine = not tensor.claimed
+            tensor.claimed = True
+        if mine:
+            self._run_one(tensor)
+        tensor.done.wait()
+        if tensor.error is not None:
+            raise tensor.error
+        return tensor.crc32
+
+    def wait_all(self) -> None:
+        for tensor in list(self._tensors):
+            self.wait(tensor)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _run(self) -> None:
+        for tensor in list(self._tensors):
+            with self._lock:
+                if self._stopping:
+                    return
+                if tensor.claimed:
+                    continue
+                tensor.claimed = True
+            self._run_one(tensor)
+
+    def _run_one(self, tensor: _Tensor) -> None:
+        try:
+            if not self._skip(tensor.key):
+                tensor.crc32 = self._check(tensor.key)
+        except BaseException as exc:  # given to whoever waits for this tensor
+            tensor.error = exc
+        finally:
+            tensor.done.set()
 
 
 class CheckedRange(io.RawIOBase):

@@ -35,7 +35,8 @@ def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, 
             raw = weight.raw
             if raw is not None and raw.nbytes == weight.nbytes and weight.dtype in _COPYABLE:
                 try:  # the same bytes as a checkpoint stores them: copied file to file, no numpy
-                    bundle.add_bytes(key, weight.dtype, weight.shape, raw.file, raw.offset, raw.nbytes)
+                    bundle.add_bytes(key, weight.dtype, weight.shape, raw.file, raw.offset, raw.nbytes,
+                                     crc32c=raw.crc32c)  # a checkpoint source gives its checked CRC
                 except EOFError:
                     raise ReadError(getattr(raw.file, "name", path), f"variable {key!r}: its data ends early") from None
                 progress.advance(weight.nbytes)
@@ -95,6 +96,11 @@ def _fill(node: TrackableNode, model: Model, scheme: str, prefix: str, variables
                                                f"their positions, where {scheme} Keras will not restore them",
                                 obj.layer_path)
                 relative = tuple(weight.path.split("/"))
+            elif naming.untracked(obj.layer, weight.path, scheme):
+                diagnostics.add("unsupported", "Keras 3 keeps no checkpoint path to the variables of a list of "
+                                               f"sub-objects (StackedRNNCells' cells); they are written under "
+                                               f"{'/'.join(relative[:-1])}, where it will not restore them",
+                                obj.layer_path)
             full_path = f"{obj.layer_path}/{weight.path}"
             owner = _descend(layer_node, relative[:-1])
             variables[full_path] = owner.add_variable(relative[-1], weight, full_name=full_path)

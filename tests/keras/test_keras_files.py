@@ -102,6 +102,27 @@ def test_sharded_weights_read_alone_and_written_back_as_one_file(tmp_path):
     assert h5_tree(out)[1] == h5_tree(KERAS3 / "mobilenetv2.weights.h5")[1]
 
 
+def test_a_tensor_larger_than_a_shard_is_refused_before_it_is_read(tmp_path, capsys):
+    from modelmorph.cli import main
+
+    read_ids = []
+    with modelmorph.read(KERAS3 / "mobilenetv2.keras") as model:
+        weights = [w for _, _, w in model.iter_weights()]
+        big = max(weights, key=lambda w: w.nbytes)
+        for w in weights:  # record every tensor read
+            w.loader = lambda w=w, load=w.loader: read_ids.append(id(w)) or load()
+        with pytest.raises(modelmorph.WriteError, match=f"is {big.nbytes} bytes, more than max_shard_size "
+                                                        f"\\({big.nbytes - 1} bytes\\)"):
+            modelmorph.write(model, tmp_path / "m.weights.json", options={"max_shard_size": str(big.nbytes - 1)})
+    assert read_ids and id(big) not in read_ids  # the writer got that far, and read every tensor but it
+    assert list(tmp_path.iterdir()) == []
+    assert main(["convert", str(KERAS3 / "mobilenetv2.keras"), str(tmp_path / "m.weights.json"),
+                 "-O", f"max_shard_size={big.nbytes - 1}"]) == 5
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "more than max_shard_size" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_weights_are_written_in_place_as_one_hdf5_file(tmp_path):
     """model.weights.h5 is written by HDF5 straight into the zip: read alone, it is whole."""
     out = tmp_path / "mlp_adam.keras"

@@ -48,6 +48,11 @@ CASES = [
     ("LSTM", {"units": 5, "return_sequences": True}, [(None, 7, 3)]),
     ("GRU", {"units": 5, "return_state": True}, [(None, 7, 3)]),
     ("SimpleRNN", {"units": 2}, [(None, 7, 3)]),
+    ("RNN", {"cell": {"module": "keras.layers", "class_name": "LSTMCell", "config": {"units": 3}}, "return_state": True},
+     [(None, 7, 3)]),
+    ("RNN", {"return_sequences": True, "cell": {"module": "keras.layers", "class_name": "StackedRNNCells", "config": {
+        "cells": [{"module": "keras.layers", "class_name": c, "config": {"units": u}} for c, u in (("GRUCell", 4), ("SimpleRNNCell", 2))]}}},
+     [(None, 7, 3)]),
     ("Bidirectional", {"layer": {"module": "keras.layers", "class_name": "LSTM", "config": {"units": 4, "return_sequences": True}}},
      [(None, 6, 3)]),
     ("Bidirectional", {"merge_mode": "sum", "layer": {"module": "keras.layers", "class_name": "GRU", "config": {"units": 4}}}, [(None, 6, 3)]),

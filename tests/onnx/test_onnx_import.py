@@ -18,8 +18,11 @@ from modelmorph.errors import EXIT_READ
 
 RTOL = 1e-4  # relative to each output's largest magnitude
 ONNX = FIXTURES / "onnx"
-CASES = ["small_cnn", "mobile_block", "skip_net", "mlp", "up_reshape"]
+CASES = ["small_cnn", "mobile_block", "skip_net", "mlp", "up_reshape", "recurrent", "recurrent_stack", "encoder_block",
+         "channel_shuffle", "resnet_block"]
 OPSETS = [11, 17]
+#: Imports the ONNX exporter cannot write back yet, and why (remove an entry when it can).
+ROUND_TRIP_GAPS = {"recurrent": "keras.ops operation Take has no ONNX converter"}  # z[:, -1], h_n[-1]
 
 
 def _ort_run(ort, path: Path, x: np.ndarray) -> list[np.ndarray]:
@@ -48,6 +51,10 @@ def test_pytorch_exports_import_as_keras(case, opset, keras3, tmp_path):
     assert_close_to_recorded([got], [io["out_0"]], rtol=RTOL)
     # the round trip: modelmorph's .keras exported to ONNX again runs as the original does
     back = tmp_path / f"{case}_back.onnx"
+    if case in ROUND_TRIP_GAPS:  # a known gap of the exporter: it must still be this one
+        with pytest.raises(modelmorph.WriteError, match=ROUND_TRIP_GAPS[case]):
+            modelmorph.convert(out, back)
+        return
     modelmorph.convert(out, back)
     assert_close_to_recorded(_ort_run(ort, back, io["in_0"]), want, rtol=RTOL)
 
@@ -59,8 +66,9 @@ def test_flatten_after_convolutions_keeps_onnx_order(keras3, tmp_path):
     modelmorph.convert(ONNX / "small_cnn_op17.onnx", out)
     with modelmorph.read(out) as model:
         classes = [layer.class_name for layer in model.layers]
-    assert classes.count("Permute") == 2, classes  # one at the input, one before the flatten
-    assert classes.index("Dense") > classes.index("Permute", 1)
+    # one Permute at the NCHW input; the Flatten reads channels-last and the Dense after it takes
+    # its kernel rows in that order (the numbers: test_pytorch_exports_import_as_keras)
+    assert classes.count("Permute") == 1 and classes.index("Permute") < classes.index("Conv2D"), classes
 
 
 def test_layers_are_idiomatic_keras():
@@ -74,20 +82,85 @@ def test_layers_are_idiomatic_keras():
         assert model.layer("output").config["activation"] == "gelu"  # PyTorch's Erf form, recognised
 
 
+@pytest.mark.parametrize("opset", OPSETS)
+def test_sequence_models_are_idiomatic_keras(opset):
+    """PyTorch's time-major plumbing around LSTM/GRU costs no layer; LayerNorm is one layer at any opset."""
+    with modelmorph.read(ONNX / f"recurrent_op{opset}.onnx") as model:
+        classes = [layer.class_name for layer in model.layers]
+        assert classes[:3] == ["InputLayer", "LSTM", "Bidirectional"], classes
+        assert not {"Transpose", "Permute", "Stack"} & set(classes), classes
+        gru = model.layers[2]
+        assert gru.config["merge_mode"] == "concat" and gru.config["layer"]["class_name"] == "GRU"
+        assert gru.config["layer"]["config"]["reset_after"] is True  # PyTorch's linear_before_reset=1
+    with modelmorph.read(ONNX / f"encoder_block_op{opset}.onnx") as model:
+        classes = [layer.class_name for layer in model.layers]
+        assert classes.count("LayerNormalization") == 2 and "Mean" not in classes, classes
+
+
+#: The models tests/onnx/test_onnx_export.py exports (its KERAS3_CASES and TF_KERAS_CASES, and
+#: the float16 one), and how their layers come back: {case: (lost classes, gained classes)}
+#: beyond the equivalences _leaves applies. Everything else comes back class for class.
+EXPORTED = [*[("keras3", c) for c in ("mlp_adam", "seq_cnn_bn", "multi_io_shared", "embed_lstm_bigru",
+                                      "nested_seq", "mha_ln", "mobilenetv2")],
+            *[("tf_keras", c) for c in ("mlp_adam", "seq_cnn_bn", "multi_io_shared", "embed_lstm_bigru",
+                                        "nested_seq", "mha_ln", "mobilenetv2", "tfop_lambda", "mixed_precision")]]
+COME_BACK_DIFFERENT = {
+    # one Dense called on two inputs: ONNX has two MatMuls on one initializer; two Dense come back
+    "multi_io_shared": ({}, {"Dense": 1}),
+    # Bidirectional(GRU) comes back, and its concatenation of the two directions as its own layer
+    "embed_lstm_bigru": ({}, {"Concatenate": 1}),
+    # MultiHeadAttention is exported as its MatMuls and Softmax: it comes back as those
+    "mha_ln": ({"MultiHeadAttention": 1}, {"Dense": 4, "Reshape": 4, "Permute": 4, "Multiply": 1, "Matmul": 2,
+                                           "Softmax": 1}),
+    # the float16 policy's roundings are Cast pairs between the ops: keras.ops casts come back,
+    # splitting the first Dense's bias Add and relu from it (the numbers are Keras' float16 ones)
+    "mixed_precision": ({}, {"Cast": 8, "Add": 1, "Activation": 1}),
+}
+
+
+def _leaves(path) -> "Counter[str]":
+    """Layer classes, nested models' layers included (the nesting is not kept in ONNX), with the
+    equivalent spellings counted as one: ReLU without bounds and TFOpLambda relu are
+    Activation('relu'); Dropout (nothing at inference) and InputLayers are left out."""
+    from collections import Counter
+
+    out: Counter[str] = Counter()
+    with modelmorph.read(path) as model:
+        for _, layer in model.iter_layers():
+            name = layer.class_name
+            if name in ("Sequential", "Functional", "InputLayer", "Dropout"):
+                continue
+            if name == "ReLU" and layer.config.get("max_value") is None and not layer.config.get("negative_slope") \
+                    and not layer.config.get("threshold"):
+                name = "Activation"
+            if name in ("TFOpLambda", "Relu") and "relu" in str(layer.config.get("function", name)).lower():
+                name = "Activation"
+            out[name] += 1
+    return out
+
+
 @pytest.mark.interop
-@pytest.mark.parametrize("case", ["seq_cnn_bn", "mlp_adam"])
-def test_modelmorph_exports_come_back(case, keras3, tmp_path):
-    """What the exporter writes (channels-last Keras interface) imports back to the same predictions."""
+@pytest.mark.parametrize("family, case", EXPORTED)
+def test_modelmorph_exports_come_back(family, case, keras3, tmp_path):
+    """What the exporter writes (channels-last Keras interface) imports back to the same predictions
+    and, for standard layers, the same layer classes (a folded BatchNormalization, an activation
+    in a Dense or Conv, ReLU(6.0) come back as such)."""
     ort = require("onnxruntime")
+    source = FIXTURES / family / f"{case}{'.keras' if family == 'keras3' else '.h5'}"
     exported = tmp_path / f"{case}.onnx"
-    modelmorph.convert(FIXTURES / "keras3" / f"{case}.keras", exported)
+    modelmorph.convert(source, exported)
     back = tmp_path / f"{case}.keras"
     modelmorph.convert(exported, back)
-    io = np.load(FIXTURES / "keras3" / f"{case}.io.npz")
-    x = io["in_0"]
+    io = np.load(FIXTURES / family / f"{case}.io.npz")
+    feeds = [io[k] for k in sorted(io.files) if k.startswith("in_")]
+    session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+    want = session.run(None, {i.name: x for i, x in zip(session.get_inputs(), feeds)})
     model = keras3.saving.load_model(back, safe_mode=True)
-    got = np.asarray(model.predict(x, verbose=0))
-    assert_close_to_recorded([got], _ort_run(ort, exported, x), rtol=RTOL)
+    got = model.predict(feeds if len(feeds) > 1 else feeds[0], verbose=0)
+    got = [np.asarray(g) for g in (got if isinstance(got, (list, tuple)) else [got])]
+    assert_close_to_recorded(got, want, rtol=RTOL)
+    lost, gained = _leaves(source) - _leaves(back), _leaves(back) - _leaves(source)
+    assert (dict(lost), dict(gained)) == COME_BACK_DIFFERENT.get(case, ({}, {}))
 
 
 # -- sniffing ------------------------------------------------------------------------------------
@@ -207,10 +280,10 @@ def test_unsupported_op_names_the_node(tmp_path, capsys):
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
-    graph = helper.make_graph([helper.make_node("Hardmax", ["x"], ["y"], name="odd")], "g", [x], [y])
+    graph = helper.make_graph([helper.make_node("MeanVarianceNormalization", ["x"], ["y"], name="odd")], "g", [x], [y])
     src = tmp_path / "op.onnx"
     src.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
-    _assert_read_error(capsys, src, tmp_path, "node 'odd' (Hardmax)")
+    _assert_read_error(capsys, src, tmp_path, "node 'odd' (MeanVarianceNormalization)")
 
 
 def test_cycles_are_refused(tmp_path, capsys):

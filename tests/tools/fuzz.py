@@ -4,7 +4,8 @@ Mutates the fixtures of each format structurally (tests/fuzzing.py: HDF5 structu
 file written with ``libver='latest'`` that libhdf5 parses; zip directories and JSON members;
 SSTable blocks, varints and bundle entries; protobuf bytes), converts each mutant in a limited
 subprocess and reports every run that is not exit 0 or one ``modelmorph: error`` line with exit
-3/4 (traceback, signal, hang past 30 s, address space past 1 GB, several lines, output left).
+3/4 (traceback, signal, hang past 30 s, address space past 1 GB, several lines, output left, a file
+opened outside the model: an audit hook in each run reports it).
 Failing cases are kept under ``--keep`` for replay. Exit status 1 when anything was found.
 """
 
@@ -31,14 +32,16 @@ def main() -> int:
     print(f"fuzzing for {args.minutes} min, seed {args.seed}", flush=True)
     with tempfile.TemporaryDirectory(prefix="modelmorph-fuzz-") as work:
         started = time.monotonic()
+        counts: dict[str, int] = {}
         runs, failures = fuzzing.fuzz(args.minutes * 60, args.seed, Path(work), args.keep,
-                                      log=lambda line: print(line, flush=True))
+                                      log=lambda line: print(line, flush=True), counts=counts)
         elapsed = time.monotonic() - started
     kinds: dict[str, int] = {}
     for _, _, problem, _ in failures:
         kinds[problem.split(":")[0]] = kinds.get(problem.split(":")[0], 0) + 1
     print(f"{runs} runs in {elapsed / 60:.1f} min ({runs / max(elapsed, 1):.1f}/s), {len(failures)} findings"
           + (f": {kinds}" if kinds else ""), flush=True)
+    print("runs per seed: " + ", ".join(f"{name} {n}" for name, n in counts.items()), flush=True)
     return 1 if failures else 0
 
 

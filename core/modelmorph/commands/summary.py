@@ -35,6 +35,12 @@ def summarize(model: Model, format_name: str | None = None) -> dict[str, Any]:
         "optimizer": None,
         "assets": [{"path": a.path, "size": a.size} for a in model.assets],
     }
+    # A reader may describe the file in its own terms (the ONNX graph's inputs, ops...):
+    # metadata["format_summary"] = {"data": JSON-able, "lines": [text lines for the table's head]}.
+    extra = model.metadata.get("format_summary")
+    if isinstance(extra, dict):
+        out["format_summary"] = extra.get("data")
+        out["format_lines"] = [str(line) for line in extra.get("lines", [])]
     if model.optimizer is not None:
         opt = model.optimizer
         out["optimizer"] = {
@@ -55,6 +61,7 @@ def render(summary: dict[str, Any], show_weights: bool = True) -> str:
     extra = ", ".join(f"{k} {meta[k]}" for k in ("keras_version", "backend", "date_saved") if k in meta)
     if extra:
         lines.append(extra)
+    lines.extend(summary.get("format_lines", []))
     rows = [("Layer (path)", "Class", "Params", "Connected to")]
     for layer in summary["layers"]:
         params = f'{layer["params"]:,}' if summary["has_weights"] else "-"
@@ -85,4 +92,8 @@ def render(summary: dict[str, Any], show_weights: bool = True) -> str:
         lines.append("Compiled, no optimizer state saved")
     if summary["assets"]:
         lines.append(f"Assets: {len(summary['assets'])} file(s)")
+    if "verified" in summary:  # info --verify
+        checked = summary["verified"]
+        lines.append(f"Checksums: {', '.join(checked)} verified" if checked
+                     else "Checksums: none in this format, nothing to verify")
     return "\n".join(lines)

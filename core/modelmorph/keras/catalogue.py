@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 from .layers import Child, LayerClass, LayerSpec, Var, builtin_classes
 
@@ -140,3 +140,48 @@ def sub_object(class_name: str, config: dict, attribute: str) -> Child | None:
     """The sub-object a layer of ``class_name`` keeps under ``attribute``, if the catalogue knows."""
     cls = get(class_name)
     return None if cls is None else cls.sub_object(config, attribute)
+
+
+class Followed(NamedTuple):
+    """Where a sub-object path leads (see :func:`follow`)."""
+
+    checkpoint_path: tuple[str, ...]  # the attribute names a TF checkpoint follows
+    child: Child | None  # the sub-object reached; None when the catalogue cannot tell
+    through_list: bool  # whether a list member was on the way (StackedRNNCells' cells)
+
+
+def follow(class_name: str, config: dict, parts: "list[str] | tuple[str, ...]") -> Followed:
+    """Follow the sub-object path ``parts`` (``cell``, ``cell/cells/gru_cell``) from a layer of
+    ``class_name``: the attribute names a TF checkpoint follows (private ones, list members by
+    index: ``cell/cells/0``) and the sub-object reached. Parts it cannot resolve are kept as
+    they are."""
+    from .keras3_layout import snake_case, unique_name
+
+    out: list[str] = []
+    child: Child | None = None
+    known, through_list = True, False
+    config = config or {}
+    index = 0
+    while index < len(parts):
+        attr = parts[index]
+        described = get(class_name)
+        out.append(described.private.get(attr, attr) if described is not None else attr)
+        members = described.elements(config, attr) if described is not None else None
+        if members is not None and index + 1 < len(parts):
+            used: dict[str, int] = {}
+            keys = [unique_name(snake_case(m.class_name), used) for m in members]
+            key = parts[index + 1]
+            index += 1
+            through_list = True
+            if key in keys:
+                out.append(str(keys.index(key)))
+                child = members[keys.index(key)]
+            else:
+                out.append(key)
+                child = None
+        else:
+            child = described.sub_object(config, attr) if described is not None else None
+        known = known and child is not None
+        class_name, config = (child.class_name, child.config) if child is not None else ("", {})
+        index += 1
+    return Followed(tuple(out), child if known else None, through_list)

@@ -35,7 +35,7 @@ def structure_of(arch: Model) -> Model:
     layers = [dataclasses.replace(layer, weights=[], submodel=structure_of(layer.submodel) if layer.submodel else None)
               for layer in arch.layers]
     metadata = {k: v for k, v in arch.metadata.items() if k != "source_format"}
-    return dataclasses.replace(arch, layers=layers, optimizer=None, assets=[], metadata=metadata, _closers=[])
+    return dataclasses.replace(arch, layers=layers, optimizer=None, assets=[], metadata=metadata, _closers=[], _checks=[])
 
 
 def expected_variables(arch: Model) -> Iterator[tuple[str, Layer, list[Expected] | None]]:

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from .catalogue import Var, sub_object, variables_of
+from .catalogue import Var, follow, get, variables_of
 from ..ir import Layer, Model
 
 #: Config modules of ``keras.ops`` calls recorded in a Functional graph (operations, not layers).
@@ -119,19 +119,34 @@ def _number(variables: list[Var]) -> list[Slot]:
 def positional_slot(weight_path: str) -> Slot | None:
     """``"3"`` → own variable 3; ``"cell/1"`` → variable 1 of sub-object ``cell``; else None."""
     sub, _, last = weight_path.rpartition("/")
-    return Slot(weight_path, sub, int(last)) if last.isdigit() and last == str(int(last)) else None
+    # ASCII digits only: str.isdigit also takes "²", which int() refuses
+    return Slot(weight_path, sub, int(last)) if last.isascii() and last.isdigit() and last == str(int(last)) else None
 
 
 def sub_object_name(layer: Layer, sub: str) -> str | None:
     """The ``.name`` Keras gives sub-object ``sub`` of ``layer`` (``""`` is the layer itself);
     None when Keras names it at run time (unknown classes, auto-numbered helpers)."""
-    name, class_name, config = layer.name, layer.class_name, layer.config
-    for attr in (p for p in sub.split("/") if p):
-        child = sub_object(class_name, config or {}, attr)
-        if child is None:
-            return None
-        class_name, config, name = child
-    return name
+    parts = [p for p in sub.split("/") if p]
+    if not parts:
+        return layer.name
+    child = follow(layer.class_name, layer.config or {}, parts).child
+    return None if child is None else child.name
+
+
+def is_list(layer: Layer, sub: str) -> bool:
+    """Whether sub-object path ``sub`` names a list of sub-objects (StackedRNNCells' ``cells``):
+    Keras saves its members, but no ``vars`` of the list itself."""
+    parts = [p for p in sub.split("/") if p]
+    if not parts:
+        return False
+    class_name, config = layer.class_name, layer.config or {}
+    if len(parts) > 1:
+        owner = follow(class_name, config, parts[:-1]).child
+        if owner is None:
+            return False
+        class_name, config = owner.class_name, owner.config
+    described = get(class_name)
+    return described is not None and parts[-1] in described.sequences
 
 
 # -- the optimizer ------------------------------------------------------------------------------
@@ -149,7 +164,9 @@ def _adam(c: dict) -> list[list[str]]:
 
 
 def _rmsprop(c: dict) -> list[list[str]]:
-    return ([["velocity"]] + ([["momentum"]] if (c.get("momentum") or 0) > 0 else [])
+    momentum = c.get("momentum")
+    has_momentum = isinstance(momentum, (int, float)) and momentum > 0  # a config may hold anything
+    return ([["velocity"]] + ([["momentum"]] if has_momentum else [])
             + ([["average_gradient"]] if c.get("centered") else []))
 
 
@@ -172,6 +189,15 @@ _SLOTS = {
 _TRAILING = {"Nadam": ["u_product"]}
 
 
+def slot_groups(optimizer: Any) -> list[list[str]] | None:
+    """The slot names a serialized optimizer creates per model variable, in groups created
+    together (Adam: ``[["momentum", "velocity"]]``); None for a class not known here."""
+    if not isinstance(optimizer, dict) or not isinstance(optimizer.get("class_name"), str) \
+            or optimizer["class_name"] not in _SLOTS:
+        return None
+    return _SLOTS[optimizer["class_name"]](optimizer.get("config") if isinstance(optimizer.get("config"), dict) else {})
+
+
 def optimizer_entries(model: Model, optimizer: Any, *, keras2: bool = False) -> list[OptimizerEntry] | None:
     """The variables of ``optimizer/vars`` in order, for the serialized ``optimizer``
     (``{"class_name", "config"}``) of ``model``; None for an optimizer class not known here.
@@ -180,7 +206,8 @@ def optimizer_entries(model: Model, optimizer: Any, *, keras2: bool = False) -> 
     accumulators, the class's slots, then its trailing variables. tf_keras (``keras2``) keeps
     no ``learning_rate`` variable.
     """
-    if not isinstance(optimizer, dict) or optimizer.get("class_name") not in _SLOTS:
+    if not isinstance(optimizer, dict) or not isinstance(optimizer.get("class_name"), str) \
+            or optimizer["class_name"] not in _SLOTS:
         return None
     class_name = optimizer["class_name"]
     config = optimizer.get("config") if isinstance(optimizer.get("config"), dict) else {}

@@ -52,7 +52,7 @@ def read_model_config(cfg: Any, diagnostics: "Diagnostics | None" = None) -> Mod
     if renamed:  # readers that find weights by layer name look the source's names up here
         model.metadata["renamed"] = renamed
     if dialect == "keras2" and model.compile_config:  # a tf-keras archive's compile settings
-        model.compile_config = dialects.keras2_compile_config_to_keras3(model.compile_config)
+        model.compile_config = dialects.keras2_compile_config_to_keras3(model.compile_config, diagnostics)
     infer_shapes(model)
     return model
 
@@ -98,6 +98,24 @@ def model_from_config(cfg: Any, where: str = "model") -> Model:
     return model
 
 
+#: Config keys that hold a serialized layer (a wrapper's ``layer``, an RNN's ``cell``), or a list of them.
+_INNER_LAYER_KEYS, _INNER_LAYER_LIST_KEYS = ("layer", "backward_layer", "cell"), ("cells",)
+
+
+def _expect_inner_layers(config: dict, where: str) -> None:
+    """A serialized layer inside a layer's config must have an object config, as every writer
+    that translates it assumes (anything else is malformed input, refused on read)."""
+    for key in _INNER_LAYER_KEYS + _INNER_LAYER_LIST_KEYS:
+        value = config.get(key)
+        entries = value if key in _INNER_LAYER_LIST_KEYS and isinstance(value, list) else [value]
+        for i, inner in enumerate(entries):
+            if isinstance(inner, dict) and "class_name" in inner and "config" in inner:
+                at = f"{where}.{key}" + (f"[{i}]" if key in _INNER_LAYER_LIST_KEYS else "")
+                if inner["config"] is not None:
+                    _expect_dict(inner["config"], f"{at}.config")
+                    _expect_inner_layers(inner["config"], f"{at}.config")
+
+
 def layer_from_entry(entry: Any, where: str) -> Layer:
     _expect_dict(entry, where)
     class_name = _expect_str(entry.get("class_name"), f"{where}.class_name")
@@ -105,6 +123,7 @@ def layer_from_entry(entry: Any, where: str) -> Layer:
     if config is None:
         config = {}
     _expect_dict(config, f"{where}.config")
+    _expect_inner_layers(config, f"{where}.config")
     name = entry.get("name", config.get("name"))
     name = _expect_str(name, f"{where}.name")
     nodes_data = entry.get("inbound_nodes") or []

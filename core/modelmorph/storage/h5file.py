@@ -309,14 +309,80 @@ def _decode(value: Any) -> Any:
     return value
 
 
+#: How long libhdf5 may take to read every attribute of a file (see :func:`_attributes_of`).
+ATTRIBUTE_SECONDS = 10.0
+
+
 def _h5py_attrs(obj: Any, source: str | Path) -> dict[str, Any]:
     """The attributes of an h5py object, decoded; libhdf5's errors on a corrupted one (KeyError,
     RuntimeError, OSError...) become a one-line ReadError naming the object."""
+    found = _read_attrs(obj)
+    if isinstance(found, str):
+        raise ReadError(source, f"the attributes of {obj.name!r} cannot be read ({found})")
+    return found
+
+
+def _read_attrs(obj: Any) -> "dict[str, Any] | str":
+    """The decoded attributes of ``obj``, or the reason libhdf5 gave for not reading them."""
     try:
         return {key: _decode(value) for key, value in obj.attrs.items()}
     except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
-        text = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise ReadError(source, f"the attributes of {obj.name!r} cannot be read ({text})") from None
+        return str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+
+
+def _attributes_of(h5: "h5py.File", root_only: bool, source: str | Path) -> dict[str, "dict[str, Any] | str"]:
+    """Every object's attributes (object name → attributes, or why they cannot be read), read
+    once per file in a child process bounded in time and memory: libhdf5 can spin forever or
+    allocate gigabytes on a damaged variable-length attribute, which nothing in-process stops."""
+    import h5py
+
+    from .bounded import Exceeded, run_bounded
+
+    def work() -> dict[str, "dict[str, Any] | str"]:
+        out: dict[str, dict[str, Any] | str] = {"/": _read_attrs(h5)}
+        if not root_only:
+            names: list[str] = []
+            try:
+                h5py.h5o.visit(h5.id, lambda name: names.append(name.decode("utf-8", "replace")))
+            except (OSError, KeyError, RuntimeError, ValueError, TypeError):
+                pass  # the walk itself reports it; attributes of unlisted objects are read directly
+            for name in names:
+                if name != ".":
+                    try:
+                        out["/" + name] = _read_attrs(h5["/" + name])
+                    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
+                        out["/" + name] = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        return out
+
+    key = _identity(h5)
+    cached = _VERDICTS.get(key) if key is not None else None
+    if cached is not None and (cached[0] or root_only or isinstance(cached[1], str)):
+        found = cached[1]  # detection opens a file several times: one bounded read serves all
+    else:
+        try:
+            found = run_bounded(work, ATTRIBUTE_SECONDS)
+        except Exceeded as exc:
+            found = f"the HDF5 attributes cannot be read: libhdf5 {exc} (a damaged file)"
+        if key is not None:
+            _VERDICTS[key] = (not root_only, found)
+    if isinstance(found, str):
+        raise ReadError(source, found)
+    return found
+
+
+#: Results of :func:`_attributes_of` by file identity (see :func:`_identity`), this process's:
+#: (whether every object's attributes were read, the result).
+_VERDICTS: dict[tuple, "tuple[bool, dict[str, Any] | str]"] = {}
+
+
+def _identity(h5: "h5py.File") -> tuple | None:
+    """What tells one file's bytes from another's: device, inode, size, modification time
+    (None for a file h5py reads through a Python object: a zip member, read once anyway)."""
+    name = h5.filename
+    if not isinstance(name, str) or not os.path.isfile(name):
+        return None
+    st = os.stat(name)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _storage_dtype(dt: Any) -> str:
@@ -342,7 +408,7 @@ class _H5pyGroup(Group):
     @property
     def attrs(self) -> dict[str, Any]:
         if self._attrs is None:
-            self._attrs = _h5py_attrs(self.obj, self._file.source)
+            self._attrs = self._file.attrs_of(self.obj)
         return self._attrs
 
     @property
@@ -375,7 +441,7 @@ class _H5pyDataset(Dataset):
     @property
     def attrs(self) -> dict[str, Any]:
         if self._attrs is None:
-            self._attrs = _h5py_attrs(self.obj, self._file.source)
+            self._attrs = self._file.attrs_of(self.obj)
         return self._attrs
 
     def weight(self, path: str, trainable: bool = True) -> Weight:
@@ -384,7 +450,20 @@ class _H5pyDataset(Dataset):
         self._file.charge(self.obj)
         weight = hdf5.weight_from_dataset(self.obj, path, self._file.source, trainable)
         weight.loader = self._guarded(weight.loader)
+        weight.streamer = (weight.loader, self._guarded_blocks())
         return weight
+
+    def _guarded_blocks(self) -> Any:
+        from . import hdf5
+
+        obj, source, where = self.obj, self._file.source, self.name
+
+        def blocks(max_bytes: int) -> Iterator[Any]:
+            try:
+                yield from hdf5.read_blocks(obj, source, max_bytes)
+            except OSError as exc:  # a truncated or corrupted file fails only when data is read
+                raise ReadError(source, f"dataset {where!r} cannot be read ({str(exc).splitlines()[0][:120]})") from None
+        return blocks
 
     def _guarded(self, loader: Any) -> Any:
         source, where = self._file.source, self.name
@@ -428,6 +507,20 @@ class _H5pyFile(_H5pyGroup, H5File):
         self._h5, self._window, self.source = h5, window, source
         self._charged: set[str] = set()  # datasets whose inflation is counted
         self._inflation, self._max_inflation = 0, None
+        self._all_attrs: dict[str, Any] | None = None
+        self.root_only = False
+
+    def attrs_of(self, obj: Any) -> dict[str, Any]:
+        """``obj``'s attributes, from the one bounded read of the whole file's (an object that
+        read did not reach, through another link name, is read directly)."""
+        if self._all_attrs is None:
+            self._all_attrs = _attributes_of(self._h5, self.root_only, self.source)
+        found = self._all_attrs.get(obj.name)
+        if found is None:
+            return _h5py_attrs(obj, self.source)
+        if isinstance(found, str):
+            raise ReadError(self.source, f"the attributes of {obj.name!r} cannot be read ({found})")
+        return found
 
     def charge(self, ds: "h5py.Dataset") -> None:
         """Count what a compressed dataset expands to (once each) against the file's limit
@@ -463,6 +556,7 @@ class _H5pyFile(_H5pyGroup, H5File):
             text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise ReadError(source, f"{prefix}not a readable HDF5 file ({text})") from None
         file = cls(h5, window, source)
+        file.root_only = root_only
         if not root_only:
             from . import hdf5
 

@@ -8,6 +8,7 @@ before any data is read, and reads tensors lazily, one at a time.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -133,14 +134,100 @@ def read_dataset(ds: "h5py.Dataset", source: str | Path) -> "np.ndarray":
     return ds[()]
 
 
+#: The largest piece of a tensor read or written at once when it can be streamed.
+BLOCK_BYTES = 16 << 20
+
+
+def read_blocks(ds: "h5py.Dataset", source: str | Path, max_bytes: int = BLOCK_BYTES) -> Iterator["np.ndarray"]:
+    """The dataset's value as consecutive slices along its first axis, each about ``max_bytes``
+    (whole chunks of a chunked dataset: libhdf5 then inflates each chunk once); the whole value
+    at once for what cannot be split (0-d, strings, bfloat16)."""
+    import numpy as np
+
+    check_dataset(ds, source)
+    shape = tuple(int(d) for d in ds.shape or ())
+    if not shape or not shape[0] or ds.dtype.kind in ("O", "S", "U", "V"):
+        yield read_dataset(ds, source)
+        return
+    row = ds.dtype.itemsize
+    for d in shape[1:]:
+        row *= d
+    rows = max(1, max_bytes // max(row, 1))
+    if ds.chunks:
+        rows = max(ds.chunks[0], rows // ds.chunks[0] * ds.chunks[0])
+    for start in range(0, shape[0], rows):
+        stop = min(shape[0], start + rows)
+        piece = np.empty((stop - start, *shape[1:]), dtype=ds.dtype)
+        if piece.size:
+            ds.read_direct(piece, np.s_[start:stop])
+        yield piece
+
+
+def write_weight(group: "h5py.Group", name: str, weight: Weight, max_bytes: int = BLOCK_BYTES) -> "h5py.Dataset":
+    """Write ``weight`` as :func:`write_dataset` does, a piece at a time when its reader can
+    stream it (:meth:`~modelmorph.Weight.blocks`): a large tensor is never whole in memory."""
+    if weight.nbytes <= max_bytes or not weight.shape or weight.dtype in ("string", "bfloat16"):
+        array = weight.read()
+        if tuple(array.shape) != tuple(weight.shape):
+            raise ValueError(f"weight {weight.path!r} declares shape {tuple(weight.shape)} but holds {array.shape}")
+        return write_dataset(group, name, array)
+    ds, start = None, 0
+    for piece in weight.blocks(max_bytes):
+        if tuple(piece.shape[1:]) != tuple(weight.shape[1:]) or start + piece.shape[0] > weight.shape[0]:
+            raise ValueError(f"weight {weight.path!r} declares shape {tuple(weight.shape)} but a piece of it "
+                             f"has shape {piece.shape}")
+        if ds is None:
+            ds = group.create_dataset(name, shape=tuple(weight.shape), dtype=piece.dtype)
+        ds[start:start + piece.shape[0]] = piece
+        start += piece.shape[0]
+    if ds is None or start != weight.shape[0]:
+        raise ValueError(f"weight {weight.path!r} declares {weight.shape[0]} rows but holds {start}")
+    return ds
+
+
+def write_weight_bytes(fd: int, offset: int, nbytes: int, weight: Weight, max_bytes: int = BLOCK_BYTES) -> int:
+    """Write ``weight``'s value as C-order little-endian bytes (bfloat16: its 2-byte patterns)
+    to ``nbytes`` bytes of file descriptor ``fd`` from ``offset``, a piece at a time when its
+    reader streams it; returns their CRC-32. ValueError if the value is not the declared shape."""
+    import numpy as np
+
+    from ..ir import numpy_dtype
+    from .filecopy import crc32
+
+    stored = np.dtype(np.uint16) if weight.dtype == "bfloat16" else numpy_dtype(weight.dtype)
+    crc, at, end = 0, offset, offset + nbytes
+    for piece in weight.blocks(max_bytes):
+        whole = at == offset and at + piece.size * stored.itemsize == end
+        if tuple(piece.shape[1:]) != tuple(weight.shape[1:]) or (whole and tuple(piece.shape) != tuple(weight.shape)):
+            raise ValueError(f"weight {weight.path!r} declares shape {tuple(weight.shape)} but holds {piece.shape}")
+        data = np.ascontiguousarray(piece).view(stored) if weight.dtype == "bfloat16" else piece
+        data = np.ascontiguousarray(data, dtype=stored.newbyteorder("<")).reshape(-1).view(np.uint8)
+        if at + len(data) > end:
+            raise ValueError(f"weight {weight.path!r} holds more than its declared shape {tuple(weight.shape)}")
+        view = memoryview(data)
+        crc = crc32(view, crc)
+        while view:
+            written = os.pwrite(fd, view, at)
+            view, at = view[written:], at + written
+    if at != end:
+        raise ValueError(f"weight {weight.path!r} holds less than its declared shape {tuple(weight.shape)}")
+    return crc
+
+
 def weight_from_dataset(ds: "h5py.Dataset", path: str, source: str | Path, trainable: bool = True) -> Weight:
     """A lazy weight backed by ``ds`` (checked now, read when a writer asks)."""
-    check_dataset(ds, source)
     try:
+        name = ds.name
+        check_dataset(ds, source)
+        if ds.shape is None:  # a null dataspace: no value at all
+            raise ValueError(f"dataset {name!r} has no dataspace (no value)")
         dtype = dataset_dtype(ds)
+        shape = tuple(int(d) for d in ds.shape)
     except ValueError as exc:
-        raise ReadError(source, str(exc)) from None
-    return Weight(path, tuple(int(d) for d in ds.shape), dtype, trainable, loader=lambda: read_dataset(ds, source))
+        raise ReadError(source, _short(exc)) from None
+    except (OSError, RuntimeError, KeyError, TypeError) as exc:  # libhdf5 failing on a damaged header
+        raise ReadError(source, f"HDF5 dataset {path!r} cannot be read: {_short(exc)}") from None
+    return Weight(path, shape, dtype, trainable, loader=lambda: read_dataset(ds, source))
 
 
 def write_dataset(group: "h5py.Group", name: str, array: "np.ndarray") -> "h5py.Dataset":
@@ -161,7 +248,10 @@ def attr_str(value: Any) -> str:
     """An HDF5 string attribute, stored as str or bytes (old Keras files), as str; from h5py
     (numpy scalars and 0-d arrays) or from :mod:`modelmorph.storage.plainh5` (str, bytes)."""
     if isinstance(value, bytes):  # np.bytes_ too
-        return value.decode("utf-8")
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"a string attribute is not UTF-8 text (byte {exc.start})") from None
     if isinstance(value, str):  # np.str_ too
         return str(value)
     if getattr(value, "shape", None) == () and hasattr(value, "item"):  # a 0-d numpy array

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelmorph import Diagnostics, Model, ReadError, Weight
+from modelmorph import Diagnostics, Model, ReadError, UsageError, Weight
 from modelmorph.keras import catalogue, kerasconfig
 
+from . import info
 from .graph import Graph, _name
 from .load import MAX_DIM, Onnx
 from .ops import CONVERTERS
@@ -24,8 +25,19 @@ def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | N
     if arch is not None:
         raise ReadError(path, "an ONNX model holds its own architecture (--arch is for weights-only files)")
     src = Onnx(path)
-    graph = Graph(src, _shapes(src), CONVERTERS)
-    graph.run()
+    fixed = input_shapes(options.get("input_shape"))
+    _fix_input_dims(src, fixed)
+    layout = options.get("layout", "channels_first")
+    extra = plugin_importers(path)
+    graph = Graph(src, _shapes(src), {**CONVERTERS, **extra}, channels_last=layout in ("channels_last", "nhwc"),
+                  plugin_ops=frozenset(extra))
+    try:
+        graph.run()
+    except ReadError as exc:
+        hint = _symbolic_hint(src, fixed)
+        if hint and any(word in exc.problem for word in ("dynamic", "statically", "symbolic")):
+            raise ReadError(path, f"{exc.problem} ({hint})") from None
+        raise
     layers, inputs, outputs = graph.finish()
     name = _name(src.graph.name or path.stem)
     config = {
@@ -51,7 +63,96 @@ def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | N
                          for v, a in zip(variables, arrays)]
     model.metadata.update(source_format="onnx", dialect="keras3", onnx_opset=src.opset,
                           onnx_producer=f"{src.model.producer_name} {src.model.producer_version}".strip())
+    summary = info.describe(src)  # for `modelmorph info`
+    model.metadata["format_summary"] = {"data": summary, "lines": info.render(summary)}
     return model
+
+
+#: The converter slot of a layer class descriptor where a plugin puts ONNX importers:
+#: ``LayerClass(..., converters={IMPORT_SLOT: {(domain, op_type): importer}})``.
+IMPORT_SLOT = "onnx-import"
+
+
+def plugin_importers(path: Path) -> dict:
+    """Importers plugins put in the active catalogue's ``onnx-import`` converter slots, keyed as
+    the graph looks them up: the op type for the default domain, else (domain, op type)."""
+    out: dict = {}
+    for class_name in catalogue.known_classes():
+        spec = catalogue.get(class_name)
+        table = spec.converters.get(IMPORT_SLOT) if spec is not None else None
+        if not table:
+            continue
+        if not isinstance(table, dict):
+            raise ReadError(path, f"layer class {class_name!r}: the {IMPORT_SLOT} converters must be a dict "
+                                  f"{{(domain, op_type): importer}}")
+        for key, importer in table.items():
+            if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) for k in key)
+                    and callable(importer)):
+                raise ReadError(path, f"layer class {class_name!r}: {IMPORT_SLOT} entry {key!r} is not "
+                                      f"(domain, op_type): callable")
+            domain, op = key
+            out[op if domain in ("", "ai.onnx") else (domain, op)] = importer
+    return out
+
+
+def input_shapes(text: str | None) -> dict[str, list[int | None]]:
+    """``-O input_shape=NAME:DIMS[,NAME:DIMS...]``: DIMS are ``x``-separated, each a whole
+    number or ``?``/``N`` (left as the graph declares it). The name is everything before the
+    last ``:`` (names such as ``input:0`` work)."""
+    out: dict[str, list[int | None]] = {}
+    if not text:
+        return out
+    for item in text.split(","):
+        name, sep, dims = item.strip().rpartition(":")
+        if not sep or not name or not dims:
+            raise UsageError(f"-O input_shape: {item.strip()!r} is not NAME:DIMS (e.g. input:1x3x224x224)")
+        values: list[int | None] = []
+        for d in dims.lower().split("x"):
+            if d.strip() in ("?", "n"):
+                values.append(None)
+            elif d.strip().isdigit() and 0 < int(d) <= MAX_DIM:
+                values.append(int(d))
+            else:
+                raise UsageError(f"-O input_shape: {item.strip()!r}: {d!r} is not a dimension "
+                                 f"(a positive number, or ? to keep the graph's)")
+        if name in out:
+            raise UsageError(f"-O input_shape: {name!r} is given twice")
+        out[name] = values
+    return out
+
+
+def _fix_input_dims(src: Onnx, fixed: dict[str, list[int | None]]) -> None:
+    """Write the given dims into the parsed graph's inputs (before shape inference). The batch
+    (dim 0) is left symbolic where the graph has it so: the importer keeps the batch apart."""
+    if not fixed:
+        return
+    inputs = {vi.name: vi for vi in src.graph.input if vi.name not in src.tensors}
+    for name, dims in fixed.items():
+        vi = inputs.get(name)
+        if vi is None:
+            raise UsageError(f"-O input_shape: {src.path} has no graph input {name!r} "
+                             f"(inputs: {', '.join(inputs) or 'none'})")
+        shape = vi.type.tensor_type.shape.dim
+        if len(shape) != len(dims):
+            raise UsageError(f"-O input_shape: input {name!r} has rank {len(shape)}, not {len(dims)}")
+        for i, (d, want) in enumerate(zip(shape, dims)):
+            if want is None:
+                continue
+            if d.HasField("dim_value"):
+                if d.dim_value != want:
+                    raise UsageError(f"-O input_shape: input {name!r} dim {i} is {d.dim_value} in the graph, "
+                                     f"not {want}")
+            elif i > 0:
+                d.dim_value = want  # clears dim_param (a oneof)
+
+
+def _symbolic_hint(src: Onnx, fixed: dict) -> str:
+    """A pointer to -O input_shape when a graph input has symbolic dims beyond the batch."""
+    names = [vi.name for vi in src.graph.input if vi.name not in src.tensors
+             and any(not d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim[1:])]
+    if not names:
+        return ""
+    return f"input {names[0]!r} has symbolic dimensions: fix them with -O input_shape={names[0]}:DIMS"
 
 
 def _shapes(src: Onnx) -> dict[str, tuple]:

@@ -1,13 +1,17 @@
 """ONNX nodes → a Keras 3 functional config, layer by layer, keeping the numbers right across
 the layout change.
 
-The Keras model has the ONNX graph's interface (same input and output names, shapes, dtypes):
-an NCHW input stays NCHW. Keras' spatial layers are channels-last, so each tensor records
+By default the Keras model has the ONNX graph's interface (same input and output names, shapes,
+dtypes): an NCHW input stays NCHW. With ``-O layout=channels_last`` every float input and
+output of rank 3 or more is the ONNX one with axis 1 moved last (the boundary is the only
+place the layout changes). Keras' spatial layers are channels-last, so each tensor records
 whether its Keras value is the ONNX value itself (``cl=False``) or the ONNX value with axis 1
 moved last (``cl=True``). Convolutions and pools ask for channels-last (one Permute where a
 tensor is not), element-wise ops keep what they get (constants are transposed to match),
-and Flatten, Reshape, Transpose, Squeeze and the outputs ask for ONNX's own order: so a
-Flatten after convolutions flattens in ONNX's order, as the Dense after it expects.
+and Reshape, Transpose, Squeeze and ONNX-order outputs ask for ONNX's own order. A Flatten
+(or a Reshape to (batch, n)) of a channels-last tensor that only Dense layers read flattens
+as Keras holds it: the tensor records the order of its features (``rows``) and the Dense
+takes its kernel rows in that order, so a CNN pays no Permute before its classifier.
 
 This module holds the walk and the tensor bookkeeping; the per-op converters are in :mod:`.ops`.
 """
@@ -41,6 +45,9 @@ class T:
     shape: tuple | None
     dtype: str
     cl: bool = False
+    #: For a (batch, n) tensor flattened from a channels-last one: the ONNX feature index each
+    #: Keras feature holds (only Dense layers read such a tensor; see Graph.flat_source).
+    rows: np.ndarray | None = None
 
     @property
     def rank(self) -> int:
@@ -69,9 +76,17 @@ def _name(text: str) -> str:
 
 
 class Graph:
-    def __init__(self, src: Onnx, shapes: dict[str, tuple], converters: dict):
+    #: What an importer raises for a node Keras cannot express (plugins reach it as ``g.Unsupported``).
+    Unsupported = Unsupported
+
+    def __init__(self, src: Onnx, shapes: dict[str, tuple], converters: dict, *, channels_last: bool = False,
+                 plugin_ops: frozenset = frozenset()):
         self.src, self.path, self.opset, self.shapes = src, src.path, src.opset, shapes
-        self.converters = converters  # op type → convert(graph, node, attributes); see the ops package
+        self.channels_last = channels_last  # -O layout=channels_last: feature-map inputs/outputs NHWC
+        # modelmorph's own export names each node "<Keras layer>/<op>_<n>": the layers get their names back
+        self.keras_names = src.model.producer_name == "modelmorph"
+        self.converters = converters  # op type (or (domain, op type)) → convert(graph, node, attributes)
+        self.plugin_ops = plugin_ops  # the keys a plugin's importer serves
         self.entries: list[dict] = []
         self.weights: dict[str, list[np.ndarray]] = {}
         self.values: dict[str, np.ndarray] = {}  # folded constants (initializers included)
@@ -79,6 +94,7 @@ class Graph:
         self.names: set[str] = set()
         self.skip: set[int] = set()  # ids of nodes already mapped as part of a pattern
         self.permuted: dict[tuple, T] = {}  # (tensor record id, to channels-last) → the Permute's output
+        self.flat_shapes: dict[int, tuple] = {}  # record id of a `rows` tensor → the ONNX shape it flattens
         graph = src.graph
         self.outputs = [o.name for o in graph.output]
         self.output_names = {o: _name(o) for o in self.outputs}
@@ -98,17 +114,21 @@ class Graph:
 
     def layer(self, node, class_name: str, config: dict, args: list, out: str, shape, cl: bool = False,
               weights: list | None = None, module: str = _LAYERS, kwargs: dict | None = None,
-              dtype: str = "float32") -> T:
+              dtype: str = "float32", registered_name: str | None = None) -> T:
         """Append one layer (or keras.ops operation) call; returns its output as ONNX tensor ``out``."""
-        if out in self.output_names and not cl and self.output_names[out] not in {e["name"] for e in self.entries}:
+        if out in self.output_names and cl == self.boundary_cl(shape, dtype) \
+                and self.output_names[out] not in {e["name"] for e in self.entries}:
             name = self.output_names[out]  # the graph output's name is the Keras output's
+        elif node is not None and self.keras_names and "/" in node.name.strip("/") \
+                and _name(node.name.rsplit("/", 1)[0]) not in self.names:
+            name = self.unique(_name(node.name.rsplit("/", 1)[0]))  # modelmorph's export: "layer/Op_1"
         else:
             name = self.unique(_name(node.name) if node is not None and node.name else
                                _name(f"{node.op_type if node is not None else class_name}").lower())
         is_op = module != _LAYERS
         self.entries.append({
             "module": module, "class_name": class_name, "config": {"name": name, **config},
-            "registered_name": class_name if is_op else None, "name": name,
+            "registered_name": registered_name or (class_name if is_op else None), "name": name,
             "inbound_nodes": [{"args": [self._arg(a) for a in args], "kwargs": kwargs or {}}]})
         if weights:
             self.weights[name] = weights
@@ -127,6 +147,60 @@ class Graph:
     def _record(layer: str, shape, cl: bool, dtype: str) -> dict:
         return {"class_name": "__keras_tensor__", "config": {
             "shape": _keras_shape(shape, cl), "dtype": dtype, "keras_history": [layer, 0, 0]}}
+
+    def boundary_cl(self, shape, dtype: str) -> bool:
+        """Whether a graph input or output of this shape is channels-last in the Keras interface."""
+        return self.channels_last and shape is not None and len(shape) >= 3 and dtype.startswith("float")
+
+    def flat_source(self, x: T, node, out: str) -> tuple[T, np.ndarray | None]:
+        """What a Flatten of ``x`` to ONNX tensor ``out`` (batch, n) reads, and the order of its
+        features: ``x`` as Keras holds it when that differs from ONNX's order and only Dense
+        layers read ``out`` (their kernels take the rows in that order), else ``x`` in ONNX order."""
+        if not x.cl or x.trivial or x.rank < 3 or not all(isinstance(d, int) for d in x.shape[1:]) \
+                or not self._dense_only(out):
+            return (x if x.trivial else self.to_onnx_order(x, node)), None
+        rest = x.shape[1:]
+        rows = np.arange(int(np.prod(rest))).reshape(rest).transpose(*range(1, len(rest)), 0).reshape(-1)
+        return x, rows
+
+    def _dense_only(self, name: str, depth: int = 0) -> bool:
+        """Every reader of ``name`` (through Identity/Dropout) is a Gemm or MatMul with a constant
+        matrix as its second input, and ``name`` is no graph output."""
+        users = self.consumers.get(name, [])
+        if name in self.outputs or not users or depth > 16:
+            return False
+        for user in users:
+            if user.op_type in ("Identity", "Dropout") and user.input[0] == name:
+                if not self._dense_only(user.output[0], depth + 1):
+                    return False
+                continue
+            if user.op_type not in ("Gemm", "MatMul") or user.input[0] != name or name in user.input[1:]:
+                return False
+            w = self.values.get(user.input[1])
+            if w is None or (user.op_type == "MatMul" and len(self.shapes.get(user.input[1]) or ()) != 2):
+                return False
+            if user.op_type == "Gemm" and attributes(user).get("transA", 0):
+                return False
+        return True
+
+    def in_onnx_rows(self, t: T, node) -> T:
+        """A flattened tensor (see :meth:`flat_source`) with its features in ONNX's order: its
+        channels-last shape back, channels first, flattened again (a reader other than a Dense)."""
+        if t.rows is None:
+            return t
+        key = (id(t.record), "rows")
+        if key not in self.permuted:
+            held = len(t.rows)
+            n = t.shape[0]
+            src = self.flat_shapes.get(id(t.record))
+            if src is None:
+                raise Unsupported("a flattened tensor's source shape is lost")
+            cl_shape = (n, *src[2:], src[1])
+            back = self.layer(None, "Reshape", {"target_shape": [int(d) for d in cl_shape[1:]]}, [T(t.record, (n, held), t.dtype)],
+                              f"{key}:unflat", src, cl=True, dtype=t.dtype)
+            back = self.to_onnx_order(back, node)
+            self.permuted[key] = self.layer(None, "Flatten", {}, [back], f"{key}", t.shape, dtype=t.dtype)
+        return self.permuted[key]
 
     def to_cl(self, t: T, node) -> T:
         """``t`` channels-last: one Permute per tensor, however many layers ask."""
@@ -162,12 +236,12 @@ class Graph:
             layer_name = self.unique(layer_name)
         self.names.add(layer_name)
         shape = tuple(d if isinstance(d, int) else None for d in shape)
-        batch_shape = list(shape)
+        cl = self.boundary_cl(shape, dtype)  # -O layout=channels_last: the one change of layout, here
         self.entries.append({"module": _LAYERS, "class_name": "InputLayer", "registered_name": None,
-                             "config": {"batch_shape": batch_shape, "dtype": dtype, "sparse": False,
+                             "config": {"batch_shape": _keras_shape(shape, cl), "dtype": dtype, "sparse": False,
                                         "name": layer_name},
                              "name": layer_name, "inbound_nodes": []})
-        self.tensors[name] = T(self._record(layer_name, shape, False, dtype), shape, dtype)
+        self.tensors[name] = T(self._record(layer_name, shape, cl, dtype), shape, dtype, cl)
 
     # -- the walk ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -180,22 +254,33 @@ class Graph:
             self.add_input(vi)
         order = topological(self.path, list(graph.node), initial | {vi.name for vi in inputs})
         for node in order:
-            if node.domain not in ("", "ai.onnx"):
-                raise self.error(node, f"custom domain {node.domain!r} is not read")
-            folded = run_fold(self.path, node, self._constants(node), self.shapes, self.opset)
+            custom = node.domain not in ("", "ai.onnx")
+            if custom and (node.domain, node.op_type) not in self.converters:
+                raise self.error(node, f"custom domain {node.domain!r} is not read (a plugin can add an importer "
+                                       f"for it: spec/formats/onnx.md)")
+            folded = None if custom else run_fold(self.path, node, self._constants(node), self.shapes, self.opset)
             if folded is not None:
                 for name, value in zip(node.output, folded):
                     self.values[name] = value
                 continue
             if id(node) in self.skip:
                 continue
-            convert = self.converters.get(node.op_type)
+            key = (node.domain, node.op_type) if custom else node.op_type
+            convert = self.converters.get(key)
             if convert is None:
                 raise self.error(node, "no Keras mapping yet (see spec/formats/onnx.md)")
             try:
                 convert(self, node, attributes(node))
             except Unsupported as exc:
                 raise self.error(node, str(exc)) from None
+            except ReadError:
+                raise
+            except Exception as exc:
+                if key not in self.plugin_ops:
+                    raise
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise self.error(node, f"a plugin's importer failed: {type(exc).__name__}"
+                                       f"{': ' + message if message else ''}") from None
 
     def _constants(self, node) -> dict:
         """The values of the node's constant inputs (initializers load here, when first read)."""
@@ -222,13 +307,15 @@ class Graph:
             raise Unsupported(f"{name!r} depends on a dynamic dimension")
         return value
 
-    def tensor(self, name: str) -> T:
+    def tensor(self, name: str, rows_ok: bool = False) -> T:
+        """The Keras tensor of ONNX tensor ``name``; a flattened one in ONNX's feature order
+        unless the caller (a Dense) takes ``rows`` itself."""
         t = self.tensors.get(name)
         if t is None:
             if name in self.values:
                 raise Unsupported(f"input {name!r} is a constant where a computed tensor is expected")
             raise Unsupported(f"input {name!r} is not available")
-        return t
+        return t if rows_ok else self.in_onnx_rows(t, None)
 
     def shape(self, name: str) -> tuple:
         shape = self.shapes.get(name)
@@ -254,19 +341,63 @@ class Graph:
             t = self.tensors.get(out)
             if t is None:
                 raise ReadError(self.path, f"graph output {out!r} is a constant or not computed (not read)")
+            t = self.in_onnx_rows(t, None)
             layer = t.record["config"]["keras_history"][0]
-            if t.cl and t.rank >= 3:
-                t = self.to_onnx_order_named(t, want)
+            if t.rank >= 3 and t.cl != self.boundary_cl(t.shape, t.dtype):
+                t = self._relayout_named(t, want)
+            elif layer != want and want not in [o[0] for o in outputs] and self._rename(layer, want):
+                pass  # the layer itself takes the output's name (no Identity)
             elif layer != want or want in [o[0] for o in outputs]:
                 t = self._identity(t, want)
             outputs.append(t.record["config"]["keras_history"])
         inputs = [self.tensors[n].record["config"]["keras_history"] for n in input_names]
         return _keras_order(self.entries, [i[0] for i in inputs], [o[0] for o in outputs]), inputs, outputs
 
-    def to_onnx_order_named(self, t: T, want: str) -> T:
+    def readers(self, layer: str) -> int:
+        """How many layer calls read ``layer``'s output so far."""
+        count = 0
+
+        def walk(value) -> None:
+            nonlocal count
+            if isinstance(value, dict) and value.get("class_name") == "__keras_tensor__":
+                count += value["config"]["keras_history"][0] == layer
+            elif isinstance(value, dict):
+                for v in value.values():
+                    walk(v)
+            elif isinstance(value, list):
+                for v in value:
+                    walk(v)
+        for entry in self.entries:
+            walk(entry["inbound_nodes"])
+        return count
+
+    def entry(self, t: T) -> dict | None:
+        """The layer call whose output ``t`` is."""
+        name = t.record["config"]["keras_history"][0]
+        return next((e for e in reversed(self.entries) if e["name"] == name), None)
+
+    def _rename(self, layer: str, want: str) -> bool:
+        """Give an output layer read by no other layer the graph output's name (the Keras tensor
+        records are shared, so renaming them renames every reference)."""
+        entry = next((e for e in self.entries if e["name"] == layer), None)
+        if entry is None or entry["class_name"] == "InputLayer" or self.readers(layer) \
+                or want in {e["name"] for e in self.entries}:
+            return False
+        records = [t.record for t in self.tensors.values() if t.record["config"]["keras_history"][0] == layer]
+        for record in {id(r): r for r in records}.values():
+            record["config"]["keras_history"][0] = want
+        entry["name"] = entry["config"]["name"] = want
+        if layer in self.weights:
+            self.weights[want] = self.weights.pop(layer)
+        return True
+
+    def _relayout_named(self, t: T, want: str) -> T:
+        """Output ``t`` in the interface's layout, as the layer ``want``."""
         self.names.discard(want)
-        dims = [t.rank - 1, *range(1, t.rank - 1)]
-        return self._named(want, "Permute", {"dims": dims}, t, cl=False)
+        if want in {e["name"] for e in self.entries}:
+            want = self.unique(want)
+        dims = [t.rank - 1, *range(1, t.rank - 1)] if t.cl else [*range(2, t.rank), 1]
+        return self._named(want, "Permute", {"dims": dims}, t, cl=not t.cl)
 
     def _identity(self, t: T, want: str) -> T:
         if want in {e["name"] for e in self.entries}:

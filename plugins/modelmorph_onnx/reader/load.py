@@ -14,8 +14,14 @@ import numpy as np
 
 from modelmorph import ReadError
 
+from . import wire
+
 #: ONNX opsets (default domain) the importer reads.
 MIN_OPSET, MAX_OPSET = 7, 21
+
+#: Files at least this large are parsed with their large initializers' data left in the file
+#: (read when used: memory stays near one tensor over the model's structure).
+STREAM_FROM = 1 << 20
 
 #: A dimension larger than this is refused (no real model has one; a hostile file may).
 MAX_DIM = 1 << 31
@@ -30,17 +36,19 @@ class Onnx:
 
     def __init__(self, path: Path):
         self.path = path
-        self.model = _parse(path)
+        self.model, raw = _parse(path)
         self.graph = self.model.graph
         self.opset = _opset(path, self.model)
         self.tensors: dict[str, Callable[[], np.ndarray]] = {}
-        for tensor in self.graph.initializer:
-            self.tensors[tensor.name] = tensor_loader(path, tensor)
+        for i, tensor in enumerate(self.graph.initializer):
+            self.tensors[tensor.name] = tensor_loader(path, tensor, raw.get(i))
         for tensor in self.graph.sparse_initializer:
             raise ReadError(path, f"sparse initializer {tensor.values.name!r} is not read")
 
 
 def _parse(path: Path):
+    """The ModelProto (large initializers' raw data left in the file: see :mod:`.wire`) and
+    where that data is, by initializer position."""
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -48,13 +56,22 @@ def _parse(path: Path):
     if size >= 1 << 31:  # protobuf's own limit: a larger file is not an ONNX model
         raise ReadError(path, f"{size} bytes: an ONNX protobuf cannot exceed 2 GB")
     model = onnx.ModelProto()
+    raw: dict[int, tuple[int, int]] = {}
     try:
-        model.ParseFromString(path.read_bytes())
+        if size >= STREAM_FROM:
+            try:
+                stripped = wire.strip(path)
+            except wire.Malformed as exc:
+                raise ReadError(path, f"not an ONNX model: malformed protobuf ({exc})") from None
+            data, raw = stripped.data, stripped.raw
+        else:
+            data = path.read_bytes()
+        model.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as exc:
         raise ReadError(path, f"not an ONNX model: malformed protobuf ({str(exc).splitlines()[0] if str(exc) else 'decode error'})") from None
     if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.output:
         raise ReadError(path, "not an ONNX model: no IR version or no graph with outputs")
-    return model
+    return model, raw
 
 
 def _opset(path: Path, model) -> int:
@@ -74,9 +91,10 @@ def _dims(path: Path, tensor) -> tuple[int, ...]:
     return dims
 
 
-def tensor_loader(path: Path, tensor) -> Callable[[], np.ndarray]:
+def tensor_loader(path: Path, tensor, raw: tuple[int, int] | None = None) -> Callable[[], np.ndarray]:
     """A loader for a TensorProto's value, once its declared size is proven to be backed by the
-    bytes in the file (inline) or beside it (external data)."""
+    bytes in the file (inline, or at ``raw`` = (offset, length) when the parse left it there)
+    or beside it (external data)."""
     dtype = DTYPES.get(tensor.data_type)
     if dtype is None:
         raise ReadError(path, f"tensor {tensor.name!r} has ONNX data type {tensor.data_type}, which is not read")
@@ -85,6 +103,22 @@ def tensor_loader(path: Path, tensor) -> Callable[[], np.ndarray]:
     nbytes = count * np.dtype(dtype).itemsize
     if tensor.data_location == 1:  # EXTERNAL
         return _external(path, tensor, dtype, dims, nbytes)
+    if raw is not None:
+        offset, length = raw
+        if length != nbytes:
+            raise ReadError(path, f"tensor {tensor.name!r} declares {list(dims)} ({nbytes} bytes) but holds "
+                                  f"{length} bytes")
+
+        def load_in_place() -> np.ndarray:
+            array = np.empty(count, np.dtype(dtype).newbyteorder("<"))  # the only copy, read into
+            with open(path, "rb") as f:
+                f.seek(offset)
+                got = f.readinto(memoryview(array).cast("B")) if nbytes else 0
+            if got != nbytes:
+                raise ReadError(path, f"tensor {tensor.name!r}: the file changed while it was read")
+            return array.astype(dtype, copy=False).reshape(dims)
+
+        return load_in_place
     if tensor.HasField("raw_data"):
         if len(tensor.raw_data) != nbytes:
             raise ReadError(path, f"tensor {tensor.name!r} declares {list(dims)} ({nbytes} bytes) but holds "

@@ -16,18 +16,16 @@ import functools
 import importlib
 import math
 import os
-import secrets
 import struct
 import sys
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, NamedTuple, Sequence
 
-from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
 from .ordered_code import decode_slice_key, encode_slice_key
-from .protos import checkpoint_state_pb2, tensor_bundle_pb2, trackable_object_graph_pb2
+from .protos import tensor_bundle_pb2, trackable_object_graph_pb2
 from .table import (
     BundleError,
     TableReader,
@@ -54,7 +52,7 @@ __all__ = [
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _HEADER_KEY = b""
-_MAX_RANK = 254
+_MAX_RANK = 64  # numpy holds no more dimensions (TensorFlow allows 254: such a tensor is refused on read)
 _MAX_SHARDS = 99999  # the %05d file-name field
 _BUNDLE_VERSION = 1  # TensorFlow's kTensorBundleVersion
 _IO_CHUNK = 16 * 1024 * 1024
@@ -500,21 +498,24 @@ class BundleReader:
             f, _ = self._check_region(e, short_repr(key))
         return f, e.offset, e.size
 
-    def verify(self, key: str) -> None:
+    def verify(self, key: str, crc32: bool = False) -> int | None:
         """Check the CRC-32C of tensor ``key``'s stored bytes without decoding them: read through
         one bounded buffer by positioned reads (no seek, so concurrent :meth:`read` calls are
-        unaffected). Raises :class:`BundleError` on a mismatch."""
+        unaffected). Raises :class:`BundleError` on a mismatch. With ``crc32``, returns the
+        CRC-32 (zip's) of the same bytes, computed in the same pass."""
         e = self._entry(key)
         label = short_repr(key)
         with self._lock:
             f, path = self._check_region(e, label)
-        if not self.verify_checksums or e.slices:
-            return
+        if (not self.verify_checksums and not crc32) or e.slices:
+            return None
         try:
-            crc = _crc32c_range(f.fileno(), e.offset, e.size)
+            crc, zip_crc = _crc32c_range(f.fileno(), e.offset, e.size, crc32)
         except EOFError:
             raise BundleError(f"tensor {label}: data file ended early", path) from None
-        self._check_crc(e, label, mask_crc(crc), path)
+        if self.verify_checksums:
+            self._check_crc(e, label, mask_crc(crc), path)
+        return zip_crc
 
     def _read_plain(self, e: Entry, key: str) -> np.ndarray:
         label = short_repr(key)
@@ -700,10 +701,12 @@ class BundleWriter:
         self.max_shard_size = max_shard_size
         parent = os.path.dirname(os.path.abspath(self.prefix))
         os.makedirs(parent, exist_ok=True)
-        self._token = secrets.token_hex(4)
+        self._token = os.urandom(4).hex()
         self._tmp_paths: list[str] = []
         self._shard_sizes: list[int] = []
         self._f = None
+        self._background = None  # BackgroundRanges of the current shard, once a copy needs one
+        self._pending: list = []  # (entry proto, its CRC-32C once computed) of copies of this shard
         self._entries: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
         self._partitioned: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
         self._done = False
@@ -712,6 +715,7 @@ class BundleWriter:
     # -- files -----------------------------------------------------------------------
     def _new_shard(self) -> None:
         if self._f is not None:
+            self._settle()
             self._f.close()
         if len(self._tmp_paths) >= _MAX_SHARDS:
             raise ValueError(f"more than {_MAX_SHARDS} data shards")
@@ -739,6 +743,9 @@ class BundleWriter:
 
     def abort(self) -> None:
         """Remove every file written so far (no checkpoint is left behind)."""
+        if self._background is not None:
+            self._background.stop()
+            self._background, self._pending = None, []
         if self._f is not None:
             self._f.close()
             self._f = None
@@ -817,11 +824,15 @@ class BundleWriter:
         self._entries[k] = proto
         return self._entry_of(OBJECT_GRAPH_KEY, proto)
 
-    def add_bytes(self, key: str, dtype: str, shape: Sequence[int], file, offset: int, nbytes: int) -> Entry:
+    def add_bytes(self, key: str, dtype: str, shape: Sequence[int], file, offset: int, nbytes: int,
+                  crc32c: Callable[[], int | None] | None = None) -> Entry:
         """Write one tensor whose value lies as C-order, little-endian bytes in ``file`` (an open
         binary file) from ``offset``: copied file to file (``copy_file_range`` where the system
-        has it), never decoded; its CRC-32C is computed from the copy. ``dtype`` is a TF dtype
-        name of fixed size."""
+        has it), never decoded. Its CRC-32C (unmasked) is what ``crc32c`` returns after the
+        copy, when the source knows it (a checkpoint stores it), else computed from the copy by
+        a thread while the next tensors are copied (the returned entry's ``crc32c`` is then 0;
+        the index gets the right one).
+        ``dtype`` is a TF dtype name of fixed size."""
         from modelmorph.storage.filecopy import copy_range
 
         k = self._check_key(key)
@@ -836,19 +847,43 @@ class BundleWriter:
         self._f.flush()  # copy_range writes through the descriptor
         try:
             copy_range(file, offset, self._f, at, size)
-            crc = _crc32c_range(self._f.fileno(), at, size)
+            crc = crc32c() if crc32c is not None else None  # known to the source: not read again
             self._f.seek(at + size)
         except BaseException:
             self._f.seek(at)  # drop the partial tensor so later offsets stay right
             self._f.truncate()
             raise
         self._shard_sizes[-1] += size
-        p = tensor_bundle_pb2.BundleEntryProto(
-            dtype=target.enum, shard_id=shard, offset=at, size=size, crc32c=mask_crc(crc)
-        )
+        p = tensor_bundle_pb2.BundleEntryProto(dtype=target.enum, shard_id=shard, offset=at, size=size)
+        if crc is not None:
+            p.crc32c = mask_crc(crc)
+        else:  # read back by a thread while the next tensors are copied; filled in before the index
+            self._pending.append((p, self._copies().add(at, size)))
         _shape_proto(p.shape, shape)
         self._entries[k] = p
         return self._entry_of(key, p)
+
+    def _copies(self):
+        """The thread computing the CRC-32C of copied tensors in the current shard."""
+        if self._background is None:
+            from modelmorph.storage.filecopy import BackgroundRanges
+
+            self._background = BackgroundRanges(self._f, lambda f, at, n: _crc32c_range(f.fileno(), at, n)[0])
+        return self._background
+
+    def _settle(self) -> None:
+        """Wait for the CRC-32Cs still being computed (before the shard they read closes)."""
+        if self._background is None:
+            return
+        try:
+            for p, crc in self._pending:
+                try:
+                    p.crc32c = mask_crc(crc())
+                except EOFError:
+                    raise BundleError("a copied tensor was cut short in its data shard", self._tmp_paths[-1]) from None
+        finally:
+            self._background.stop()
+            self._background, self._pending = None, []
 
     def _entry_of(self, key, p, extents=None) -> Entry:
         return Entry(
@@ -946,6 +981,11 @@ class BundleWriter:
         Returns the paths written (index first)."""
         if self._done:
             raise ValueError("writer already finished")
+        try:
+            self._settle()
+        except BaseException:
+            self.abort()
+            raise
         self._f.close()
         self._f = None
         n = len(self._tmp_paths)
@@ -974,16 +1014,21 @@ class BundleWriter:
         return [index_path, *finals]
 
 
-def _crc32c_range(fd: int, offset: int, size: int) -> int:
-    """The CRC-32C of ``size`` bytes of file ``fd`` from ``offset``, read in bounded chunks."""
-    crc, done = 0, 0
+def _crc32c_range(fd: int, offset: int, size: int, crc32: bool = False) -> tuple[int, int | None]:
+    """The CRC-32C of ``size`` bytes of file ``fd`` from ``offset``, read in bounded chunks,
+    and with ``crc32`` their CRC-32 (zip's) from the same chunks (else None)."""
+    from modelmorph.storage.filecopy import crc32 as zip_crc32
+
+    crc, zip_crc, done = 0, 0 if crc32 else None, 0
     while done < size:
         chunk = os.pread(fd, min(_VERIFY_CHUNK, size - done), offset + done)
         if not chunk:
             raise EOFError(f"the file ends {size - done} bytes early")
         crc = crc32c_extend(crc, chunk)  # bytes: google_crc32c reads them in place
+        if zip_crc is not None:
+            zip_crc = zip_crc32(chunk, zip_crc)
         done += len(chunk)
-    return crc
+    return crc, zip_crc
 
 
 def _le_chunks(arr: np.ndarray, target: np.dtype) -> Iterator[np.ndarray]:
@@ -1020,6 +1065,10 @@ def read_checkpoint_state(directory: str | os.PathLike):
         raise BundleError(f"cannot read checkpoint state file: {e.strerror or e}", path) from None
     if len(data) > _MAX_STATE_FILE:
         raise BundleError("checkpoint state file is implausibly large", path)
+    from google.protobuf import text_format  # imported here: most conversions never need it
+
+    from .protos import checkpoint_state_pb2
+
     try:
         return text_format.Parse(data.decode("utf-8"), checkpoint_state_pb2.CheckpointState())
     except (text_format.ParseError, UnicodeDecodeError) as e:
@@ -1035,6 +1084,10 @@ def write_checkpoint_state(
 ) -> str:
     """Write ``<directory>/checkpoint`` naming the latest checkpoint (paths are stored
     relative to ``directory`` when they lie inside it).  Returns the file's path."""
+    from google.protobuf import text_format
+
+    from .protos import checkpoint_state_pb2
+
     directory = os.fspath(directory)
 
     def rel(p: str) -> str:
@@ -1051,7 +1104,7 @@ def write_checkpoint_state(
     if last_preserved_timestamp is not None:
         state.last_preserved_timestamp = float(last_preserved_timestamp)
     path = os.path.join(directory, "checkpoint")
-    tmp = f"{path}.tmp{secrets.token_hex(4)}"
+    tmp = f"{path}.tmp{os.urandom(4).hex()}"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text_format.MessageToString(state))
     os.replace(tmp, path)

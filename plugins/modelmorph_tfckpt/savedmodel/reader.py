@@ -63,6 +63,7 @@ def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | N
         raise
     if ckpt is not None:
         model.on_close(ckpt.close)
+        model.add_check(f"CRC-32C of every tensor in {VARIABLES}/", ckpt.verify_all, start=ckpt.start_checks)
     model.metadata["savedmodel_tags"] = "; ".join(",".join(h.tags) for h in headers)
     model.metadata["savedmodel_signatures"] = ", ".join(s for h in headers for s in h.signatures
                                                         if not s.startswith("__saved_model"))

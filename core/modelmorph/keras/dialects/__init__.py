@@ -10,7 +10,7 @@ side has and the other cannot hold becomes a diagnostic.
 One module per concern: :mod:`.common` (detection, accepted arguments, dtype policies),
 :mod:`.nodes` (graph edges), :mod:`.to_keras3` and :mod:`.to_keras2` (models and layers),
 :mod:`.lambdas`, :mod:`.tfops` (TFOpLambda ↔ ``keras.ops``), :mod:`.functions` (activations whose
-names mean different things on each side), :mod:`.names` (layer names Keras 3 refuses) and
+names mean different things on each side), :mod:`.names` (layer names Keras 3 refuses), :mod:`.masks` (Keras 3 mask computations tf_keras does not record) and
 :mod:`.training` (compile configs and optimizers). What is particular to one layer class lives in its descriptor
 (:mod:`modelmorph.keras.layers`).
 """

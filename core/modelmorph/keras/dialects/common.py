@@ -18,6 +18,15 @@ _MODEL_CLASSES = ("Functional", "Model", "Sequential")
 _OBJECT_KINDS = {"_initializer": "initializers", "_regularizer": "regularizers", "_constraint": "constraints"}
 
 _LAYER_KEYS = ("layer", "backward_layer", "cell")  # config keys that hold a serialized layer
+_LAYER_LIST_KEYS = ("cells",)  # config keys that hold a list of them (StackedRNNCells)
+
+
+def nested_layers(config: dict) -> list:
+    """The serialized layers a layer config holds (wrapped layers, RNN cells, stacked cells)."""
+    out = [config.get(key) for key in _LAYER_KEYS]
+    for key in _LAYER_LIST_KEYS:
+        out += config.get(key) if isinstance(config.get(key), list) else []
+    return out
 
 @lru_cache(maxsize=None)
 def layer_args() -> dict[str, Any]:
@@ -72,7 +81,7 @@ def _incomplete(entry: Any) -> bool:
     if not isinstance(config, dict):
         return False
     layers = config.get("layers") if isinstance(config.get("layers"), list) else []
-    return any(_incomplete(layer) for layer in layers) or any(_incomplete(config.get(k)) for k in _LAYER_KEYS)
+    return any(_incomplete(layer) for layer in layers) or any(_incomplete(inner) for inner in nested_layers(config))
 
 def _complete_entry(entry: Any) -> None:
     if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str):
@@ -87,8 +96,8 @@ def _complete_entry(entry: Any) -> None:
     if isinstance(config, dict):
         for layer in config.get("layers") if isinstance(config.get("layers"), list) else []:
             _complete_entry(layer)
-        for key in _LAYER_KEYS:  # wrapped layers: Bidirectional, TimeDistributed, RNN cells
-            _complete_entry(config.get(key))
+        for inner in nested_layers(config):  # wrapped layers: Bidirectional, TimeDistributed, RNN cells
+            _complete_entry(inner)
 
 def _dtype_to_keras3(config: dict, diags: Diagnostics) -> None:
     dtype = config.get("dtype")

@@ -7,9 +7,10 @@ from typing import Any
 
 from ...diagnostics import Diagnostics
 from .. import catalogue
-from .common import _LAYER_KEYS, layer_args
+from .common import _LAYER_KEYS, _LAYER_LIST_KEYS, layer_args
 from .functions import check_activations, expand_keras3
 from .lambdas import _LAMBDA_CALLABLES, _lambda_to_keras2
+from .masks import drop_mask_operations
 from .nodes import _node_to_keras2, _shift_refs
 from .tfops import TFOP_CLASSES, _OPS_MODULE, _operation_to_keras2
 from .to_keras3 import _is_functional
@@ -31,6 +32,7 @@ def _model_to_keras2(cfg: dict, diags: Diagnostics) -> dict:
     elif class_name == "Functional" or "input_layers" in config:
         out["class_name"] = "Functional"
         entries = expand_keras3(config.get("layers", []), {e.get("name") for e in config.get("layers", [])})
+        entries = drop_mask_operations(entries, _layer_names(config.get("output_layers")), diags)
         # tf_keras counts a nested model's creation node in every reference (see to_keras3).
         seq_names = {e.get("name") for e in entries if e.get("class_name") == "Sequential"}
         nested = seq_names | {e.get("name") for e in entries if _is_functional(e)}
@@ -45,6 +47,14 @@ def _model_to_keras2(cfg: dict, diags: Diagnostics) -> dict:
         if key in cfg:
             out[key] = cfg[key]
     return out
+
+def _layer_names(refs: Any) -> set:
+    """The layer names in ``input_layers``/``output_layers`` (records ``[name, node, tensor]``)."""
+    if isinstance(refs, list) and len(refs) == 3 and isinstance(refs[0], str):
+        return {refs[0]}
+    if isinstance(refs, (list, dict)):
+        return set().union(*(_layer_names(r) for r in (refs.values() if isinstance(refs, dict) else refs)))
+    return set()
 
 def _layer_to_keras2(entry: dict, diags: Diagnostics, functional: bool, seq_names: set) -> dict:
     class_name = entry["class_name"]
@@ -93,6 +103,9 @@ def _layer_config_to_keras2(class_name: str, config: dict, diags: Diagnostics, n
     return config
 
 def _value_to_keras2(key: str, value: Any, diags: Diagnostics, name: str | None) -> Any:
+    if key in _LAYER_LIST_KEYS and isinstance(value, list) and all(
+            isinstance(v, dict) and isinstance(v.get("class_name"), str) for v in value):
+        return [_layer_to_keras2(v, diags, functional=False, seq_names=set()) for v in value]
     if isinstance(value, dict) and "class_name" in value and "config" in value:
         if key in _LAYER_KEYS:
             return _layer_to_keras2(value, diags, functional=False, seq_names=set())

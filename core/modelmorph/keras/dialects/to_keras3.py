@@ -7,7 +7,7 @@ from typing import Any
 
 from ...diagnostics import Diagnostics
 from .. import catalogue
-from .common import FUNCTIONAL_MODULE, _LAYER_KEYS, _MODEL_CLASSES, _OBJECT_KINDS, _dtype_to_keras3, layer_args
+from .common import FUNCTIONAL_MODULE, _LAYER_KEYS, _LAYER_LIST_KEYS, _MODEL_CLASSES, _OBJECT_KINDS, _dtype_to_keras3, layer_args
 from .functions import check_activations, expand_keras2
 from .lambdas import _lambda_to_keras3
 from .names import rename_slashes
@@ -183,6 +183,9 @@ def _is_default_drop(class_name: str, key: str, value: Any) -> bool:
     return allowed is None or value in allowed
 
 def _value_to_keras3(key: str, value: Any, diags: Diagnostics) -> Any:
+    if key in _LAYER_LIST_KEYS and isinstance(value, list) and all(
+            isinstance(v, dict) and isinstance(v.get("class_name"), str) for v in value):
+        return [_layer_to_keras3(v, diags, functional=False) for v in value]
     if isinstance(value, dict) and "class_name" in value and "config" in value:
         if key in _LAYER_KEYS:
             return _layer_to_keras3(value, diags, functional=False)

@@ -62,10 +62,12 @@ _TF_KERAS_OPTIMIZER_ARGS = ("jit_compile", "is_legacy_optimizer")
 _KERAS3_COMPILE_DEFAULTS = {"run_eagerly": False, "steps_per_execution": 1, "jit_compile": False}
 
 
-def keras2_compile_config_to_keras3(compile_config: dict) -> dict:
+def keras2_compile_config_to_keras3(compile_config: dict, diagnostics: Diagnostics | None = None) -> dict:
     """A tf_keras ``compile_config`` (tf-keras ``.keras`` archives) as Keras 3 accepts it."""
     out = dict(compile_config)
     optimizer = out.get("optimizer")
+    if optimizer_class(optimizer) in _LOSS_SCALE_WRAPPERS:  # mixed precision: the inner optimizer
+        optimizer = out["optimizer"] = optimizer_to_keras3(optimizer, diagnostics)
     if isinstance(optimizer, dict) and isinstance(optimizer.get("config"), dict):
         config = {k: v for k, v in optimizer["config"].items() if k not in _TF_KERAS_OPTIMIZER_ARGS}
         out["optimizer"] = {**optimizer, "config": config}
@@ -87,9 +89,30 @@ def compile_to_keras2(compile_config: dict, diagnostics: Diagnostics | None = No
         "optimizer_config": optimizer_to_keras2(optimizer, diags) if isinstance(optimizer, dict) else optimizer,
     }
 
+#: tf_keras' loss-scale wrappers (mixed precision) and their settings' defaults, which are
+#: Keras 3's ``LossScaleOptimizer`` defaults too.
+_LOSS_SCALE_WRAPPERS = ("LossScaleOptimizer", "LossScaleOptimizerV3")
+_LOSS_SCALE_DEFAULTS = {"dynamic": True, "initial_scale": 2.0 ** 15, "dynamic_growth_steps": 2000}
+
+
 def optimizer_to_keras3(cfg: dict, diagnostics: Diagnostics | None = None) -> dict:
     diags = diagnostics if diagnostics is not None else Diagnostics()
     class_name = optimizer_class(cfg) or "Optimizer"
+    inner = (cfg.get("config") or {}).get("inner_optimizer") if class_name in _LOSS_SCALE_WRAPPERS else None
+    if isinstance(inner, dict):
+        # Keras 3 keeps the inner optimizer in a compile config (it writes its own that way) and
+        # wraps it in its LossScaleOptimizer when compiling a model whose own policy is
+        # mixed_float16; a Keras 2 model's policy is its layers', so Keras 3 does not wrap it. Its
+        # LossScaleOptimizer has other variables, which the inner optimizer's state would not fit.
+        # The wrapper's own state (current scale, good steps) is in no .h5.
+        changed = {k: v for k, v in (cfg.get("config") or {}).items()
+                   if k in _LOSS_SCALE_DEFAULTS and v != _LOSS_SCALE_DEFAULTS[k]}
+        diags.add("lossy", f"{class_name} is written as its inner optimizer (its state kept): Keras 3 scales the "
+                  "loss only for models whose own dtype policy is mixed_float16, so training continues without "
+                  f"loss scaling{f'; its settings {changed} are dropped' if changed else ''}")
+        return optimizer_to_keras3(inner, diags)
+    if class_name in _LOSS_SCALE_WRAPPERS:
+        diags.add("unsupported", f"{class_name} without an inner optimizer; carried as is (Keras 3 cannot load it)")
     config = dict(cfg.get("config") or {})
     if "lr" in config and "learning_rate" not in config:  # keras < 2.3 spelling
         config["learning_rate"] = config.pop("lr")

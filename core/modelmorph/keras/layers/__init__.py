@@ -8,6 +8,9 @@ A :class:`LayerClass` says, for a class name:
 - ``child(config, attribute)``: the sub-object a layer keeps under an attribute (an RNN's
   ``cell``, a Bidirectional's ``forward_layer``), with its class, config and the ``.name``
   Keras 3 gives it;
+- ``sequences``: attributes holding a list of sub-objects (StackedRNNCells' ``cells``): an
+  element's path part is its Keras 3 key (its snake-cased class, made unique in the list:
+  ``cells/gru_cell``), checkpoints number it (``cells/0``);
 - ``private``: sub-objects whose attribute is private in both Keras versions (checkpoints
   name them so: MultiHeadAttention's ``_query_dense``); ``keras3_attributes``: Keras 3
   attributes that differ from the variable name (Dense's ``_kernel``);
@@ -19,6 +22,9 @@ A :class:`LayerClass` says, for a class name:
   inputs after the first (an RNN's ``initial_state``: tf_keras flattens ``[inputs, *states]``);
 - ``output_shape(config, input_shapes)``: the shape (or shapes) of its outputs, batch dimension
   first, ``None`` for an unknown dimension; ``None`` when it cannot tell;
+- ``weight_shapes(config, input_shapes)``: the shape each floating-point variable must have
+  (``{"kernel": (None, 16)}``, ``None`` for a dimension it cannot tell; a list of shapes when
+  several are valid); variables it leaves out are not checked (see :mod:`..weightcheck`);
 - ``converters``: per-format converters (``{"onnx": ...}``), for formats that translate layers.
 
 Built-in classes live in the modules of this package grouped by family; a plugin describes its
@@ -51,6 +57,7 @@ class Child(NamedTuple):
 
 VarsFn = Callable[[dict], "list[Var] | None"]
 ShapeFn = Callable[[dict, "list[Shape]"], "Shape | list[Shape] | None"]
+WeightShapesFn = Callable[[dict, "list[Shape]"], "dict[str, Shape | list[Shape]]"]
 
 
 def no_variables(config: dict) -> list[Var]:
@@ -71,6 +78,7 @@ class LayerClass:
     description: str = ""
     family: str = "custom"
     child: Callable[[dict, str], "Child | None"] | None = None
+    sequences: Mapping[str, Callable[[dict], "list[Child]"]] = field(default_factory=dict)
     private: Mapping[str, str] = field(default_factory=dict)
     keras3_attributes: Mapping[str, str] = field(default_factory=dict)
     to_keras3: Callable[[dict], None] | None = None
@@ -79,10 +87,16 @@ class LayerClass:
     keras2_inputs_keyword: str | None = None
     output_shape: ShapeFn | None = None
     output_dtype: Callable[[dict, "list[str | None]"], "str | None"] | None = None
+    weight_shapes: WeightShapesFn | None = None
     converters: Mapping[str, Any] = field(default_factory=dict)
 
     def sub_object(self, config: dict, attribute: str) -> Child | None:
         return self.child(config or {}, attribute) if self.child is not None else None
+
+    def elements(self, config: dict, attribute: str) -> "list[Child] | None":
+        """The sub-objects of list attribute ``attribute`` in order; None if it is not one."""
+        listed = self.sequences.get(attribute)
+        return None if listed is None else listed(config or {})
 
 
 #: The name the ``modelmorph_layer_specs`` hook has always used; a LayerSpec is a LayerClass.
@@ -120,6 +134,15 @@ def inner_layer(config: dict, key: str) -> tuple[str, dict] | None:
         inner = entry.get("config")
         return entry["class_name"], inner if isinstance(inner, dict) else {}
     return None
+
+
+def prefixed_variables(prefix: str, inner: tuple[str, dict] | None) -> list[Var] | None:
+    """The variables of a serialized inner layer ``(class, config)``, under ``prefix/``; None
+    when its class cannot list them."""
+    from ..catalogue import variables_of
+
+    found = None if inner is None else variables_of(*inner)
+    return None if found is None else [Var(f"{prefix}/{v.path}", v.trainable) for v in found]
 
 
 def ints(value: Any, rank: int) -> tuple[int, ...] | None:
@@ -172,6 +195,18 @@ def transposed_length(length: int | None, kernel: int, padding: str, stride: int
         return length * stride
     pad = kernel // 2 if padding == "same" else 0 if padding == "valid" else kernel - 1
     return (length - 1) * stride + kernel - 2 * pad + output_padding
+
+
+def last_dim(shapes: list, rank: int | None = None) -> int | None:
+    """The last dimension of the first input (None if unknown, or if its rank is not ``rank``)."""
+    shape = shapes[0] if shapes else None
+    if not shape or (rank is not None and len(shape) != rank) or not isinstance(shape[-1], int):
+        return None
+    return shape[-1]
+
+
+def int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def product(dims: Sequence) -> int | None:

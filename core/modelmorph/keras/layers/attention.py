@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import Child, LayerClass, Var
+from . import Child, LayerClass, Var, int_or_none, last_dim
 
 FAMILY = "attention"
 
@@ -51,6 +51,26 @@ def _mha_shape(config: dict, shapes: list):
     return (*query[:-1], *out) if isinstance(out, list) else None
 
 
+def _mha_weights(config: dict, shapes: list) -> dict:
+    heads, key_dim = int_or_none(config.get("num_heads")), int_or_none(config.get("key_dim"))
+    value_dim = int_or_none(config.get("value_dim")) if config.get("value_dim") is not None else key_dim
+    if heads is None or key_dim is None:
+        return {}
+    query, value = last_dim(shapes[:1]), last_dim(shapes[1:2])
+    key = last_dim(shapes[2:3]) if len(shapes) > 2 else value
+    out = config.get("output_shape")
+    out = (query,) if out is None else (out,) if isinstance(out, int) else tuple(out) if isinstance(out, list) else None
+    shapes_of = {"query_dense": ((query, heads, key_dim), (heads, key_dim)),
+                 "key_dense": ((key, heads, key_dim), (heads, key_dim)),
+                 "value_dense": ((value, heads, value_dim), (heads, value_dim))}
+    if out is not None:
+        shapes_of["output_dense"] = ((heads, value_dim, *out), out)
+    weights = {}
+    for part, (kernel, bias) in shapes_of.items():
+        weights[f"{part}/kernel"], weights[f"{part}/bias"] = kernel, bias
+    return weights
+
+
 def _attention_variables(c: dict) -> list[Var]:
     out = [Var("scale")] if c.get("use_scale") else []
     return out + ([Var("concat_score_weight")] if c.get("score_mode") == "concat" else [])
@@ -67,7 +87,7 @@ CLASSES = [
     LayerClass("MultiHeadAttention", _mha_variables, "scaled dot-product attention over several heads", FAMILY,
                child=_mha_child, private={part: f"_{part}" for part in _PROJECTIONS},
                to_keras3=_mha_to_keras3, to_keras2=_mha_to_keras2, call_args=("query", "value", "key"),
-               output_shape=_mha_shape),
+               output_shape=_mha_shape, weight_shapes=_mha_weights),
     LayerClass("Attention", _attention_variables, "dot-product attention", FAMILY, output_shape=_attention_shape),
     LayerClass("AdditiveAttention", lambda c: [Var("scale")] if c.get("use_scale", True) else [],
                "additive (Bahdanau) attention", FAMILY, output_shape=_attention_shape),

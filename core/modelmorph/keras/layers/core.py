@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import LayerClass, Var, compute_dtype, kernel_bias, same_shape
+from . import LayerClass, Var, compute_dtype, int_or_none, kernel_bias, last_dim, same_shape
 
 FAMILY = "core"
 
@@ -10,6 +10,15 @@ FAMILY = "core"
 def _dense_shape(config: dict, shapes: list) -> tuple | None:
     units = config.get("units")
     return (*shapes[0][:-1], units) if shapes and shapes[0] and isinstance(units, int) else None
+
+
+def _dense_weights(config: dict, shapes: list) -> dict:
+    units = int_or_none(config.get("units"))
+    return {"kernel": (last_dim(shapes), units), "bias": (units,)}
+
+
+def _embedding_weights(config: dict, shapes: list) -> dict:
+    return {"embeddings": (int_or_none(config.get("input_dim")), int_or_none(config.get("output_dim")))}
 
 
 def _einsum_dense_shape(config: dict, shapes: list) -> tuple | None:
@@ -44,13 +53,13 @@ def _input_dtype(config: dict, dtypes: list) -> str | None:
 
 CLASSES = [
     LayerClass("Dense", kernel_bias(), "x @ kernel + bias", FAMILY, keras3_attributes={"kernel": "_kernel"},
-               output_shape=_dense_shape),
+               output_shape=_dense_shape, weight_shapes=_dense_weights),
     LayerClass("EinsumDense", lambda c: [Var("kernel")] + ([Var("bias")] if c.get("bias_axes") else []),
                "einsum(equation, x, kernel) + bias", FAMILY, keras3_attributes={"kernel": "_kernel"},
                output_shape=_einsum_dense_shape),
     LayerClass("Embedding", lambda c: [Var("embeddings")], "rows of a table by index", FAMILY,
                keras3_attributes={"embeddings": "_embeddings"}, output_shape=_embedding_shape,
-               output_dtype=_own_dtype),
+               output_dtype=_own_dtype, weight_shapes=_embedding_weights),
     LayerClass("InputLayer", description="a model input", family=FAMILY, output_shape=_input_shape,
                output_dtype=_input_dtype),
     *(LayerClass(name, description=text, family=FAMILY, output_shape=same_shape) for name, text in (

@@ -1,5 +1,7 @@
-"""Preprocessing layers without variables (the lookups, whose vocabularies are assets, are not
-described: their variables are carried by position)."""
+"""Preprocessing layers without variables, and the lookups (StringLookup, IntegerLookup,
+TextVectorization): Keras 3 keeps their vocabulary in an asset file, tf_keras in the config
+(``modelmorph.keras.vocabularies`` moves it); their variables (idf weights) are carried by
+position."""
 
 from __future__ import annotations
 
@@ -41,7 +43,30 @@ def _boundaries_are_the_bins(config: dict) -> None:
         config.pop("num_bins", None)
 
 
+def _lookup_to_keras2(entry: dict, out: dict) -> None:
+    config = out["config"]
+    # tf_keras derives the size from the vocabulary again (its constructor pops the key).
+    config.pop("vocabulary_size", None)
+    if config.get("oov_method", "floormod") == "floormod" and config.get("salt") is None:
+        # Keras 3's default, the only way tf_keras spreads out-of-vocabulary tokens.
+        config.pop("oov_method", None)
+        config.pop("salt", None)
+    if entry["class_name"] == "TextVectorization":
+        config["dtype"] = "string"  # the only dtype tf_keras accepts for it
+    elif config.get("output_mode", "int") == "int":
+        # tf_keras' dtype is the int output's (it refuses a float one); Keras 3 outputs int64 whatever its policy.
+        config["dtype"] = "int64"
+
+
+def _positional(config: dict) -> None:
+    return None  # idf weights only in tf_idf mode: carried by position, as found
+
+
 CLASSES = [
+    *(LayerClass(name, description=what, family=FAMILY, variables=_positional, to_keras2=_lookup_to_keras2)
+      for name, what in (("StringLookup", "strings → vocabulary indices"),
+                         ("IntegerLookup", "integers → vocabulary indices"),
+                         ("TextVectorization", "text → token indices"))),
     LayerClass("Discretization", description="the index of the bin each value falls in", family=FAMILY,
                to_keras3=_discretization_to_keras3, to_keras2=_discretization_to_keras2),
     LayerClass("Rescaling", description="x * scale + offset", family=FAMILY, output_shape=same_shape),

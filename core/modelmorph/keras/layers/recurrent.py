@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import Child, LayerClass, Var, bias
+from . import Child, LayerClass, Var, bias, inner_layer, int_or_none, ints, last_dim, prefixed_variables
 
 FAMILY = "recurrent"
 
@@ -11,6 +11,8 @@ _CELLS = {"LSTM": ("LSTMCell", "lstm_cell"), "GRU": ("GRUCell", "gru_cell"),
           "SimpleRNN": ("SimpleRNNCell", "simple_rnn_cell")}
 _CELLS.update({f"ConvLSTM{r}D": (f"ConvLSTM{r}DCell", "conv_lstm_cell") for r in (1, 2, 3)})
 _STATES = {"LSTM": 2, "GRU": 1, "SimpleRNN": 1}
+#: States per step of each built-in cell (what ``return_state`` adds).
+_CELL_STATES = {"LSTMCell": 2, "GRUCell": 1, "SimpleRNNCell": 1}
 
 
 def _rnn(c: dict) -> list[Var]:
@@ -27,6 +29,43 @@ def _cell_child(class_name: str):
     return lambda config, attribute: Child(cell_class, {}, name) if attribute == "cell" else None
 
 
+#: How many blocks of ``units`` columns each cell's kernels have (one per gate).
+_GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
+
+
+def _cell_weights(gates: int, input_rank: int | None):
+    def weights(config: dict, shapes: list) -> dict:
+        units = int_or_none(config.get("units"))
+        width = None if units is None else gates * units
+        out = {"kernel": (last_dim(shapes, input_rank), width), "recurrent_kernel": (units, width), "bias": (width,)}
+        if gates == 3:  # GRU: reset_after (the default since Keras 2.3) keeps two bias rows
+            after = config.get("reset_after")
+            out["bias"] = (2, width) if after is True else (width,) if after is False else [(2, width), (width,)]
+        return out
+
+    return weights
+
+
+def _rnn_weights(gates: int):
+    cell = _cell_weights(gates, 3)
+    return lambda config, shapes: {f"cell/{k}": v for k, v in cell(config, shapes).items()}
+
+
+def _conv_lstm_weights(rank: int):
+    def weights(config: dict, shapes: list) -> dict:
+        filters = int_or_none(config.get("filters"))
+        width = None if filters is None else 4 * filters
+        kernel = ints(config.get("kernel_size"), rank) or (None,) * rank
+        shape = shapes[0] if shapes else None
+        channels = None
+        if shape and len(shape) == rank + 3:
+            channels = int_or_none(shape[2] if config.get("data_format") == "channels_first" else shape[-1])
+        return {"cell/kernel": (*kernel, channels, width), "cell/recurrent_kernel": (*kernel, filters, width),
+                "cell/bias": (width,)}
+
+    return weights
+
+
 def _rnn_shape(states: int):
     def shape(config: dict, shapes: list):
         units = config.get("units")
@@ -39,11 +78,76 @@ def _rnn_shape(states: int):
     return shape
 
 
+# -- the generic RNN(cell) and StackedRNNCells ----------------------------------------------------
+
+def _child_of(entry: tuple[str, dict]) -> Child:
+    from ..keras3_layout import snake_case
+
+    return Child(entry[0], entry[1], str(entry[1].get("name", snake_case(entry[0]))))
+
+
+def _generic_cell_child(config: dict, attribute: str) -> Child | None:
+    inner = inner_layer(config, "cell") if attribute == "cell" else None
+    return None if inner is None else _child_of(inner)
+
+
+def _stacked_cells(config: dict) -> list[tuple[str, Child]] | None:
+    """(Keras 3 key, cell) of each stacked cell: Keras 3 saves a list's members under their
+    snake-cased class made unique in the list (``gru_cell``, ``gru_cell_1``)."""
+    from ..keras3_layout import snake_case, unique_name
+
+    cells = config.get("cells")
+    if not isinstance(cells, list):
+        return None
+    out, used = [], {}
+    for entry in cells:
+        inner = inner_layer({"cell": entry}, "cell")
+        if inner is None:
+            return None
+        out.append((unique_name(snake_case(inner[0]), used), _child_of(inner)))
+    return out
+
+
+def _stacked_variables(config: dict) -> list[Var] | None:
+    cells = _stacked_cells(config)
+    if cells is None:
+        return None
+    out = []
+    for key, cell in cells:
+        found = prefixed_variables(f"cells/{key}", (cell.class_name, cell.config))
+        if found is None:
+            return None
+        out += found
+    return out
+
+
+def _generic_rnn_shape(config: dict, shapes: list):
+    cell = inner_layer(config, "cell")
+    if cell is None:
+        return None
+    if cell[0] == "StackedRNNCells":
+        if config.get("return_state"):
+            return None  # its states nest per cell: no flat list of shapes to give
+        stacked = _stacked_cells(cell[1]) or []
+        cell = (stacked[-1][1].class_name, stacked[-1][1].config) if stacked else None
+    if cell is None or cell[0] not in _CELL_STATES:
+        return None
+    return _rnn_shape(_CELL_STATES[cell[0]])({**config, "units": cell[1].get("units")}, shapes)
+
+
 CLASSES = [
+    LayerClass("RNN", lambda c: prefixed_variables("cell", inner_layer(c, "cell")), "a recurrent layer over any cell",
+               FAMILY, child=_generic_cell_child, keras2_inputs_keyword="initial_state",
+               output_shape=_generic_rnn_shape),
+    LayerClass("StackedRNNCells", _stacked_variables, "cells run one after another in each step", FAMILY,
+               sequences={"cells": lambda c: [cell for _, cell in _stacked_cells(c) or []]}),
     *(LayerClass(name, _rnn, f"{name} over time steps", FAMILY, child=_cell_child(name),
-                 keras2_inputs_keyword="initial_state", output_shape=_rnn_shape(_STATES[name]))
+                 keras2_inputs_keyword="initial_state", output_shape=_rnn_shape(_STATES[name]),
+                 weight_shapes=_rnn_weights(_GATES[name]))
       for name in ("LSTM", "GRU", "SimpleRNN")),
     *(LayerClass(f"ConvLSTM{r}D", _rnn, f"{r}D convolutional LSTM", FAMILY, child=_cell_child(f"ConvLSTM{r}D"),
-                 keras2_inputs_keyword="initial_state") for r in (1, 2, 3)),
-    *(LayerClass(name, _cell, "one step of a recurrent layer", FAMILY) for name in ("LSTMCell", "GRUCell", "SimpleRNNCell")),
+                 keras2_inputs_keyword="initial_state", weight_shapes=_conv_lstm_weights(r)) for r in (1, 2, 3)),
+    *(LayerClass(name, _cell, "one step of a recurrent layer", FAMILY,
+                 weight_shapes=_cell_weights(_GATES[name[:-len("Cell")]], None))
+      for name in ("LSTMCell", "GRUCell", "SimpleRNNCell")),
 ]

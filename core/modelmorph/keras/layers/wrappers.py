@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import Child, LayerClass, Var, inner_layer
+from . import Child, LayerClass, Var, inner_layer, prefixed_variables as _prefixed
 
 FAMILY = "wrappers"
 
@@ -13,13 +13,6 @@ def _inner_name(inner: tuple[str, dict]) -> str:
     return str(inner[1].get("name", snake_case(inner[0])))
 
 
-def _prefixed(prefix: str, inner: tuple[str, dict] | None) -> list[Var] | None:
-    from ..catalogue import variables_of
-
-    found = None if inner is None else variables_of(*inner)
-    return None if found is None else [Var(f"{prefix}/{v.path}", v.trainable) for v in found]
-
-
 def _inner_shape(inner: tuple[str, dict] | None, shapes: list):
     from ..catalogue import get
 
@@ -27,6 +20,15 @@ def _inner_shape(inner: tuple[str, dict] | None, shapes: list):
     if described is None or described.output_shape is None:
         return None
     return described.output_shape(inner[1], shapes)
+
+
+def _inner_weights(prefix: str, inner: tuple[str, dict] | None, shapes: list) -> dict:
+    from ..catalogue import get
+
+    described = None if inner is None else get(inner[0])
+    if described is None or described.weight_shapes is None:
+        return {}
+    return {f"{prefix}/{k}": v for k, v in described.weight_shapes(inner[1], shapes).items()}
 
 
 # -- Bidirectional -------------------------------------------------------------------------------
@@ -53,6 +55,11 @@ def _bidirectional_child(config: dict, attribute: str) -> Child | None:
             return Child(given[0], given[1], _inner_name(given))
         return Child(inner[0], inner[1], "backward_" + _inner_name(inner).removeprefix("backward_"))
     return None
+
+
+def _bidirectional_weights(config: dict, shapes: list) -> dict:
+    return {**_inner_weights("forward_layer", inner_layer(config, "layer"), shapes[:1]),
+            **_inner_weights("backward_layer", _backward(config), shapes[:1])}
 
 
 def _bidirectional_shape(config: dict, shapes: list):
@@ -87,10 +94,17 @@ def _time_distributed_shape(config: dict, shapes: list):
     return None if out is None or isinstance(out, list) else (batch, steps, *out[1:])
 
 
+def _time_distributed_weights(config: dict, shapes: list) -> dict:
+    shape = shapes[0] if shapes else None
+    step = [(shape[0], *shape[2:])] if shape and len(shape) >= 3 else []
+    return _inner_weights("layer", inner_layer(config, "layer"), step)
+
+
 CLASSES = [
     LayerClass("Bidirectional", _bidirectional_variables, "a recurrent layer run forwards and backwards", FAMILY,
-               child=_bidirectional_child, keras2_inputs_keyword="initial_state", output_shape=_bidirectional_shape),
+               child=_bidirectional_child, keras2_inputs_keyword="initial_state", output_shape=_bidirectional_shape,
+               weight_shapes=_bidirectional_weights),
     LayerClass("TimeDistributed", lambda c: _prefixed("layer", inner_layer(c, "layer")),
                "a layer applied to every time step", FAMILY, child=_time_distributed_child,
-               output_shape=_time_distributed_shape),
+               output_shape=_time_distributed_shape, weight_shapes=_time_distributed_weights),
 ]

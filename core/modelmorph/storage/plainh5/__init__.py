@@ -89,4 +89,4 @@ class PlainFile:
 
 
 from .reader import read  # noqa: E402  (they use the definitions above)
-from .writer import PlainWriter  # noqa: E402
+from .writer import FixedStrings, PlainWriter  # noqa: E402

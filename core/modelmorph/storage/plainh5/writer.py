@@ -13,7 +13,9 @@ h5py-written files:
   datasets hold dataspace v1 (max dims = dims), datatype, fill value v2 (late allocation, default
   fill), contiguous layout v3 and get libhdf5's 256-byte minimum header; no time stamps;
 - attributes are version-1 messages holding variable-length UTF-8 strings (scalar for ``str``,
-  1-D for ``list[str]``) whose bytes lie in global heap collections of at least 4 KiB.
+  1-D for ``list[str]``) whose bytes lie in global heap collections of at least 4 KiB, or a 1-D
+  array of fixed-length byte strings (:class:`FixedStrings`, what h5py makes of numpy ``S`` data,
+  as Keras 2 stores ``layer_names``) held in the message itself.
 
 Everything the subset cannot express raises ``ValueError``: callers then fall back to h5py.
 """
@@ -21,6 +23,7 @@ Everything the subset cannot express raises ``ValueError``: callers then fall ba
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from . import NUMERIC, Dataset
@@ -45,7 +48,22 @@ _VLEN_UTF8 = struct.pack("<4BI4BIHH", 0x19, 0x01, 0x01, 0, 16, 0x10, 0, 0, 0, 1,
 # Fill value v2: allocation late, fill written if set, default fill (defined, size 0).
 _FILL = bytes([2, 2, 2, 1, 0, 0, 0, 0])
 
-Attrs = dict[str, tuple[bool, list[bytes]]]  # name -> (scalar?, UTF-8 values)
+# name -> (scalar?, values, fixed size): UTF-8 strings in the global heap when the size is None,
+# else NUL-padded strings of that many bytes in the message.
+Attrs = dict[str, tuple[bool, list[bytes], "int | None"]]
+
+
+@dataclass(frozen=True)
+class FixedStrings:
+    """An attribute value: a 1-D array of byte strings ``size`` bytes long each (NUL-padded
+    ASCII), as h5py stores a numpy ``S<size>`` array; it may be empty (numpy's ``S1``)."""
+
+    values: tuple[bytes, ...]
+    size: int
+
+
+def _fixed_string_type(size: int) -> bytes:
+    return struct.pack("<4BI", 0x13, 0x01, 0, 0, size)  # string class, v1, NUL-padded, ASCII
 
 
 def _pad8(n: int) -> int:
@@ -100,6 +118,15 @@ def _check_attrs(attrs: dict | None) -> Attrs:
     for name, value in (attrs or {}).items():
         if not isinstance(name, str) or not name or "\0" in name:
             raise ValueError(f"bad attribute name {name!r}")
+        if isinstance(value, FixedStrings):
+            items = list(value.values)
+            if not (0 < value.size < 2**32) or not all(isinstance(v, bytes) and len(v) <= value.size for v in items):
+                raise ValueError(f"attribute {name!r}: strings longer than their size {value.size}")
+            _utf8(name, "attribute name")
+            if _attr_size(name, False, items, value.size) > MAX_MESSAGE:
+                raise ValueError(f"attribute {name!r} is too large for an object header message")
+            out[name] = (False, items, value.size)
+            continue
         if isinstance(value, str):
             scalar, items = True, [value]
         elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
@@ -111,24 +138,37 @@ def _check_attrs(attrs: dict | None) -> Attrs:
         _utf8(name, "attribute name")
         if _attr_size(name, scalar, items) > MAX_MESSAGE:
             raise ValueError(f"attribute {name!r} is too large for an object header message")
-        out[name] = (scalar, [_utf8(v, "attribute value") for v in items])
+        out[name] = (scalar, [_utf8(v, "attribute value") for v in items], None)
     return out
 
 
-def _attr_size(name: str, scalar: bool, items: list) -> int:
+def _attr_size(name: str, scalar: bool, items: list, fixed: int | None = None) -> int:
     """The attribute message's body size (see ``_attr_message``)."""
     space = 8 if scalar else 24
-    return 8 + _pad8(len(name.encode("utf-8")) + 1) + _pad8(len(_VLEN_UTF8)) + space + 16 * len(items)
+    head = 8 + _pad8(len(name.encode("utf-8")) + 1) + space
+    if fixed is not None:
+        return head + _pad8(len(_fixed_string_type(fixed))) + fixed * len(items)
+    return head + _pad8(len(_VLEN_UTF8)) + 16 * len(items)
 
 
 def _attr_message(name: str, scalar: bool, ids: list[tuple[int, int, int]]) -> bytes:
     """Attribute message v1; ``ids`` are (length, collection address, index) per string."""
-    bname = name.encode("utf-8")
     n = len(ids)
     space = struct.pack("<4B4x", 1, 0, 0, 0) if scalar else struct.pack("<4B4xQQ", 1, 1, 1, 0, n, n)
-    return b"".join([struct.pack("<BBHHH", 1, 0, len(bname) + 1, len(_VLEN_UTF8), len(space)),
-                     bname.ljust(_pad8(len(bname) + 1), b"\0"), _VLEN_UTF8.ljust(24, b"\0"), space,
-                     *(struct.pack("<IQI", *i) for i in ids)])
+    return _attr_body(name, _VLEN_UTF8, space, b"".join(struct.pack("<IQI", *i) for i in ids))
+
+
+def _fixed_attr_message(name: str, items: list[bytes], size: int) -> bytes:
+    n = len(items)
+    space = struct.pack("<4B4xQQ", 1, 1, 1, 0, n, n)
+    return _attr_body(name, _fixed_string_type(size), space, b"".join(v.ljust(size, b"\0") for v in items))
+
+
+def _attr_body(name: str, datatype: bytes, space: bytes, data: bytes) -> bytes:
+    bname = name.encode("utf-8")
+    return b"".join([struct.pack("<BBHHH", 1, 0, len(bname) + 1, len(datatype), len(space)),
+                     bname.ljust(_pad8(len(bname) + 1), b"\0"), datatype.ljust(_pad8(len(datatype)), b"\0"),
+                     space, data])
 
 
 def _object_header(msgs: list[tuple[int, int, bytes]], minimum: int = 0) -> bytes:
@@ -201,7 +241,7 @@ class PlainWriter:
         if self._done:
             raise RuntimeError("layout() was already called")
 
-    def group(self, path: str, attrs: dict[str, str | list[str]] | None = None) -> None:
+    def group(self, path: str, attrs: "dict[str, str | list[str] | FixedStrings] | None" = None) -> None:
         self._check_open()
         parts, checked = _split(path), _check_attrs(attrs)
         old = self._groups.get("/".join(parts))
@@ -282,7 +322,7 @@ class PlainWriter:
             pos += n_snods * SNOD_SIZE
 
         # The attributes' strings go to the global heap, after all the other metadata.
-        keys = [(p, n) for p in order for n in sorted(attrs_of[p], key=str.encode)]
+        keys = [(p, n) for p in order for n in sorted(attrs_of[p], key=str.encode) if attrs_of[p][n][2] is None]
         colls, heap_ids, pos = _global_heap([s for p, n in keys for s in attrs_of[p][n][1]], pos)
         ids, i = {}, 0
         for p, n in keys:
@@ -313,7 +353,8 @@ class PlainWriter:
             buf[addr:addr + size] = b"".join(out)
         for p in order:
             g, addr = self._groups.get(p), self._header[p]
-            attrs = [(0x0C, 0, _attr_message(n, attrs_of[p][n][0], ids[p, n]))
+            attrs = [(0x0C, 0, _attr_message(n, attrs_of[p][n][0], ids[p, n]) if attrs_of[p][n][2] is None
+                      else _fixed_attr_message(n, attrs_of[p][n][1], attrs_of[p][n][2]))
                      for n in sorted(attrs_of[p], key=str.encode)]
             if g is None:
                 ds, _, dt = self._datasets[p]

@@ -33,3 +33,65 @@ CONVERTERS = {
     "Concat": concat, "Pad": pad, "Resize": resize, "Upsample": resize,
 }
 """ONNX op type (default domain) → converter."""
+
+# onnx-seq: recurrent ops, and the readers of their time-major outputs (see ops/recurrent.py)
+from .recurrent import RECURRENT, VIEW_OPS, around  # noqa: E402
+
+CONVERTERS.update(RECURRENT)
+for _op in (*VIEW_OPS, "ConstantOfShape"):
+    CONVERTERS[_op] = around(_op, CONVERTERS.get(_op))
+
+# onnx-ops: the further op families (their modules say what each maps to); Softmax, Cast,
+# Max/Min and Resize are replaced by converters covering more of their forms.
+from .channelwise import instance_norm, lrn, prelu  # noqa: E402
+from .conv_transpose import conv_transpose  # noqa: E402
+from .einsum import einsum  # noqa: E402
+from .logic import COMPARE, UNARY, cast as real_cast, compare, mod, unary, variadic, where  # noqa: E402
+from .reduce_math import _PLAN as _REDUCTIONS, arg_reduce, reduce_math  # noqa: E402
+from .resize_interp import resize as resize_interp  # noqa: E402
+from .select import expand, gather, slice_op, split, tile  # noqa: E402
+from .softmax import softmax as softmax_any_opset  # noqa: E402
+
+CONVERTERS.update({
+    "ConvTranspose": conv_transpose, "PRelu": prelu, "InstanceNormalization": instance_norm, "LRN": lrn,
+    "Softmax": softmax_any_opset, "LogSoftmax": softmax_any_opset, "Einsum": einsum,
+    "Cast": real_cast, "CastLike": real_cast, "Where": where, "Mod": mod,
+    "Sum": variadic, "Mean": variadic, "Max": variadic, "Min": variadic,
+    "ArgMax": arg_reduce, "ArgMin": arg_reduce, "Resize": resize_interp, "Upsample": resize_interp,
+    "Slice": slice_op, "Split": split, "Tile": tile, "Expand": expand,
+    **{op: compare for op in COMPARE}, **{op: unary for op in UNARY}, **{op: reduce_math for op in _REDUCTIONS},
+})
+CONVERTERS["Gather"] = around("Gather", gather)  # recurrent outputs' views are read first, as above
+
+# onnx-seq: LayerNormalization, and its decomposed form found from the first ReduceMean
+from .normalization import layer_norm, layer_norm_pattern  # noqa: E402
+
+CONVERTERS["LayerNormalization"] = layer_norm
+CONVERTERS["ReduceMean"] = layer_norm_pattern(CONVERTERS["ReduceMean"])
+
+# onnx-ops: forms the converters above would compute differently from ONNX, refused first (ops/guards.py)
+from .guards import guard  # noqa: E402
+
+for _op in ("Div", "Pow", "Clip", "Dropout", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceMean"):
+    CONVERTERS[_op] = guard(_op, CONVERTERS[_op])
+
+# onnx-layout: layers folded back where a sequence of nodes is one Keras layer (ops/fuse.py)
+from .fuse import FUSED_OPS, fused  # noqa: E402
+
+for _op in FUSED_OPS:
+    CONVERTERS[_op] = fused(_op, CONVERTERS[_op])
+
+# onnx-ops: wider forms of Pad, Gemm/MatMul and some activations (each falls back to the converter
+# above for the forms that one reads), and a few more activations and CumSum
+from .activations_more import celu, hardmax, mish, shrink, thresholded_relu  # noqa: E402
+from .activations_more import gelu as _gelu_any, hard_sigmoid as _hard_sigmoid_any, is_inf as _is_inf  # noqa: E402
+from .activations_more import selu as _selu_any  # noqa: E402
+from .matrix import gemm as _gemm_any, matmul as _matmul_any  # noqa: E402
+from .pad_modes import pad as _pad_any  # noqa: E402
+from .reduce_math import cumsum  # noqa: E402
+
+CONVERTERS.update({"Pad": _pad_any(CONVERTERS["Pad"]), "Gemm": _gemm_any(CONVERTERS["Gemm"]),
+                   "MatMul": _matmul_any(CONVERTERS["MatMul"]), "Gelu": _gelu_any(CONVERTERS["Gelu"]),
+                   "HardSigmoid": _hard_sigmoid_any(CONVERTERS["HardSigmoid"]), "IsInf": _is_inf, "Shrink": shrink,
+                   "Celu": celu, "Mish": mish, "ThresholdedRelu": thresholded_relu, "Hardmax": hardmax,
+                   "CumSum": cumsum, "Selu": _selu_any(CONVERTERS["Selu"])})

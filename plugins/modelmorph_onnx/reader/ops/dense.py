@@ -6,7 +6,7 @@ import numpy as np
 
 from ..fold import is_symbolic
 from ..graph import Graph, T, Unsupported
-from .common import flat_order
+from .common import broadcast, flat_order
 
 
 def gemm(g: Graph, node, a: dict) -> None:
@@ -15,7 +15,7 @@ def gemm(g: Graph, node, a: dict) -> None:
     w = g.const(node.input[1])
     if w is None:
         raise Unsupported("the weight matrix is computed, not a constant")
-    x = g.tensor(node.input[0])
+    x = g.tensor(node.input[0], rows_ok=True)
     kernel = (w.T if a.get("transB", 0) else w) * np.float32(a.get("alpha", 1.0))
     c = g.const(node.input[2]) if len(node.input) > 2 else None
     bias = None
@@ -27,10 +27,22 @@ def gemm(g: Graph, node, a: dict) -> None:
 
 
 def _dense(g: Graph, node, x: T, kernel: np.ndarray, bias, out: str) -> None:
+    if x.rows is not None:  # flattened channels-last: the kernel's rows in the order x holds its features
+        kernel = kernel[x.rows]
     x = flat_order(g, node, x)
     weights = [kernel] + ([np.ascontiguousarray(bias).astype(kernel.dtype)] if bias is not None else [])
     g.layer(node, "Dense", {"units": int(kernel.shape[1]), "activation": "linear", "use_bias": bias is not None},
             [x], out, (*x.shape[:-1], int(kernel.shape[1])), weights=weights)
+
+
+def _matmul_shape(g: Graph, node, x: T, y: T) -> tuple:
+    """The product's shape: inference's, else numpy's matmul rule on the operands' shapes."""
+    if node.output[0] in g.shapes:
+        return g.shape(node.output[0])
+    if x.rank < 2 or y.rank < 2:
+        raise Unsupported("a matrix product of vectors with computed operands")
+    lead = broadcast(x.shape[:-2], y.shape[:-2], None)
+    return (*lead, x.shape[-2], y.shape[-1])
 
 
 def matmul(g: Graph, node, a: dict) -> None:
@@ -38,9 +50,9 @@ def matmul(g: Graph, node, a: dict) -> None:
     if w is None or w.ndim != 2:
         x, y = g.tensor(node.input[0]), g.tensor(node.input[1])
         g.layer(node, "Matmul", {}, [flat_order(g, node, x), flat_order(g, node, y)], node.output[0],
-                g.shape(node.output[0]), module="keras.src.ops.numpy")
+                _matmul_shape(g, node, x, y), module="keras.src.ops.numpy")
         return
-    x = g.tensor(node.input[0])
+    x = g.tensor(node.input[0], rows_ok=True)
     out, bias = node.output[0], None
     users = g.consumers.get(out, [])
     if len(users) == 1 and users[0].op_type == "Add" and out not in g.outputs:  # MatMul + Add → Dense with bias

@@ -29,6 +29,10 @@ def reduce_op(kind: str, op: str):
             g.layer(node, f"Global{kind}Pooling{x.rank - 2}D", {"keepdims": keep}, [x], node.output[0], out_shape,
                     cl=keep)
             return
+        if kind and not x.cl and 3 <= x.rank <= 5 and axes == list(range(1, x.rank - 1)):
+            # global pooling of a tensor channels-last in ONNX itself (what Keras' exports hold)
+            g.layer(node, f"Global{kind}Pooling{x.rank - 2}D", {"keepdims": keep}, [x], node.output[0], out_shape)
+            return
         g.layer(node, op, {"axis": [keras_axis(x, ax) for ax in axes], "keepdims": keep}, [x], node.output[0],
                 out_shape, cl=x.cl and keep, module="keras.src.ops.numpy")
     return convert

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..graph import Graph, T, Unsupported, _perm_cl
+from ..graph import Graph, T, Unsupported, _keras_shape, _perm_cl
 from .common import keras_axis
 
 
@@ -19,11 +19,19 @@ def flatten(g: Graph, node, a: dict) -> None:
     if x.rank == 2:
         g.alias(node.output[0], x)
         return
-    if not x.trivial:
-        x = g.to_onnx_order(x, node)
+    _flatten(g, node, x, node.output[0])
+
+
+def _flatten(g: Graph, node, x: T, out: str) -> None:
+    """(batch, n): in Keras' own order where only Dense layers read it (see Graph.flat_source)."""
+    source = x
+    x, rows = g.flat_source(x, node, out)
     rest = x.shape[1:]
-    g.layer(node, "Flatten", {}, [x], node.output[0],
-            (x.shape[0], math.prod(rest) if all(isinstance(d, int) for d in rest) else None))
+    t = g.layer(node, "Flatten", {}, [x], out,
+                (x.shape[0], math.prod(rest) if all(isinstance(d, int) for d in rest) else None))
+    if rows is not None:
+        t.rows = rows
+        g.flat_shapes[id(t.record)] = source.shape
 
 
 def reshape(g: Graph, node, a: dict) -> None:
@@ -33,7 +41,7 @@ def reshape(g: Graph, node, a: dict) -> None:
     target = g.values.get(node.input[1])
     if target is None:
         raise Unsupported("the target shape is computed at run time")
-    _reshape_to(g, node, x, list(target), node.output[0])
+    _reshape_to(g, node, x, [d if isinstance(d, str) else int(d) for d in target.reshape(-1)], node.output[0])
 
 
 def _reshape_to(g: Graph, node, x: T, target: list, out: str) -> None:
@@ -53,6 +61,19 @@ def _reshape_to(g: Graph, node, x: T, target: list, out: str) -> None:
         rest = [math.prod(in_shape[1:]) // known if d == -1 else d for d in rest]
     elif out_shape is not None and all(isinstance(d, int) for d in out_shape[1:]):
         rest = list(out_shape[1:])
+    if len(rest) == 1 and x.rank >= 3 and rest[0] != -1:  # a flatten (x.view(N, -1))
+        _flatten(g, node, x, out)
+        return
+    if x.cl and not x.trivial and len(rest) >= 2 and isinstance(in_shape[1], int) and rest[0] == in_shape[1]:
+        # Channels kept on axis 1, only spatial dims merged or split: the same reshape of the
+        # channels-last tensor (each channel's values keep their row-major order), no Permute.
+        shape = (x.shape[0], *[d if d != -1 else None for d in rest])
+        target = [*rest[1:], rest[0]]
+        if target == _keras_shape(in_shape, True)[1:]:
+            g.alias(out, T(x.record, shape, x.dtype, True))
+        else:
+            g.layer(node, "Reshape", {"target_shape": [int(d) for d in target]}, [x], out, shape, cl=True)
+        return
     if not x.trivial:
         x = g.to_onnx_order(x, node)
     shape = (x.shape[0], *[d if d != -1 else None for d in rest])

@@ -1,0 +1,258 @@
+#!/usr/bin/env python
+"""Every conversion path against the I/O floor: `cp` of the same file, in the same round.
+
+    python benchmarks/bench_ladder.py [--sizes 100MB,1GB,4GB] [--dtypes float32,bfloat16]
+                                      [--rounds 3] [--work DIR] [--frameworks]
+
+For each size and dtype, a stack of Dense layers is saved by Keras 3 (``src.keras``, and
+``tf.train.Checkpoint(model=m).write`` for ``ckpt/ckpt``) and, for float32, by tf_keras
+(``src.h5``); ``arch.json`` is the architecture modelmorph writes from ``src.keras``. Then, in
+``--rounds`` interleaved rounds, every job runs as a fresh ``modelmorph`` subprocess right after
+``cp`` of the file it reads (the checkpoint's data file), both with a warm page cache (the
+source is read once with ``cat`` before each), ``sync`` between runs so that one run's
+writeback does not land on the next. Reported per job: median wall time, median ratio to
+``cp`` of the same round, and the largest peak resident memory (``wait4``'s ``ru_maxrss``).
+``--frameworks`` also times Keras 3 / tf_keras / TF doing the same jobs (load and save: slow and
+memory-hungry at 1 GB and up).
+
+The ``modelmorph`` run is the one installed beside this Python (``bin/modelmorph``); building the
+sources needs keras, tensorflow and tf_keras in the same environment (``pip install modelmorph[test]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SIZES = {"100MB": 100 * 2**20, "1GB": 2**30, "4GB": 4 * 2**30}
+WIDTH = {"100MB": 1024, "1GB": 4096, "4GB": 4096}  # Dense(width) on width inputs: width² elements
+ITEMSIZE = {"float32": 4, "bfloat16": 2}
+ENV = {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+
+BUILD_KERAS = """
+import keras, tensorflow as tf
+keras.utils.set_random_seed(0)
+init = keras.initializers.RandomUniform(-1.0, 1.0)
+inputs = x = keras.Input(({width},))
+for i in range({layers}):
+    x = keras.layers.Dense({width}, dtype={dtype!r}, kernel_initializer=init, name=f"dense_{{i}}")(x)
+model = keras.Model(inputs, x)
+model.save({keras!r})
+tf.train.Checkpoint(model=model).write({ckpt!r})
+"""
+BUILD_TF_KERAS = """
+import tf_keras, tensorflow as tf
+tf.random.set_seed(0)
+init = tf_keras.initializers.RandomUniform(-1.0, 1.0)
+inputs = x = tf_keras.Input(({width},))
+for i in range({layers}):
+    x = tf_keras.layers.Dense({width}, kernel_initializer=init, name=f"dense_{{i}}")(x)
+tf_keras.Model(inputs, x).save({h5!r})
+"""
+BUILD_STRINGS = """
+import tensorflow as tf
+n = {count}
+v = tf.Variable(tf.strings.as_string(tf.range(n, dtype=tf.int64), width=127, fill="0"))
+tf.train.Checkpoint(v=v).write({ckpt!r})
+"""
+#: The same jobs done by the frameworks (``--frameworks``).
+FRAMEWORK = {
+    "h5-to-keras": "import keras; keras.saving.load_model({src!r}).save({dst!r})",
+    "keras-to-keras": "import keras; keras.saving.load_model({src!r}).save({dst!r})",
+    "keras-to-h5": "import keras; keras.saving.load_model({src!r}).save({dst!r})",
+    "keras-to-ckpt": "import keras, tensorflow as tf; tf.train.Checkpoint(model=keras.saving.load_model({src!r}))"
+                     ".write({dst!r})",
+    "ckpt+arch-to-keras": "import keras, tensorflow as tf\n"
+                          "m = keras.models.model_from_json(open({arch!r}).read())\n"
+                          "tf.train.Checkpoint(model=m).read({src!r}).expect_partial()\nm.save({dst!r})",
+    "info": "import keras; keras.saving.load_model({src!r}).summary()",
+    "strings-ckpt-to-ckpt": "import tensorflow as tf\nv = tf.Variable(tf.zeros([0], tf.string), shape=tf.TensorShape(None))\n"
+                            "c = tf.train.Checkpoint(v=v); c.read({src!r}).assert_consumed(); c.write({dst!r})",
+}
+
+
+@dataclass
+class Job:
+    name: str
+    source: str  # which source file: keras, h5, ckpt
+    output: str  # output name under the run folder ("" for none)
+    args: tuple[str, ...] = ()
+
+
+JOBS = [
+    Job("h5-to-keras", "h5", "out.keras"),
+    Job("keras-to-keras", "keras", "out.keras"),
+    Job("keras-to-h5", "keras", "out.h5"),
+    Job("keras-to-ckpt", "keras", "ckpt/ckpt", ("--to", "tf-checkpoint")),
+    Job("ckpt+arch-to-keras", "ckpt", "out.keras", ("--arch", "{arch}")),
+    Job("keras-to-sharded", "keras", "out.weights.json", ("-O", "max_shard_size=100MB")),
+    Job("info", "keras", ""),
+    Job("info --verify", "keras", "", ("--verify",)),
+    Job("strings-ckpt-to-ckpt", "strings", "ckpt/ckpt", ("--to", "tf-checkpoint")),
+]
+
+
+def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Wall seconds and peak resident memory (bytes) of one subprocess."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    stderr = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(argv)}\n{stderr[-2000:]}")
+    return elapsed, usage.ru_maxrss * 1024  # Linux reports kilobytes
+
+
+def warm(path: Path) -> None:
+    """``cat`` the file(s) to /dev/null, so that the run finds them in the page cache."""
+    files = [path] if path.is_file() else sorted(p for p in path.parent.iterdir() if p.is_file())
+    subprocess.run(["cat", *map(str, files)], stdout=subprocess.DEVNULL, check=True)
+
+
+def build_strings(folder: Path, size: str, python: str) -> dict[str, Path]:
+    """A checkpoint holding one string tensor of about ``size`` (128-byte strings)."""
+    prefix = folder / "ckpt" / "ckpt"
+    if not prefix.with_name("ckpt.index").exists():
+        code = BUILD_STRINGS.format(count=SIZES[size] // 128, ckpt=str(prefix))
+        subprocess.run([python, "-c", code], env={**os.environ, **ENV}, check=True, stderr=subprocess.DEVNULL)
+    return {"strings": prefix}
+
+
+def build(folder: Path, size: str, dtype: str, python: str) -> dict[str, Path]:
+    """The sources of one rung (built once; kept in ``folder``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    width = WIDTH[size]
+    layers = max(1, round(SIZES[size] / (width * width * ITEMSIZE[dtype])))
+    paths = {"keras": folder / "src.keras", "ckpt": folder / "ckpt" / "ckpt", "arch": folder / "arch.json"}
+    env = {**os.environ, **ENV}
+    if not paths["keras"].exists():
+        subprocess.run([python, "-c", BUILD_KERAS.format(width=width, layers=layers, dtype=dtype,
+                                                         keras=str(paths["keras"]), ckpt=str(paths["ckpt"]))],
+                       env=env, check=True, stderr=subprocess.DEVNULL)
+    if not paths["arch"].exists():
+        subprocess.run([modelmorph(), "convert", "-q", str(paths["keras"]), str(paths["arch"])], check=True)
+    if dtype == "float32":
+        paths["h5"] = folder / "src.h5"
+        if not paths["h5"].exists():
+            subprocess.run([python, "-c", BUILD_TF_KERAS.format(width=width, layers=layers, h5=str(paths["h5"]))],
+                           env=env, check=True, stderr=subprocess.DEVNULL)
+    return paths
+
+
+def modelmorph() -> str:
+    return str(Path(sys.executable).with_name("modelmorph"))
+
+
+def data_file(source: Path) -> Path:
+    """The file ``cp`` copies for a source: itself, or a checkpoint's data file."""
+    if source.is_file():
+        return source
+    return next(source.parent.glob(source.name + ".data-*"))
+
+
+def run_rung(paths: dict[str, Path], rounds: int, work: Path, frameworks: bool, python: str) -> list[dict]:
+    results: dict[str, dict] = {}
+    for rnd in range(rounds):
+        for job in JOBS:
+            if job.source not in paths:
+                continue
+            src = paths[job.source]
+            run = work / "run"
+            shutil.rmtree(run, ignore_errors=True)
+            (run / "ckpt").mkdir(parents=True)
+            copied = data_file(src)
+            os.sync()
+            warm(copied)
+            cp_time, _ = measure(["cp", str(copied), str(run / "copy")])
+            (run / "copy").unlink()
+            os.sync()
+            warm(src)
+            argv = [modelmorph(), "info" if job.name.startswith("info") else "convert", "-q" if not
+                    job.name.startswith("info") else "--no-weights", str(src)]
+            if job.output:
+                argv.append(str(run / job.output))
+            argv += [a.format(arch=paths["arch"]) if "{arch}" in a else a for a in job.args]
+            t, peak = measure(argv)
+            entry = results.setdefault(job.name, {"job": job.name, "times": [], "ratios": [], "peak": 0,
+                                                  "cp": [], "fw_times": [], "fw_peak": 0})
+            entry["times"].append(t)
+            entry["cp"].append(cp_time)
+            entry["ratios"].append(t / cp_time)
+            entry["peak"] = max(entry["peak"], peak)
+            if frameworks and job.name in FRAMEWORK:
+                shutil.rmtree(run, ignore_errors=True)
+                (run / "ckpt").mkdir(parents=True)
+                os.sync()
+                warm(src)
+                code = FRAMEWORK[job.name].format(src=str(src), dst=str(run / job.output) if job.output else "",
+                                                  arch=str(paths.get("arch", "")))
+                ft, fpeak = measure([python, "-c", code], env={**os.environ, **ENV})
+                entry["fw_times"].append(ft)
+                entry["fw_peak"] = max(entry["fw_peak"], fpeak)
+        shutil.rmtree(work / "run", ignore_errors=True)
+    return list(results.values())
+
+
+def table(rows: list[dict], title: str) -> str:
+    lines = [title, f"{'job':<20} {'time s':>8} {'cp s':>7} {'x cp':>6} {'peak MB':>8}   {'framework s':>11} "
+                    f"{'fw peak MB':>10}"]
+    for r in rows:
+        fw = (f"{statistics.median(r['fw_times']):>11.2f} {r['fw_peak'] / 2**20:>10.0f}" if r["fw_times"]
+              else f"{'-':>11} {'-':>10}")
+        lines.append(f"{r['job']:<20} {statistics.median(r['times']):>8.2f} {statistics.median(r['cp']):>7.2f} "
+                     f"{statistics.median(r['ratios']):>6.2f} {r['peak'] / 2**20:>8.0f}   {fw}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100MB", help="comma-separated: 100MB, 1GB, 4GB (default 100MB)")
+    parser.add_argument("--dtypes", default="float32,bfloat16",
+                        help="comma-separated: float32, bfloat16 (empty: none, e.g. for --strings alone)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/modelmorph-ladder"),
+                        help="folder for the sources (kept, reused) and the outputs")
+    parser.add_argument("--frameworks", action="store_true", help="also time Keras 3 / tf_keras / TF")
+    parser.add_argument("--python", default=sys.executable, help="Python with keras, tensorflow, tf_keras")
+    parser.add_argument("--strings", action="store_true",
+                        help="also a checkpoint of string tensors (one rung per size, 128-byte strings)")
+    args = parser.parse_args()
+    sizes, dtypes = args.sizes.split(","), [d for d in args.dtypes.split(",") if d]
+    for value in sizes:
+        if value not in SIZES:
+            parser.error(f"unknown size {value!r}")
+    for value in dtypes:
+        if value not in ITEMSIZE:
+            parser.error(f"unknown dtype {value!r}")
+    print(f"modelmorph: {modelmorph()}; python {sys.version.split()[0]}; {os.cpu_count()} CPU(s); "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {args.rounds} interleaved round(s); "
+          "warm page cache (cat of the source before each run), sync between runs")
+    for size in sizes:
+        for dtype in dtypes:
+            folder = args.work / f"{size}-{dtype}"
+            paths = build(folder, size, dtype, args.python)
+            actual = paths["keras"].stat().st_size
+            rows = run_rung(paths, args.rounds, folder, args.frameworks, args.python)
+            print()
+            print(table(rows, f"{size} {dtype} (src.keras {actual / 2**20:.0f} MiB; load average now "
+                              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})"))
+        if args.strings:
+            folder = args.work / f"{size}-strings"
+            paths = build_strings(folder, size, args.python)
+            rows = run_rung(paths, args.rounds, folder, args.frameworks, args.python)
+            print()
+            print(table(rows, f"{size} string tensor checkpoint (data {data_file(paths['strings']).stat().st_size / 2**20:.0f} "
+                              f"MiB; load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())})"))
+
+
+if __name__ == "__main__":
+    main()

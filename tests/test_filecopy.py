@@ -1,0 +1,133 @@
+"""CRC-32s without a second read: the fast CRC-32, combining CRCs of pieces (zlib-ng's and the
+pure-Python fallback), a whole assembled from known pieces, a background CRC that also gives
+its pieces' CRCs. Judged by zlib (and google_crc32c for the CRC-32C combination)."""
+
+from __future__ import annotations
+
+import random
+import zlib
+
+import google_crc32c
+import pytest
+
+from modelmorph.storage import filecopy
+from modelmorph.storage.filecopy import BackgroundCrc32, assemble_crc32, crc32_combine, crc_combine
+
+RNG = random.Random(16)
+LENGTHS = [0, 1, 3, 8, 255, 4096, 65537, (1 << 20) + 13]
+
+
+@pytest.fixture(params=["installed", "zlib"])
+def engine(request, monkeypatch):
+    """Both engines: whatever is installed (zlib-ng under CI), and zlib with the pure-Python
+    combination, the fallback when zlib-ng is absent."""
+    if request.param == "zlib":
+        monkeypatch.setattr(filecopy, "_fast_crc32", zlib.crc32)
+        monkeypatch.setattr(filecopy, "_fast_combine", None)
+    return request.param
+
+
+def test_zlib_ng_is_the_engine_when_installed():
+    try:
+        import zlib_ng  # noqa: F401
+    except ImportError:
+        pytest.skip("zlib-ng not installed: zlib is the engine")
+    assert filecopy.CRC32_ENGINE == "zlib-ng"
+
+
+@pytest.mark.parametrize("n1", LENGTHS)
+@pytest.mark.parametrize("n2", LENGTHS)
+def test_combined_crc_is_the_crc_of_the_whole(engine, n1, n2):
+    a, b = RNG.randbytes(n1), RNG.randbytes(n2)
+    assert filecopy.crc32(a + b) == zlib.crc32(a + b)
+    assert crc32_combine(zlib.crc32(a), zlib.crc32(b), n2) == zlib.crc32(a + b)
+    # CRC-32C, as checkpoints store it, combines by the same rule with its own polynomial.
+    assert crc_combine(google_crc32c.value(a), google_crc32c.value(b), n2, 0x82F63B78) == google_crc32c.value(a + b)
+
+
+def test_pure_combination_agrees_with_zlib_ng_at_any_length():
+    zlib_ng = pytest.importorskip("zlib_ng.zlib_ng")
+    for length in [1 << 31, (1 << 32) + 7, 5 * (1 << 40) + 12345, (1 << 62) + 1]:
+        c1, c2 = RNG.getrandbits(32), RNG.getrandbits(32)
+        assert filecopy._shift(c1, length, filecopy._POLY32) ^ c2 == zlib_ng.crc32_combine(c1, c2, length), length
+
+
+def test_combination_is_associative_for_huge_lengths(engine):
+    # Lengths no test can checksum directly (tens of GB): the rule must still compose.
+    a, b, c = (RNG.getrandbits(32) for _ in range(3))
+    n2, n3 = 3 * (1 << 33) + 5, (1 << 35) + 11
+    left = crc32_combine(crc32_combine(a, b, n2), c, n3)
+    right = crc32_combine(a, crc32_combine(b, c, n3), n2 + n3)
+    assert left == right
+
+
+def _file(tmp_path, data: bytes):
+    path = tmp_path / "data.bin"
+    path.write_bytes(data)
+    return open(path, "rb")
+
+
+def test_assembled_crc_reads_only_the_gaps(engine, tmp_path):
+    data = RNG.randbytes(300_000)
+    pieces = [(1000, 50_000), (51_000, 7), (60_000, 200_000)]  # gaps before, between and after
+    known = [(o, n, zlib.crc32(data[o:o + n])) for o, n in pieces]
+    with _file(tmp_path, data) as f:
+        assert assemble_crc32(f, 0, len(data), known) == zlib.crc32(data)
+        assert assemble_crc32(f, 1000, 260_000, known) == zlib.crc32(data[1000:260_000])
+        assert assemble_crc32(f, 0, len(data), []) == zlib.crc32(data)
+        # A wrong piece CRC gives a wrong whole: the pieces really are used, not re-read.
+        wrong = [(o, n, c ^ 1) for o, n, c in known]
+        assert assemble_crc32(f, 0, len(data), wrong) != zlib.crc32(data)
+        with pytest.raises(ValueError, match="overlaps"):
+            assemble_crc32(f, 0, len(data), [(0, 100, 0), (50, 100, 0)])
+
+
+def test_background_crc_gives_the_crc_of_each_marked_piece(engine, tmp_path):
+    data = RNG.randbytes(3 << 20)
+    start, end = 512, len(data) - 100
+    pieces = [(600, 1 << 20), ((1 << 20) + 600, 17), (2 << 20, 900_000)]
+    marks = [m for o, n in pieces for m in (o, o + n)]
+    with _file(tmp_path, data) as f:
+        crc = BackgroundCrc32(f, start, end, marks=marks)
+        for o, n in reversed(pieces):  # in any order, each waits for the thread to pass it
+            assert crc.range_crc32(o, n) == zlib.crc32(data[o:o + n]), (o, n)
+        assert crc.range_crc32(start, 600 - start) == zlib.crc32(data[start:600])  # from the start
+        assert crc.range_crc32(700, 10) is None  # not at marks: unknown, never a wrong number
+        assert crc.result() == zlib.crc32(data[start:end])
+
+
+def test_background_crc_stopped_early_answers_unknown(tmp_path):
+    data = RNG.randbytes(1 << 16)
+    with _file(tmp_path, data) as f:
+        crc = BackgroundCrc32(f, 0)  # a growing range, then stopped (a failed write)
+        crc.advance(1000)
+        crc.result(0)
+        assert crc.range_crc32(5000, 10) is None
+
+
+
+def test_background_ranges_give_each_range_crc(engine, tmp_path):
+    data = RNG.randbytes(2 << 20)
+    ranges = [(0, 10), (100, 1 << 20), ((1 << 20) + 100, 5000), (7, 0)]
+    with _file(tmp_path, data) as f:
+        crcs = filecopy.BackgroundRanges(f)
+        results = [crcs.add(o, n) for o, n in ranges]
+        assert [r() for r in results] == [zlib.crc32(data[o:o + n]) for o, n in ranges]
+        crcs.stop()
+
+
+def test_background_ranges_stopped_drop_what_is_queued(tmp_path):
+    data = RNG.randbytes(1 << 16)
+    with _file(tmp_path, data) as f:
+        crcs = filecopy.BackgroundRanges(f)
+        crcs.stop()  # e.g. a failed write: nothing runs, nothing hangs
+        late = filecopy.BackgroundRanges(f)
+        first = late.add(0, 100)
+        assert first() == zlib.crc32(data[:100])
+        late.stop()
+    with _file(tmp_path, data) as f:
+        cut = filecopy.BackgroundRanges(f)
+        short = cut.add(len(data) - 10, 100)  # past the end: the error is given to the asker
+        with pytest.raises(EOFError):
+            short()
+        cut.stop()
