@@ -201,3 +201,33 @@ def test_long_string_lists_split_as_h5py_splits_them(tmp_path, count):
     assert _h5_tree(tmp_path / "plain.h5") == _h5_tree(tmp_path / "h5py.h5")
     with h5py.File(tmp_path / "plain.h5", "r") as f:  # the long lists were split indeed
         assert (len(f["g"].attrs) > 1) == (count * max([1] + [len(n) for n in names]) > 64512)
+
+
+@plain_path
+def test_sharded_weights_written_without_h5py_load_in_keras(tmp_path, monkeypatch, keras3):
+    """A sharded ``.weights.json`` takes the plain writer too, one file per shard (tensors copied):
+    the same shards h5py writes, and Keras 3 loads every weight back bit for bit."""
+    source, out = KERAS3 / "mobilenetv2.keras", tmp_path / "plain" / "m.weights.json"
+    out.parent.mkdir()
+    code = ("import sys, modelmorph\n"
+            f"modelmorph.convert({str(source)!r}, {str(out)!r}, options={{'max_shard_size': '600KB'}})\n"
+            "print(sorted({'numpy', 'h5py', 'ml_dtypes'} & set(sys.modules)))\n")
+    got = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert got.strip() == "[]"
+    shards = sorted(p.name for p in out.parent.glob("m_*.weights.h5"))
+    assert len(shards) > 3
+    monkeypatch.setenv("MODELMORPH_HDF5", "h5py")
+    (tmp_path / "h5py").mkdir()
+    modelmorph.convert(source, tmp_path / "h5py" / "m.weights.json", options={"max_shard_size": "600KB"})
+    assert (tmp_path / "h5py" / "m.weights.json").read_text() == out.read_text()
+    assert sorted(p.name for p in (tmp_path / "h5py").glob("m_*.weights.h5")) == shards
+    for shard in shards:
+        assert _h5_tree(out.parent / shard) == _h5_tree(tmp_path / "h5py" / shard), shard
+    original = keras3.saving.load_model(source)
+    loaded = keras3.saving.load_model(source)
+    for v in loaded.weights:
+        v.assign(np.zeros(v.shape, v.dtype))
+    loaded.load_weights(out)
+    assert len(original.weights) == len(loaded.weights) > 100
+    for a, b in zip(original.weights, loaded.weights):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), a.path

@@ -69,6 +69,10 @@ class ByteRange:
     crc32: Callable[[], int | None] | None = field(default=None, compare=False, repr=False)
     #: Likewise the (unmasked) CRC-32C of these bytes, which TF checkpoints store per tensor.
     crc32c: Callable[[], int | None] | None = field(default=None, compare=False, repr=False)
+    #: How the bytes hold the value: ``"plain"`` (as above), or ``"tf-string"``: a string tensor
+    #: as a TF checkpoint stores it (varint lengths, their CRC, the bytes), which only a
+    #: checkpoint writer copies (``crc32c`` is then the entry's CRC, not that of the bytes).
+    layout: str = "plain"
 
 
 @dataclass

@@ -89,7 +89,7 @@ def _put(f: BinaryIO, ds: plainh5.Dataset, weight: Weight, path: Path) -> None:
     if ds.offset is None:
         return  # an empty tensor stores nothing
     raw = weight.raw
-    if raw is not None and raw.nbytes == ds.nbytes:
+    if raw is not None and raw.layout == "plain" and raw.nbytes == ds.nbytes:
         copy_range(raw.file, raw.offset, f, ds.offset, ds.nbytes)
         return
     from modelmorph.storage.hdf5 import write_weight_bytes

@@ -108,6 +108,7 @@ class Group:
     path: str
     name: str | None
     weights: list[Weight] = field(default_factory=list)
+    start: int = 0  # N of the first weight's vars/N (a group that a shard boundary cut goes on at N > 0)
 
 
 def plain_dtype(weight: Weight) -> tuple[str, dict[str, str]] | None:
@@ -135,7 +136,7 @@ def write_plain(path: Path, groups: list[Group], progress: Progress, userblock: 
         for group in groups:
             where = f"{group.path}/vars" if group.path else "vars"
             writer.group(where, {"name": group.name} if group.name is not None else None)
-            for index, weight in enumerate(group.weights):
+            for index, weight in enumerate(group.weights, group.start):
                 dtype, attrs = plain_dtype(weight)
                 placed.append((writer.dataset(f"{where}/{index}", tuple(weight.shape), dtype, attrs or None), weight))
         end = writer.layout()  # flushed: from here on the data goes through the file descriptor
@@ -164,7 +165,7 @@ def _put_plain(f: BinaryIO, ds: plainh5.Dataset, weight: Weight, path: Path,
     if ds.offset is None:
         return None
     raw = weight.raw
-    if raw is not None and raw.nbytes == ds.nbytes:
+    if raw is not None and raw.layout == "plain" and raw.nbytes == ds.nbytes:
         copy_range(raw.file, raw.offset, f, ds.offset, ds.nbytes)
         if raw.crc32 is not None:
             return raw.crc32  # the source's check computed it: None only if it could not
@@ -180,6 +181,67 @@ def _put_plain(f: BinaryIO, ds: plainh5.Dataset, weight: Weight, path: Path,
 
 def _unknown() -> None:
     return None
+
+
+@dataclass
+class ShardPlan:
+    """Which groups (and which of their weights) each shard of a ``.weights.json`` holds, and
+    the index Keras writes for them: decided from declared sizes alone, before a byte is read."""
+
+    shards: list[tuple[str, list[Group]]]  # (file name, its groups)
+    weight_map: dict[str, str | list[str]]
+    total_bytes: float
+
+    def index_json(self) -> str:
+        return json.dumps({"metadata": {"total_size": self.total_bytes}, "weight_map": self.weight_map}, indent=4)
+
+
+def plan_shards(path: Path, groups: list[Group], max_shard_bytes: float) -> ShardPlan:
+    """Shard ``groups`` exactly as Keras' ``ShardedH5IOStore`` (and :class:`VarsWriter`) do: a
+    weight that would push its shard past ``max_shard_bytes`` opens the next, where its group
+    is made again, unnamed; a group is made (named) in the shard current when it starts, even
+    without weights; a weight larger than the limit is refused."""
+    base = path.stem.replace(".weights", "")
+    names = [f"{base}_00000.weights.h5"]
+    shards: list[list[Group]] = [[]]
+    weight_map: dict[str, str | list[str]] = {}
+    total = shard_bytes = 0.0
+    for group in groups:
+        current = Group(group.path, group.name)
+        shards[-1].append(current)
+        h5_name = "/" + (f"{group.path}/vars" if group.path else "vars")  # h5py's Group.name
+        for index, weight in enumerate(group.weights):
+            if weight.nbytes > max_shard_bytes:
+                raise WriteError(path, f"weight {weight.path!r} is {weight.nbytes} bytes, more than "
+                                       f"max_shard_size ({int(max_shard_bytes)} bytes)")
+            size = float(weight.nbytes)
+            total += size
+            shard_bytes += size
+            if shard_bytes > max_shard_bytes:
+                names.append(f"{base}_{len(names):05}.weights.h5")
+                shards.append([])
+                shard_bytes = size
+                current = Group(group.path, None, start=index)
+                shards[-1].append(current)
+            current.weights.append(weight)
+            listed = weight_map.get(h5_name)
+            if listed is None:
+                weight_map[h5_name] = names[-1]
+            else:
+                listed = listed if isinstance(listed, list) else [listed]
+                if names[-1] not in listed:
+                    listed.append(names[-1])
+                weight_map[h5_name] = listed
+    return ShardPlan(list(zip(names, shards)), weight_map, total)
+
+
+def write_sharded_plain(path: Path, plan: ShardPlan, progress: Progress) -> None:
+    """The ``.weights.json`` index ``path`` and the shards ``plan`` lays out, each written by
+    :func:`write_plain` (tensor bytes copied file to file where the source has them): no h5py,
+    no numpy on that path."""
+    for name, shard_groups in plan.shards:
+        write_plain(path.with_name(name), shard_groups, progress)
+    path.write_text(plan.index_json())
 
 
 class VarsWriter:

@@ -10,7 +10,7 @@ from modelmorph.keras.join import structure_of
 from modelmorph.storage import h5file
 from modelmorph.storage.safety import inside, read_json_file
 
-from .h5store import VarsStore, VarsWriter, plain_dtype, read_index, write_plain
+from .h5store import VarsStore, VarsWriter, plain_dtype, plan_shards, read_index, write_plain, write_sharded_plain
 from .mapping import PlanError, attach, plan, weights_only
 
 #: Keras' default shard size (``ShardedH5IOStore``: 5 in its unit, GiB), in bytes.
@@ -75,8 +75,13 @@ def write_weights(model: Model, path: Path, diagnostics: Diagnostics, progress: 
     except PlanError as exc:
         raise WriteError(path, str(exc)) from None
     progress.start(sum(w.nbytes for g in groups for w in g.weights), f"writing {path.name}")
-    plain_possible = max_shard_bytes is None and all(plain_dtype(w) for g in groups for w in g.weights)
+    plain_possible = all(plain_dtype(w) for g in groups for w in g.weights)
+    if max_shard_bytes is not None:
+        shards = plan_shards(path, groups, max_shard_bytes)  # a too-large weight refused before any is read
     if h5file.write_backend(plain_possible, path) == "plain":
+        if max_shard_bytes is not None:
+            write_sharded_plain(path, shards, progress)
+            return None
         return write_plain(path, groups, progress, userblock, checksum)
     writer = VarsWriter(path, max_shard_bytes, userblock)
     try:

@@ -155,8 +155,11 @@ class Checkpoint:
             self._verified.add(key)
             return value
 
+        layout = "plain"
         try:
             where = self.bundle.byte_range(key)
+            if where is None and entry.dtype == "string":
+                where, layout = self.bundle.string_range(key), "tf-string"
         except BundleError as exc:
             raise _read_error(exc, self.source) from None
         raw = None
@@ -170,8 +173,38 @@ class Checkpoint:
                 checked.fileno()  # the check first: a stored CRC is given out only once it held
                 return unmask_crc(stored) if stored is not None else None
 
-            raw = ByteRange(checked, offset, size, crc32=lambda: self.prefetch.wait(tensor), crc32c=crc32c)
-        return Weight(path, tuple(entry.shape), entry.dtype, trainable, loader=load, raw=raw)
+            raw = ByteRange(checked, offset, size, crc32=lambda: self.prefetch.wait(tensor), crc32c=crc32c,
+                            layout=layout)
+        weight = Weight(path, tuple(entry.shape), entry.dtype, trainable, loader=load, raw=raw)
+        if raw is not None and layout == "tf-string" and entry.shape:
+            weight.streamer = (load, lambda max_bytes: self._string_rows(key, max_bytes, raw.file.fileno))
+        return weight
+
+    def _string_rows(self, key: str, max_bytes: int, check: Callable[[], object]):
+        """String tensor ``key`` as object arrays of whole rows (first axis), each about
+        ``max_bytes`` of string data or one row: a writer that splits strings (HDF5) holds one
+        block, not the tensor. The tensor's CRC is checked before its first row is given."""
+        import numpy as np
+
+        entry = self.entries[key]
+        per_row = 1
+        for d in entry.shape[1:]:
+            per_row *= d
+        pending: list[bytes] = []
+        try:
+            check()  # the tensor's one CRC pass: the thread's ahead of the writer, or ours if it is not there yet
+            for block in self.bundle.string_blocks(key, max_bytes, verify=False):
+                pending += block
+                rows = len(pending) // per_row if per_row else 0
+                if rows:
+                    cut = rows * per_row
+                    out = np.fromiter(pending[:cut], dtype=object, count=cut)  # never via a fixed-width 'S' array
+                    del pending[:cut]
+                    yield out.reshape((rows, *entry.shape[1:]))
+        except BundleError as exc:
+            raise _read_error(exc, self.source) from None
+        if not per_row:  # rows of no elements: the whole (empty) value at once
+            yield np.empty(entry.shape, dtype=object)
 
     def _verify(self, key: str) -> None:
         self._checksums(key)
@@ -190,14 +223,13 @@ class Checkpoint:
         self.prefetch.start()
 
     def verify_all(self) -> None:
-        """Check the CRC-32C of every tensor not checked yet (by a read or a copy). Strings and
-        partitioned variables are checked by reading them (their CRC does not cover the bytes
-        as stored); the others through one bounded buffer."""
+        """Check the CRC-32C of every tensor not checked yet (by a read or a copy). Partitioned
+        variables are checked by reading them; the others, strings too, through bounded buffers."""
         self.prefetch.wait_all()  # those a writer may copy, checked (or being checked) ahead of it
         for key, entry in self.entries.items():
             if key == OBJECT_GRAPH_KEY or key in self._verified:
                 continue
-            if entry.dtype == "string" or entry.is_partitioned:
+            if entry.is_partitioned:
                 try:
                     self.bundle.read(key)
                 except BundleError as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 from modelmorph import Diagnostics, Model, Progress, ReadError, UsageError, Weight, WriteError
 
 from . import naming
-from .bundle import BundleWriter, TrackableNode, build_object_graph, write_checkpoint_state
+from .bundle import BundleError, BundleWriter, TrackableNode, build_object_graph, write_checkpoint_state
 from .bundle.protos.trackable_object_graph_pb2 import TrackableObjectGraph
 from .optimizer import optimizer_object
 from .reader import CHECKPOINT_KEYS, OBJECT_GRAPH
@@ -33,7 +33,16 @@ def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, 
     with BundleWriter(prefix, max_shard_size=max_shard_size) as bundle:
         for key, weight in tensors:
             raw = weight.raw
-            if raw is not None and raw.nbytes == weight.nbytes and weight.dtype in _COPYABLE:
+            if raw is not None and raw.layout == "tf-string" and weight.dtype == "string":
+                try:  # stored as a checkpoint stores strings: copied as it lies, the entry's CRC with it
+                    bundle.add_string_bytes(key, weight.shape, raw.file, raw.offset, raw.nbytes,
+                                            crc32c=raw.crc32c() if raw.crc32c is not None else None)
+                except EOFError:
+                    raise ReadError(getattr(raw.file, "name", path), f"variable {key!r}: its data ends early") from None
+                except BundleError as exc:  # only when the source gave no CRC: the copy's layout is bad
+                    raise ReadError(getattr(raw.file, "name", path), f"variable {key!r}: {exc.problem}") from None
+                continue
+            if raw is not None and raw.layout == "plain" and raw.nbytes == weight.nbytes and weight.dtype in _COPYABLE:
                 try:  # the same bytes as a checkpoint stores them: copied file to file, no numpy
                     bundle.add_bytes(key, weight.dtype, weight.shape, raw.file, raw.offset, raw.nbytes,
                                      crc32c=raw.crc32c)  # a checkpoint source gives its checked CRC

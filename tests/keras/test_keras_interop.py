@@ -214,3 +214,18 @@ def test_a_single_ulp_in_one_converted_weight_fails_the_judge(tmp_path, judge):
     assert_close_to_recorded(judge.predict(model, "mlp_adam"), judge.recorded("mlp_adam")[1])
     with pytest.raises(AssertionError, match="bits differ"):
         judge.assert_same_model(model, "mlp_adam")
+
+
+def test_attention_key_given_by_keyword_passes_the_weight_check(tmp_path, keras3):
+    """``mha(q, v, key=k)`` with a key narrower than the value: the weight check places the key
+    by its call-argument name (reading positional arguments only refused a valid file)."""
+
+    q, v, k = keras3.Input((3, 6)), keras3.Input((4, 5)), keras3.Input((4, 2))
+    out = keras3.layers.MultiHeadAttention(num_heads=2, key_dim=3, name="mha")(q, v, key=k)
+    model = keras3.Model([q, v, k], out)
+    model.save(tmp_path / "mha.keras")
+    modelmorph.convert(tmp_path / "mha.keras", tmp_path / "out.keras")
+    rng = np.random.default_rng(0)
+    x = [rng.standard_normal((2, *t.shape[1:])).astype("float32") for t in (q, v, k)]
+    loaded = keras3.saving.load_model(tmp_path / "out.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))

@@ -10,7 +10,7 @@ from modelmorph_onnx.protos import onnx_subset_pb2
 
 MESSAGES = ["AttributeProto", "ValueInfoProto", "NodeProto", "StringStringEntryProto", "ModelProto", "GraphProto",
             "TensorProto", "TensorShapeProto", "TensorShapeProto.Dimension", "TypeProto", "TypeProto.Tensor",
-            "OperatorSetIdProto"]
+            "OperatorSetIdProto", "SparseTensorProto"]
 
 
 def _descriptor(module, dotted: str):

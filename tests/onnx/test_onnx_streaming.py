@@ -86,7 +86,8 @@ def test_truncated_large_files_are_malformed(tmp_path, capsys):
 PARSE_MEMORY = """
 import sys
 from pathlib import Path
-from modelmorph_onnx.reader import load, _shapes
+from modelmorph_onnx.reader import load
+from modelmorph_onnx.reader.shapes import Shapes
 import onnx  # its import is not the parse
 
 def rss(key):
@@ -95,10 +96,10 @@ def rss(key):
             return int(line.split()[1]) * 1024
     raise SystemExit("no " + key)
 
-_shapes(load.Onnx(Path(sys.argv[2])))  # shape inference's first-use costs, on a small file
+Shapes(load.Onnx(Path(sys.argv[2]))).infer()  # shape inference's first-use costs, on a small file
 before = rss("VmRSS:")
 src = load.Onnx(Path(sys.argv[1]))
-_shapes(src)
+Shapes(src).infer()
 print(rss("VmHWM:") - before)
 """
 

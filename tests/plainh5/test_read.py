@@ -6,7 +6,6 @@ allocation."""
 from __future__ import annotations
 
 import io
-import os
 import random
 import struct
 import sys

@@ -7,7 +7,7 @@ import pytest
 
 import modelmorph
 from helpers import require_format
-from smcases import (KERAS_CASES, OPTIMIZERS, TF_KERAS_CASES, arch_for, assert_predicts_recorded, case_dir,
+from smcases import (OPTIMIZERS, TF_KERAS_CASES, arch_for, assert_predicts_recorded, case_dir,
                      recorded_io)
 
 pytestmark = pytest.mark.interop

@@ -105,9 +105,26 @@ def _check_model(model: Model, source: Any, prefix: str, given: list | None) -> 
             current = outputs[0] if len(outputs) == 1 else (None, None)
         return
     for layer in model.layers:
-        refs = list(iter_refs(layer.nodes[0].args)) if layer.nodes else []
+        refs = _call_inputs(layer)
         inputs = [ref.shape for ref in refs] if refs and all(ref.shape is not None for ref in refs) else []
         _check_layer(layer, source, prefix, [tuple(s) for s in inputs] or _built_input(layer))
+
+
+def _call_inputs(layer: Layer) -> list:
+    """The tensors of the layer's first call in the order of its call arguments: the positional
+    ones, then those of the later call arguments its descriptor names that were given by keyword
+    (``mha(q, v, key=k)``), up to the first one missing."""
+    if not layer.nodes:
+        return []
+    node = layer.nodes[0]
+    refs = list(iter_refs(node.args))
+    described = catalogue.get(layer.class_name)
+    for name in (described.call_args if described is not None else ())[len(node.args):]:
+        given = list(iter_refs((node.kwargs or {}).get(name)))
+        if len(given) != 1:
+            break
+        refs.append(given[0])
+    return refs
 
 
 def _built_input(layer: Layer) -> list:

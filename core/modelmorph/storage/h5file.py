@@ -204,7 +204,7 @@ def write_backend(plain_possible: bool, target: str | Path) -> str:
     if plain_possible:
         return "plain"
     if choice == "plain":
-        raise WriteError(target, f"this file needs h5py (sharded, or holding strings), which {ENV}=plain forbids")
+        raise WriteError(target, f"this file needs h5py (it holds strings), which {ENV}=plain forbids")
     return "h5py"
 
 

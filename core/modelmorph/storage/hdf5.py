@@ -166,18 +166,26 @@ def read_blocks(ds: "h5py.Dataset", source: str | Path, max_bytes: int = BLOCK_B
 def write_weight(group: "h5py.Group", name: str, weight: Weight, max_bytes: int = BLOCK_BYTES) -> "h5py.Dataset":
     """Write ``weight`` as :func:`write_dataset` does, a piece at a time when its reader can
     stream it (:meth:`~modelmorph.Weight.blocks`): a large tensor is never whole in memory."""
-    if weight.nbytes <= max_bytes or not weight.shape or weight.dtype in ("string", "bfloat16"):
+    streams_strings = weight.dtype == "string" and weight.streamer is not None
+    if (weight.nbytes <= max_bytes and not streams_strings) or not weight.shape or weight.dtype == "bfloat16" \
+            or (weight.dtype == "string" and not streams_strings):
         array = weight.read()
         if tuple(array.shape) != tuple(weight.shape):
             raise ValueError(f"weight {weight.path!r} declares shape {tuple(weight.shape)} but holds {array.shape}")
         return write_dataset(group, name, array)
     ds, start = None, 0
-    for piece in weight.blocks(max_bytes):
+    # A string costs a Python object, and h5py copies each block into its own buffers: smaller blocks.
+    for piece in weight.blocks(max_bytes // 4 if weight.dtype == "string" else max_bytes):
         if tuple(piece.shape[1:]) != tuple(weight.shape[1:]) or start + piece.shape[0] > weight.shape[0]:
             raise ValueError(f"weight {weight.path!r} declares shape {tuple(weight.shape)} but a piece of it "
                              f"has shape {piece.shape}")
         if ds is None:
-            ds = group.create_dataset(name, shape=tuple(weight.shape), dtype=piece.dtype)
+            if weight.dtype == "string":  # variable-length, as write_dataset stores strings
+                import h5py
+
+                ds = group.create_dataset(name, shape=tuple(weight.shape), dtype=h5py.string_dtype())
+            else:
+                ds = group.create_dataset(name, shape=tuple(weight.shape), dtype=piece.dtype)
         ds[start:start + piece.shape[0]] = piece
         start += piece.shape[0]
     if ds is None or start != weight.shape[0]:

@@ -14,39 +14,51 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(modelmorph_onnx/protos/onnx_subset.proto\x12\x0fmodelmorph_onnx\"\xce\x02\n\x0e\x41ttributeProto\x12\x0c\n\x04name\x18\x01 \x01(\t\x12;\n\x04type\x18\x14 \x01(\x0e\x32-.modelmorph_onnx.AttributeProto.AttributeType\x12\t\n\x01\x66\x18\x02 \x01(\x02\x12\t\n\x01i\x18\x03 \x01(\x03\x12\t\n\x01s\x18\x04 \x01(\x0c\x12\'\n\x01t\x18\x05 \x01(\x0b\x32\x1c.modelmorph_onnx.TensorProto\x12\x0e\n\x06\x66loats\x18\x07 \x03(\x02\x12\x0c\n\x04ints\x18\x08 \x03(\x03\x12\x0f\n\x07strings\x18\t \x03(\x0c\"x\n\rAttributeType\x12\r\n\tUNDEFINED\x10\x00\x12\t\n\x05\x46LOAT\x10\x01\x12\x07\n\x03INT\x10\x02\x12\n\n\x06STRING\x10\x03\x12\n\n\x06TENSOR\x10\x04\x12\t\n\x05GRAPH\x10\x05\x12\n\n\x06\x46LOATS\x10\x06\x12\x08\n\x04INTS\x10\x07\x12\x0b\n\x07STRINGS\x10\x08\"H\n\x0eValueInfoProto\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04type\x18\x02 \x01(\x0b\x32\x1a.modelmorph_onnx.TypeProto\"\x8d\x01\n\tNodeProto\x12\r\n\x05input\x18\x01 \x03(\t\x12\x0e\n\x06output\x18\x02 \x03(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07op_type\x18\x04 \x01(\t\x12\x0e\n\x06\x64omain\x18\x07 \x01(\t\x12\x32\n\tattribute\x18\x05 \x03(\x0b\x32\x1f.modelmorph_onnx.AttributeProto\"4\n\x16StringStringEntryProto\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xf9\x01\n\nModelProto\x12\x12\n\nir_version\x18\x01 \x01(\x03\x12\x39\n\x0copset_import\x18\x08 \x03(\x0b\x32#.modelmorph_onnx.OperatorSetIdProto\x12\x15\n\rproducer_name\x18\x02 \x01(\t\x12\x18\n\x10producer_version\x18\x03 \x01(\t\x12*\n\x05graph\x18\x07 \x01(\x0b\x32\x1b.modelmorph_onnx.GraphProto\x12?\n\x0emetadata_props\x18\x0e \x03(\x0b\x32\'.modelmorph_onnx.StringStringEntryProto\"\xd8\x01\n\nGraphProto\x12(\n\x04node\x18\x01 \x03(\x0b\x32\x1a.modelmorph_onnx.NodeProto\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x31\n\x0binitializer\x18\x05 \x03(\x0b\x32\x1c.modelmorph_onnx.TensorProto\x12.\n\x05input\x18\x0b \x03(\x0b\x32\x1f.modelmorph_onnx.ValueInfoProto\x12/\n\x06output\x18\x0c \x03(\x0b\x32\x1f.modelmorph_onnx.ValueInfoProto\"\xfb\x01\n\x0bTensorProto\x12\x0c\n\x04\x64ims\x18\x01 \x03(\x03\x12\x11\n\tdata_type\x18\x02 \x01(\x05\x12\x0c\n\x04name\x18\x08 \x01(\t\x12\x10\n\x08raw_data\x18\t \x01(\x0c\x12>\n\rexternal_data\x18\r \x03(\x0b\x32\'.modelmorph_onnx.StringStringEntryProto\x12@\n\rdata_location\x18\x0e \x01(\x0e\x32).modelmorph_onnx.TensorProto.DataLocation\")\n\x0c\x44\x61taLocation\x12\x0b\n\x07\x44\x45\x46\x41ULT\x10\x00\x12\x0c\n\x08\x45XTERNAL\x10\x01\"\x8c\x01\n\x10TensorShapeProto\x12\x38\n\x03\x64im\x18\x01 \x03(\x0b\x32+.modelmorph_onnx.TensorShapeProto.Dimension\x1a>\n\tDimension\x12\x13\n\tdim_value\x18\x01 \x01(\x03H\x00\x12\x13\n\tdim_param\x18\x02 \x01(\tH\x00\x42\x07\n\x05value\"\x9d\x01\n\tTypeProto\x12\x38\n\x0btensor_type\x18\x01 \x01(\x0b\x32!.modelmorph_onnx.TypeProto.TensorH\x00\x1aM\n\x06Tensor\x12\x11\n\telem_type\x18\x01 \x01(\x05\x12\x30\n\x05shape\x18\x02 \x01(\x0b\x32!.modelmorph_onnx.TensorShapeProtoB\x07\n\x05value\"5\n\x12OperatorSetIdProto\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(modelmorph_onnx/protos/onnx_subset.proto\x12\x0fmodelmorph_onnx\"\xb0\x03\n\x0e\x41ttributeProto\x12\x0c\n\x04name\x18\x01 \x01(\t\x12;\n\x04type\x18\x14 \x01(\x0e\x32-.modelmorph_onnx.AttributeProto.AttributeType\x12\t\n\x01\x66\x18\x02 \x01(\x02\x12\t\n\x01i\x18\x03 \x01(\x03\x12\t\n\x01s\x18\x04 \x01(\x0c\x12\'\n\x01t\x18\x05 \x01(\x0b\x32\x1c.modelmorph_onnx.TensorProto\x12\x0e\n\x06\x66loats\x18\x07 \x03(\x02\x12\x0c\n\x04ints\x18\x08 \x03(\x03\x12\x0f\n\x07strings\x18\t \x03(\x0c\"\xd9\x01\n\rAttributeType\x12\r\n\tUNDEFINED\x10\x00\x12\t\n\x05\x46LOAT\x10\x01\x12\x07\n\x03INT\x10\x02\x12\n\n\x06STRING\x10\x03\x12\n\n\x06TENSOR\x10\x04\x12\t\n\x05GRAPH\x10\x05\x12\n\n\x06\x46LOATS\x10\x06\x12\x08\n\x04INTS\x10\x07\x12\x0b\n\x07STRINGS\x10\x08\x12\x0b\n\x07TENSORS\x10\t\x12\n\n\x06GRAPHS\x10\n\x12\x11\n\rSPARSE_TENSOR\x10\x0b\x12\x12\n\x0eSPARSE_TENSORS\x10\x0c\x12\x0e\n\nTYPE_PROTO\x10\r\x12\x0f\n\x0bTYPE_PROTOS\x10\x0e\"H\n\x0eValueInfoProto\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04type\x18\x02 \x01(\x0b\x32\x1a.modelmorph_onnx.TypeProto\"\x8d\x01\n\tNodeProto\x12\r\n\x05input\x18\x01 \x03(\t\x12\x0e\n\x06output\x18\x02 \x03(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07op_type\x18\x04 \x01(\t\x12\x0e\n\x06\x64omain\x18\x07 \x01(\t\x12\x32\n\tattribute\x18\x05 \x03(\x0b\x32\x1f.modelmorph_onnx.AttributeProto\"4\n\x16StringStringEntryProto\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xf9\x01\n\nModelProto\x12\x12\n\nir_version\x18\x01 \x01(\x03\x12\x39\n\x0copset_import\x18\x08 \x03(\x0b\x32#.modelmorph_onnx.OperatorSetIdProto\x12\x15\n\rproducer_name\x18\x02 \x01(\t\x12\x18\n\x10producer_version\x18\x03 \x01(\t\x12*\n\x05graph\x18\x07 \x01(\x0b\x32\x1b.modelmorph_onnx.GraphProto\x12?\n\x0emetadata_props\x18\x0e \x03(\x0b\x32\'.modelmorph_onnx.StringStringEntryProto\"\xcd\x02\n\nGraphProto\x12(\n\x04node\x18\x01 \x03(\x0b\x32\x1a.modelmorph_onnx.NodeProto\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x31\n\x0binitializer\x18\x05 \x03(\x0b\x32\x1c.modelmorph_onnx.TensorProto\x12>\n\x12sparse_initializer\x18\x0f \x03(\x0b\x32\".modelmorph_onnx.SparseTensorProto\x12.\n\x05input\x18\x0b \x03(\x0b\x32\x1f.modelmorph_onnx.ValueInfoProto\x12/\n\x06output\x18\x0c \x03(\x0b\x32\x1f.modelmorph_onnx.ValueInfoProto\x12\x33\n\nvalue_info\x18\r \x03(\x0b\x32\x1f.modelmorph_onnx.ValueInfoProto\"\xf5\x02\n\x0bTensorProto\x12\x0c\n\x04\x64ims\x18\x01 \x03(\x03\x12\x11\n\tdata_type\x18\x02 \x01(\x05\x12\x16\n\nfloat_data\x18\x04 \x03(\x02\x42\x02\x10\x01\x12\x16\n\nint32_data\x18\x05 \x03(\x05\x42\x02\x10\x01\x12\x16\n\nint64_data\x18\x07 \x03(\x03\x42\x02\x10\x01\x12\x17\n\x0b\x64ouble_data\x18\n \x03(\x01\x42\x02\x10\x01\x12\x17\n\x0buint64_data\x18\x0b \x03(\x04\x42\x02\x10\x01\x12\x0c\n\x04name\x18\x08 \x01(\t\x12\x10\n\x08raw_data\x18\t \x01(\x0c\x12>\n\rexternal_data\x18\r \x03(\x0b\x32\'.modelmorph_onnx.StringStringEntryProto\x12@\n\rdata_location\x18\x0e \x01(\x0e\x32).modelmorph_onnx.TensorProto.DataLocation\")\n\x0c\x44\x61taLocation\x12\x0b\n\x07\x44\x45\x46\x41ULT\x10\x00\x12\x0c\n\x08\x45XTERNAL\x10\x01\"~\n\x11SparseTensorProto\x12,\n\x06values\x18\x01 \x01(\x0b\x32\x1c.modelmorph_onnx.TensorProto\x12-\n\x07indices\x18\x02 \x01(\x0b\x32\x1c.modelmorph_onnx.TensorProto\x12\x0c\n\x04\x64ims\x18\x03 \x03(\x03\"\x8c\x01\n\x10TensorShapeProto\x12\x38\n\x03\x64im\x18\x01 \x03(\x0b\x32+.modelmorph_onnx.TensorShapeProto.Dimension\x1a>\n\tDimension\x12\x13\n\tdim_value\x18\x01 \x01(\x03H\x00\x12\x13\n\tdim_param\x18\x02 \x01(\tH\x00\x42\x07\n\x05value\"\x9d\x01\n\tTypeProto\x12\x38\n\x0btensor_type\x18\x01 \x01(\x0b\x32!.modelmorph_onnx.TypeProto.TensorH\x00\x1aM\n\x06Tensor\x12\x11\n\telem_type\x18\x01 \x01(\x05\x12\x30\n\x05shape\x18\x02 \x01(\x0b\x32!.modelmorph_onnx.TensorShapeProtoB\x07\n\x05value\"5\n\x12OperatorSetIdProto\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'modelmorph_onnx.protos.onnx_subset_pb2', _globals)
 if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
+  _globals['_TENSORPROTO'].fields_by_name['float_data']._options = None
+  _globals['_TENSORPROTO'].fields_by_name['float_data']._serialized_options = b'\020\001'
+  _globals['_TENSORPROTO'].fields_by_name['int32_data']._options = None
+  _globals['_TENSORPROTO'].fields_by_name['int32_data']._serialized_options = b'\020\001'
+  _globals['_TENSORPROTO'].fields_by_name['int64_data']._options = None
+  _globals['_TENSORPROTO'].fields_by_name['int64_data']._serialized_options = b'\020\001'
+  _globals['_TENSORPROTO'].fields_by_name['double_data']._options = None
+  _globals['_TENSORPROTO'].fields_by_name['double_data']._serialized_options = b'\020\001'
+  _globals['_TENSORPROTO'].fields_by_name['uint64_data']._options = None
+  _globals['_TENSORPROTO'].fields_by_name['uint64_data']._serialized_options = b'\020\001'
   _globals['_ATTRIBUTEPROTO']._serialized_start=62
-  _globals['_ATTRIBUTEPROTO']._serialized_end=396
-  _globals['_ATTRIBUTEPROTO_ATTRIBUTETYPE']._serialized_start=276
-  _globals['_ATTRIBUTEPROTO_ATTRIBUTETYPE']._serialized_end=396
-  _globals['_VALUEINFOPROTO']._serialized_start=398
-  _globals['_VALUEINFOPROTO']._serialized_end=470
-  _globals['_NODEPROTO']._serialized_start=473
-  _globals['_NODEPROTO']._serialized_end=614
-  _globals['_STRINGSTRINGENTRYPROTO']._serialized_start=616
-  _globals['_STRINGSTRINGENTRYPROTO']._serialized_end=668
-  _globals['_MODELPROTO']._serialized_start=671
-  _globals['_MODELPROTO']._serialized_end=920
-  _globals['_GRAPHPROTO']._serialized_start=923
-  _globals['_GRAPHPROTO']._serialized_end=1139
-  _globals['_TENSORPROTO']._serialized_start=1142
-  _globals['_TENSORPROTO']._serialized_end=1393
-  _globals['_TENSORPROTO_DATALOCATION']._serialized_start=1352
-  _globals['_TENSORPROTO_DATALOCATION']._serialized_end=1393
-  _globals['_TENSORSHAPEPROTO']._serialized_start=1396
-  _globals['_TENSORSHAPEPROTO']._serialized_end=1536
-  _globals['_TENSORSHAPEPROTO_DIMENSION']._serialized_start=1474
-  _globals['_TENSORSHAPEPROTO_DIMENSION']._serialized_end=1536
-  _globals['_TYPEPROTO']._serialized_start=1539
-  _globals['_TYPEPROTO']._serialized_end=1696
-  _globals['_TYPEPROTO_TENSOR']._serialized_start=1610
-  _globals['_TYPEPROTO_TENSOR']._serialized_end=1687
-  _globals['_OPERATORSETIDPROTO']._serialized_start=1698
-  _globals['_OPERATORSETIDPROTO']._serialized_end=1751
+  _globals['_ATTRIBUTEPROTO']._serialized_end=494
+  _globals['_ATTRIBUTEPROTO_ATTRIBUTETYPE']._serialized_start=277
+  _globals['_ATTRIBUTEPROTO_ATTRIBUTETYPE']._serialized_end=494
+  _globals['_VALUEINFOPROTO']._serialized_start=496
+  _globals['_VALUEINFOPROTO']._serialized_end=568
+  _globals['_NODEPROTO']._serialized_start=571
+  _globals['_NODEPROTO']._serialized_end=712
+  _globals['_STRINGSTRINGENTRYPROTO']._serialized_start=714
+  _globals['_STRINGSTRINGENTRYPROTO']._serialized_end=766
+  _globals['_MODELPROTO']._serialized_start=769
+  _globals['_MODELPROTO']._serialized_end=1018
+  _globals['_GRAPHPROTO']._serialized_start=1021
+  _globals['_GRAPHPROTO']._serialized_end=1354
+  _globals['_TENSORPROTO']._serialized_start=1357
+  _globals['_TENSORPROTO']._serialized_end=1730
+  _globals['_TENSORPROTO_DATALOCATION']._serialized_start=1689
+  _globals['_TENSORPROTO_DATALOCATION']._serialized_end=1730
+  _globals['_SPARSETENSORPROTO']._serialized_start=1732
+  _globals['_SPARSETENSORPROTO']._serialized_end=1858
+  _globals['_TENSORSHAPEPROTO']._serialized_start=1861
+  _globals['_TENSORSHAPEPROTO']._serialized_end=2001
+  _globals['_TENSORSHAPEPROTO_DIMENSION']._serialized_start=1939
+  _globals['_TENSORSHAPEPROTO_DIMENSION']._serialized_end=2001
+  _globals['_TYPEPROTO']._serialized_start=2004
+  _globals['_TYPEPROTO']._serialized_end=2161
+  _globals['_TYPEPROTO_TENSOR']._serialized_start=2075
+  _globals['_TYPEPROTO_TENSOR']._serialized_end=2152
+  _globals['_OPERATORSETIDPROTO']._serialized_start=2163
+  _globals['_OPERATORSETIDPROTO']._serialized_end=2216
 # @@protoc_insertion_point(module_scope)

@@ -4,20 +4,25 @@
 :mod:`.fold` evaluates what depends only on constants and static shapes, :mod:`.graph` walks
 the remaining nodes across the layout change and :mod:`.ops` maps each to Keras layers
 (or ``keras.ops`` operations).
-The ``onnx`` package is imported here, never when the plugin loads.
+The file is parsed with the plugin's own subset of onnx.proto; the ``onnx`` package is imported
+only when a shape needs ONNX shape inference (:mod:`.shapes`), never when the plugin loads.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from modelmorph import Diagnostics, Model, ReadError, UsageError, Weight
+import numpy as np
+
+from modelmorph import ByteRange, Diagnostics, Model, ReadError, UsageError, Weight, dtype_name
 from modelmorph.keras import catalogue, kerasconfig
 
 from . import info
 from .graph import Graph, _name
 from .load import MAX_DIM, Onnx
 from .ops import CONVERTERS
+from .reload import View
+from .shapes import Shapes
 
 
 def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | None = None) -> Model:
@@ -29,7 +34,7 @@ def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | N
     _fix_input_dims(src, fixed)
     layout = options.get("layout", "channels_first")
     extra = plugin_importers(path)
-    graph = Graph(src, _shapes(src), {**CONVERTERS, **extra}, channels_last=layout in ("channels_last", "nhwc"),
+    graph = Graph(src, Shapes(src), {**CONVERTERS, **extra}, channels_last=layout in ("channels_last", "nhwc"),
                   plugin_ops=frozenset(extra))
     try:
         graph.run()
@@ -51,6 +56,7 @@ def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | N
         model = kerasconfig.read_model_config(config, diagnostics)
     except ValueError as exc:
         raise ReadError(path, f"the Keras model built from the graph is malformed: {exc}") from None
+    src_file = _opener(path, model)
     for layer in model.layers:
         arrays = graph.weights.get(layer.name)
         if not arrays:
@@ -59,13 +65,38 @@ def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | N
         if variables is None or len(variables) != len(arrays):
             raise ReadError(path, f"layer {layer.name!r} ({layer.class_name}): {len(arrays)} weights where Keras "
                                   f"keeps {0 if variables is None else len(variables)}")
-        layer.weights = [Weight.from_array(v.path, a.astype("float32") if a.dtype.name == "float64" else a, v.trainable)
-                         for v, a in zip(variables, arrays)]
+        layer.weights = [_weight(v.path, a, v.trainable, src_file) for v, a in zip(variables, arrays)]
     model.metadata.update(source_format="onnx", dialect="keras3", onnx_opset=src.opset,
                           onnx_producer=f"{src.model.producer_name} {src.model.producer_version}".strip())
     summary = info.describe(src)  # for `modelmorph info`
     model.metadata["format_summary"] = {"data": summary, "lines": info.render(summary)}
     return model
+
+
+def _weight(path: str, value: np.ndarray | View, trainable: bool, src_file) -> Weight:
+    """A Keras weight from what a converter gave: an array, or a view of an initializer read
+    again when written (float64 held as float32, as Keras holds it)."""
+    if isinstance(value, np.ndarray):
+        return Weight.from_array(path, value.astype("float32") if value.dtype.name == "float64" else value, trainable)
+    if value.dtype.name == "float64":
+        return Weight(path, value.shape, "float32", trainable, loader=lambda: value().astype("float32"))
+    raw = None
+    if value.whole is not None:  # the bytes as the .onnx holds them: a writer may copy them as they are
+        raw = ByteRange(src_file(), value.whole.offset, value.whole.nbytes)
+    return Weight(path, value.shape, dtype_name(value.dtype), trainable, loader=value, raw=raw)
+
+
+def _opener(path: Path, model: Model):
+    """The source file opened once, when the first weight says where its bytes lie in it."""
+    opened: list = []
+
+    def get():
+        if not opened:
+            opened.append(open(path, "rb"))
+            model.on_close(opened[0].close)
+        return opened[0]
+
+    return get
 
 
 #: The converter slot of a layer class descriptor where a plugin puts ONNX importers:
@@ -122,7 +153,7 @@ def input_shapes(text: str | None) -> dict[str, list[int | None]]:
 
 
 def _fix_input_dims(src: Onnx, fixed: dict[str, list[int | None]]) -> None:
-    """Write the given dims into the parsed graph's inputs (before shape inference). The batch
+    """Write the given dims into the parsed graph's inputs (before any shape is looked up). The batch
     (dim 0) is left symbolic where the graph has it so: the importer keeps the batch apart."""
     if not fixed:
         return
@@ -153,33 +184,3 @@ def _symbolic_hint(src: Onnx, fixed: dict) -> str:
     if not names:
         return ""
     return f"input {names[0]!r} has symbolic dimensions: fix them with -O input_shape={names[0]}:DIMS"
-
-
-def _shapes(src: Onnx) -> dict[str, tuple]:
-    """Every tensor's shape the graph declares or ONNX shape inference finds: ints, a dimension's
-    symbol (str) or None for unknown dims. Giant declared dims are refused."""
-    import onnx
-
-    model = src.model
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception:  # inference is a help: the file's own value_info is used when it fails
-        inferred = model
-    shapes: dict[str, tuple] = {}
-    graph = inferred.graph
-    for vi in (*graph.input, *graph.value_info, *graph.output):
-        t = vi.type.tensor_type
-        if not t.HasField("shape"):
-            continue
-        dims = []
-        for d in t.shape.dim:
-            if d.HasField("dim_value"):
-                if not 0 <= d.dim_value <= MAX_DIM:
-                    raise ReadError(src.path, f"tensor {vi.name!r} declares a dimension of {d.dim_value} (refused)")
-                dims.append(int(d.dim_value))
-            else:  # dim 0 is the batch (the importer keeps it apart everywhere): one symbol for it
-                dims.append("N" if not dims else None)
-        shapes[vi.name] = tuple(dims)
-    for init in model.graph.initializer:
-        shapes.setdefault(init.name, tuple(int(d) for d in init.dims))
-    return shapes

@@ -17,7 +17,7 @@ import numpy as np
 
 from modelmorph import ReadError
 
-from .load import DTYPES, attribute_tensor, attributes
+from .load import DTYPES, attribute_tensor, attributes, tensor_value
 
 #: A folded constant larger than this is refused (it would be a weight no file holds).
 MAX_FOLDED = 1 << 26
@@ -63,7 +63,7 @@ def fold(path: Path, node, values: dict[str, np.ndarray], shapes: dict[str, tupl
     if op == "Constant":
         return [_constant(path, node, a)]
     if op == "Shape":
-        shape = shapes.get(node.input[0])
+        shape = _shape_of(node.input[0], values, shapes)
         if shape is None:
             return None
         dims = [d if isinstance(d, int) else (d or f"?{node.input[0]}:{i}") for i, d in enumerate(shape)]
@@ -71,7 +71,7 @@ def fold(path: Path, node, values: dict[str, np.ndarray], shapes: dict[str, tupl
         dims = dims[start:end] if "end" in a else dims[start:]
         return [np.array(dims, dtype=object) if any(isinstance(d, str) for d in dims) else np.array(dims, np.int64)]
     if op == "Size":
-        shape = shapes.get(node.input[0])
+        shape = _shape_of(node.input[0], values, shapes)
         if shape is None or not all(isinstance(d, int) for d in shape):
             return None
         return [np.array(math.prod(shape), np.int64)]
@@ -90,6 +90,12 @@ def fold(path: Path, node, values: dict[str, np.ndarray], shapes: dict[str, tupl
         if value.size > MAX_FOLDED:
             raise ReadError(path, f"node {node.name!r} ({op}) computes a constant of {value.size} values (refused)")
     return out
+
+
+def _shape_of(name: str, values: dict, shapes: dict) -> tuple | None:
+    """A constant's own shape (no shape inference needed for it), else the known one."""
+    value = values.get(name)
+    return tuple(int(d) for d in value.shape) if isinstance(value, np.ndarray) else shapes.get(name)
 
 
 def _constant(path: Path, node, a: dict) -> np.ndarray:
@@ -173,9 +179,9 @@ def _constant_of_shape(inputs, a, opset):
 
 
 def _tensor_value(tensor) -> np.ndarray:
-    from onnx import numpy_helper
-
-    return np.asarray(numpy_helper.to_array(tensor))
+    if tensor.data_type not in DTYPES or tensor.data_location == 1:
+        raise _NoFold()  # the node is mapped, or refused, as any other
+    return tensor_value(tensor)
 
 
 def _gather(inputs, a, opset):

@@ -19,6 +19,7 @@ This module holds the walk and the tensor bookkeeping; the per-op converters are
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,12 @@ from modelmorph import ReadError
 
 from .fold import is_symbolic, run_fold, topological
 from .load import DTYPES, Onnx, attributes
+from .reload import View, root, view_of
+from .shapes import Shapes
+
+#: Initializers at least this large are dropped from memory after their last reader (smaller
+#: ones stay: shape targets and the like, which pattern matchers may look back at).
+RELEASE_FROM = 1 << 16
 
 _LAYERS = "keras.layers"
 
@@ -79,7 +86,7 @@ class Graph:
     #: What an importer raises for a node Keras cannot express (plugins reach it as ``g.Unsupported``).
     Unsupported = Unsupported
 
-    def __init__(self, src: Onnx, shapes: dict[str, tuple], converters: dict, *, channels_last: bool = False,
+    def __init__(self, src: Onnx, shapes: Shapes, converters: dict, *, channels_last: bool = False,
                  plugin_ops: frozenset = frozenset()):
         self.src, self.path, self.opset, self.shapes = src, src.path, src.opset, shapes
         self.channels_last = channels_last  # -O layout=channels_last: feature-map inputs/outputs NHWC
@@ -88,8 +95,12 @@ class Graph:
         self.converters = converters  # op type (or (domain, op type)) → convert(graph, node, attributes)
         self.plugin_ops = plugin_ops  # the keys a plugin's importer serves
         self.entries: list[dict] = []
-        self.weights: dict[str, list[np.ndarray]] = {}
+        self.weights: dict[str, list[np.ndarray | View]] = {}
+        self.scopes: dict[str, str] = {}  # layer → the Keras layer its node's name says (modelmorph's export)
         self.values: dict[str, np.ndarray] = {}  # folded constants (initializers included)
+        self.loaded: dict[str, np.ndarray] = {}  # initializer → the array its value's memory is (while held)
+        self.roots: dict[int, tuple[np.ndarray, Any]] = {}  # id of such an array → (it, its loader)
+        self.readers_left: Counter = Counter()  # initializer → nodes still to walk that read it
         self.tensors: dict[str, T] = {}  # ONNX name → Keras tensor
         self.names: set[str] = set()
         self.skip: set[int] = set()  # ids of nodes already mapped as part of a pattern
@@ -126,15 +137,26 @@ class Graph:
             name = self.unique(_name(node.name) if node is not None and node.name else
                                _name(f"{node.op_type if node is not None else class_name}").lower())
         is_op = module != _LAYERS
+        if node is not None and self.keras_names and "/" in node.name.strip("/"):
+            self.scopes[name] = node.name.strip("/").rsplit("/", 1)[0]  # one layer called twice: shared.py
         self.entries.append({
             "module": module, "class_name": class_name, "config": {"name": name, **config},
             "registered_name": registered_name or (class_name if is_op else None), "name": name,
             "inbound_nodes": [{"args": [self._arg(a) for a in args], "kwargs": kwargs or {}}]})
         if weights:
-            self.weights[name] = weights
+            self.weights[name] = [self._reloadable(w) for w in weights]
         t = T(self._record(name, shape, cl, dtype), shape, dtype, cl)
         self.alias(out, t)
         return t
+
+    def _reloadable(self, weight: np.ndarray) -> np.ndarray | View:
+        """A weight that is a view of a loaded initializer as a :class:`~.reload.View` (read again
+        when written), else the array."""
+        if isinstance(weight, np.ndarray):
+            held = self.roots.get(id(root(weight)))
+            if held is not None and held[0] is root(weight):
+                return view_of(weight, held[0], held[1]) or weight
+        return weight
 
     def _arg(self, a: Any) -> Any:
         if isinstance(a, T):
@@ -177,7 +199,8 @@ class Graph:
             if user.op_type not in ("Gemm", "MatMul") or user.input[0] != name or name in user.input[1:]:
                 return False
             w = self.values.get(user.input[1])
-            if w is None or (user.op_type == "MatMul" and len(self.shapes.get(user.input[1]) or ()) != 2):
+            w_shape = w.shape if isinstance(w, np.ndarray) else self.shapes.get(user.input[1])
+            if w is None or (user.op_type == "MatMul" and len(w_shape or ()) != 2):
                 return False
             if user.op_type == "Gemm" and attributes(user).get("transA", 0):
                 return False
@@ -253,42 +276,69 @@ class Graph:
         for vi in inputs:
             self.add_input(vi)
         order = topological(self.path, list(graph.node), initial | {vi.name for vi in inputs})
+        self.readers_left = Counter(x for node in order for x in node.input if x in initial)
         for node in order:
-            custom = node.domain not in ("", "ai.onnx")
-            if custom and (node.domain, node.op_type) not in self.converters:
-                raise self.error(node, f"custom domain {node.domain!r} is not read (a plugin can add an importer "
-                                       f"for it: spec/formats/onnx.md)")
-            folded = None if custom else run_fold(self.path, node, self._constants(node), self.shapes, self.opset)
-            if folded is not None:
-                for name, value in zip(node.output, folded):
-                    self.values[name] = value
-                continue
-            if id(node) in self.skip:
-                continue
-            key = (node.domain, node.op_type) if custom else node.op_type
-            convert = self.converters.get(key)
-            if convert is None:
-                raise self.error(node, "no Keras mapping yet (see spec/formats/onnx.md)")
-            try:
-                convert(self, node, attributes(node))
-            except Unsupported as exc:
-                raise self.error(node, str(exc)) from None
-            except ReadError:
+            self.step(node)
+            self._release(node)
+
+    def step(self, node) -> None:
+        """Fold or map one node."""
+        custom = node.domain not in ("", "ai.onnx")
+        if custom and (node.domain, node.op_type) not in self.converters:
+            raise self.error(node, f"custom domain {node.domain!r} is not read (a plugin can add an importer "
+                                   f"for it: spec/formats/onnx.md)")
+        folded = None if custom else run_fold(self.path, node, self._constants(node), self.shapes, self.opset)
+        if folded is not None:
+            for name, value in zip(node.output, folded):
+                self.values[name] = value
+            return
+        if id(node) in self.skip:
+            return
+        key = (node.domain, node.op_type) if custom else node.op_type
+        convert = self.converters.get(key)
+        if convert is None:
+            raise self.error(node, "no Keras mapping yet (see spec/formats/onnx.md)")
+        try:
+            convert(self, node, attributes(node))
+        except Unsupported as exc:
+            raise self.error(node, str(exc)) from None
+        except ReadError:
+            raise
+        except Exception as exc:
+            if key not in self.plugin_ops:
                 raise
-            except Exception as exc:
-                if key not in self.plugin_ops:
-                    raise
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                raise self.error(node, f"a plugin's importer failed: {type(exc).__name__}"
-                                       f"{': ' + message if message else ''}") from None
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise self.error(node, f"a plugin's importer failed: {type(exc).__name__}"
+                                   f"{': ' + message if message else ''}") from None
+
+    def _release(self, node) -> None:
+        """Forget the arrays of large initializers no node left reads (a weight taken from one is
+        read again when written: :mod:`.reload`), so the walk holds about one at a time."""
+        for x in node.input:
+            if x not in self.readers_left:
+                continue
+            self.readers_left[x] -= 1
+            if self.readers_left[x] == 0 and x in self.loaded and self.loaded[x].nbytes >= RELEASE_FROM:
+                self.roots.pop(id(self.loaded.pop(x)), None)
+                self.values[x] = self.src.tensors[x]
+
+    def load(self, name: str):
+        """The value of ``name`` (an initializer loads here, when first read), or None."""
+        value = self.values.get(name)
+        if callable(value):
+            loader = value
+            value = self.values[name] = loader()
+            if loader is self.src.tensors.get(name) and isinstance(value, np.ndarray):
+                base = root(value)
+                self.loaded[name] = base
+                self.roots[id(base)] = (base, loader)
+        return value
 
     def _constants(self, node) -> dict:
         """The values of the node's constant inputs (initializers load here, when first read)."""
         out = {}
         for x in node.input:
-            value = self.values.get(x)
-            if callable(value):
-                value = self.values[x] = value()
+            value = self.load(x)
             if value is not None:
                 out[x] = value
         return out
@@ -300,9 +350,7 @@ class Graph:
     def const(self, name: str) -> np.ndarray | None:
         if not name:
             return None
-        value = self.values.get(name)
-        if callable(value):
-            value = self.values[name] = value()
+        value = self.load(name)
         if value is not None and is_symbolic(value):
             raise Unsupported(f"{name!r} depends on a dynamic dimension")
         return value
@@ -325,7 +373,7 @@ class Graph:
 
     def alias(self, out: str, t: T) -> None:
         self.tensors[out] = t
-        known = self.shapes.get(out)
+        known = self.shapes.known(out)  # (what inference finds later still wins where it is complete)
         if known is None or len(known) != t.rank or any(k is None for k in known[1:]):
             # what we computed is what later Shape nodes fold (dim 0 is the batch everywhere)
             self.shapes[out] = tuple("N" if i == 0 and d is None else d for i, d in enumerate(t.shape))
@@ -333,6 +381,9 @@ class Graph:
     # -- the end ---------------------------------------------------------------------------
     def finish(self) -> tuple[list, list, list]:
         """(layers, input_layers, output_layers) of the functional config."""
+        from .shared import share_layers
+
+        share_layers(self)
         graph = self.src.graph
         input_names = [vi.name for vi in graph.input if vi.name not in self.src.tensors]
         outputs = []
@@ -351,7 +402,7 @@ class Graph:
                 t = self._identity(t, want)
             outputs.append(t.record["config"]["keras_history"])
         inputs = [self.tensors[n].record["config"]["keras_history"] for n in input_names]
-        return _keras_order(self.entries, [i[0] for i in inputs], [o[0] for o in outputs]), inputs, outputs
+        return _keras_order(self.entries, [i[0] for i in inputs], [(o[0], o[1]) for o in outputs]), inputs, outputs
 
     def readers(self, layer: str) -> int:
         """How many layer calls read ``layer``'s output so far."""
@@ -381,6 +432,7 @@ class Graph:
         records are shared, so renaming them renames every reference)."""
         entry = next((e for e in self.entries if e["name"] == layer), None)
         if entry is None or entry["class_name"] == "InputLayer" or self.readers(layer) \
+                or len(entry["inbound_nodes"]) > 1 \
                 or want in {e["name"] for e in self.entries}:
             return False
         records = [t.record for t in self.tensors.values() if t.record["config"]["keras_history"][0] == layer]
@@ -412,51 +464,54 @@ class Graph:
         return T(self._record(name, t.shape, cl, t.dtype), t.shape, t.dtype, cl)
 
 
-def _keras_order(entries: list[dict], inputs: list[str], outputs: list[str]) -> list[dict]:
+def _keras_order(entries: list[dict], inputs: list[str], outputs: list[tuple[str, int]]) -> list[dict]:
     """The layers in the order Keras 3 lists them when it rebuilds the model (its `map_graph`:
     by depth from the outputs, deepest first, ties in first-visit order of a depth-first walk
-    from the outputs). Keras saves weights by position in that list, so the config must
-    already be in it. Every layer here is called once."""
+    from the outputs; a node is (layer, inbound node index), a shared layer taking its deepest
+    node's depth). Keras saves weights by position in that list, so the config must already
+    be in it."""
     by_name = {e["name"]: e for e in entries}
 
-    def parents(name: str) -> list[str]:
-        out: list[str] = []
+    def parents(key: tuple[str, int]) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
 
         def walk(value):
             if isinstance(value, dict) and value.get("class_name") == "__keras_tensor__":
-                out.append(value["config"]["keras_history"][0])
+                history = value["config"]["keras_history"]
+                out.append((history[0], int(history[1])))
             elif isinstance(value, dict):
                 for k in sorted(value):  # tree.flatten visits dict keys sorted
                     walk(value[k])
             elif isinstance(value, list):
                 for v in value:
                     walk(v)
-        for node in by_name[name]["inbound_nodes"]:
-            walk(node["args"])
-            walk(node["kwargs"])
+        nodes = by_name[key[0]]["inbound_nodes"]
+        if key[1] < len(nodes):
+            walk(nodes[key[1]]["args"])
+            walk(nodes[key[1]]["kwargs"])
         return out
 
     index: dict[str, int] = {}
-    finished: list[str] = []
-    done: set[str] = set()
+    finished: list[tuple[str, int]] = []
+    done: set[tuple[str, int]] = set()
 
-    def visit(name: str) -> None:  # iterative would be kinder to deep graphs; Keras recurses too
-        if name in done:
+    def visit(key: tuple[str, int]) -> None:  # iterative would be kinder to deep graphs; Keras recurses too
+        if key in done:
             return
-        index.setdefault(name, len(index))
-        for parent in parents(name):
+        index.setdefault(key[0], len(index))
+        for parent in parents(key):
             visit(parent)
-        done.add(name)
-        finished.append(name)
+        done.add(key)
+        finished.append(key)
 
-    for name in outputs:
-        visit(name)
-    node_depth: dict[str, int] = {}
+    for key in outputs:
+        visit(key)
+    node_depth: dict[tuple[str, int], int] = {}
     depth_of: dict[str, int] = {}
-    for name in reversed(finished):
-        depth = max(node_depth.setdefault(name, 0), depth_of.get(name, 0))
-        depth_of[name] = node_depth[name] = depth
-        for parent in parents(name):
+    for key in reversed(finished):
+        depth = max(node_depth.setdefault(key, 0), depth_of.get(key[0], 0))
+        depth_of[key[0]] = node_depth[key] = depth
+        for parent in parents(key):
             node_depth[parent] = max(depth + 1, node_depth.get(parent, 0))
     for name in inputs:
         if name not in depth_of:

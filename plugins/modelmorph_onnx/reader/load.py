@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,14 +49,17 @@ class Onnx:
 
 def _parse(path: Path):
     """The ModelProto (large initializers' raw data left in the file: see :mod:`.wire`) and
-    where that data is, by initializer position."""
-    import onnx
+    where that data is, by initializer position. The plugin's own subset of onnx.proto parses it
+    (the ``onnx`` package costs half a second to import); the fields it leaves out are kept as
+    unknown fields, so :mod:`.shapes` can hand the same model to ONNX shape inference."""
     from google.protobuf.message import DecodeError
+
+    from ..protos.onnx_subset_pb2 import ModelProto
 
     size = path.stat().st_size
     if size >= 1 << 31:  # protobuf's own limit: a larger file is not an ONNX model
         raise ReadError(path, f"{size} bytes: an ONNX protobuf cannot exceed 2 GB")
-    model = onnx.ModelProto()
+    model = ModelProto()
     raw: dict[int, tuple[int, int]] = {}
     try:
         if size >= STREAM_FROM:
@@ -108,44 +112,67 @@ def tensor_loader(path: Path, tensor, raw: tuple[int, int] | None = None) -> Cal
         if length != nbytes:
             raise ReadError(path, f"tensor {tensor.name!r} declares {list(dims)} ({nbytes} bytes) but holds "
                                   f"{length} bytes")
-
-        def load_in_place() -> np.ndarray:
-            array = np.empty(count, np.dtype(dtype).newbyteorder("<"))  # the only copy, read into
-            with open(path, "rb") as f:
-                f.seek(offset)
-                got = f.readinto(memoryview(array).cast("B")) if nbytes else 0
-            if got != nbytes:
-                raise ReadError(path, f"tensor {tensor.name!r}: the file changed while it was read")
-            return array.astype(dtype, copy=False).reshape(dims)
-
-        return load_in_place
+        return InFile(path, tensor.name, offset, nbytes, dtype, dims)
     if tensor.HasField("raw_data"):
         if len(tensor.raw_data) != nbytes:
             raise ReadError(path, f"tensor {tensor.name!r} declares {list(dims)} ({nbytes} bytes) but holds "
                                   f"{len(tensor.raw_data)} bytes")
     else:
-        held = _typed_count(tensor, dtype)
+        held = len(_typed_values(tensor, dtype))
         if held != count:
             raise ReadError(path, f"tensor {tensor.name!r} declares {list(dims)} ({count} values) but holds {held}")
 
-    def load() -> np.ndarray:
-        from onnx import numpy_helper
-
-        return np.asarray(numpy_helper.to_array(tensor)).astype(dtype, copy=False).reshape(dims)
-
-    return load
+    return lambda: tensor_value(tensor)
 
 
-def _typed_count(tensor, dtype: str) -> int:
+@dataclass(frozen=True)
+class InFile:
+    """An initializer whose raw data the parse left in the file (little-endian, C order):
+    ``nbytes`` bytes at ``offset``, read when called."""
+
+    path: Path
+    name: str
+    offset: int
+    nbytes: int
+    dtype: str
+    dims: tuple[int, ...]
+
+    def __call__(self) -> np.ndarray:
+        array = np.empty(self.nbytes // np.dtype(self.dtype).itemsize, np.dtype(self.dtype).newbyteorder("<"))
+        with open(self.path, "rb") as f:  # read into the array: the only copy
+            f.seek(self.offset)
+            got = f.readinto(memoryview(array).cast("B")) if self.nbytes else 0
+        if got != self.nbytes:
+            raise ReadError(self.path, f"tensor {self.name!r}: the file changed while it was read")
+        return array.astype(self.dtype, copy=False).reshape(self.dims)
+
+
+def tensor_value(tensor) -> np.ndarray:
+    """An inline TensorProto's value (raw_data, or the typed field its data type uses), once
+    :func:`tensor_loader` or the caller has checked its type."""
+    dtype = np.dtype(DTYPES[tensor.data_type])
+    dims = tuple(int(d) for d in tensor.dims)
+    if tensor.HasField("raw_data"):
+        array = np.frombuffer(tensor.raw_data, dtype.newbyteorder("<")).astype(dtype)  # a writable copy
+    elif dtype.name == "float16":  # float16 bit patterns in int32_data
+        array = np.array(tensor.int32_data, np.uint16).view(np.float16)
+    else:
+        array = np.array(_typed_values(tensor, dtype.name)).astype(dtype)
+    return array.reshape(dims)
+
+
+def _typed_values(tensor, dtype: str):
     if dtype == "float32":
-        return len(tensor.float_data)
+        return tensor.float_data
     if dtype == "float64":
-        return len(tensor.double_data)
+        return tensor.double_data
     if dtype in ("int64",):
-        return len(tensor.int64_data)
+        return tensor.int64_data
     if dtype in ("uint32", "uint64"):
-        return len(tensor.uint64_data)
-    return len(tensor.int32_data)  # int8/16/32, uint8/16, bool, float16 (as bit patterns)
+        return tensor.uint64_data
+    return tensor.int32_data  # int8/16/32, uint8/16, bool, float16 (as bit patterns)
+
+
 
 
 def _external(path: Path, tensor, dtype: str, dims: tuple, nbytes: int) -> Callable[[], np.ndarray]:

@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping, NamedTuple, Seque
 
 from google.protobuf.message import DecodeError
 
+from . import strings
 from .ordered_code import decode_slice_key, encode_slice_key
 from .protos import tensor_bundle_pb2, trackable_object_graph_pb2
+from .strings import StringLayout
 from .table import (
     BundleError,
     TableReader,
@@ -269,7 +271,7 @@ class BundleReader:
         self.verify_checksums = verify_checksums
         self.confine_to = os.fspath(confine_to) if confine_to is not None else None
         self._check_confined(self.index_path)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered: a string read checks its layout under it
         self._shard_files: dict[int, tuple[object, int, str]] = {}
         self._entries: dict[str, Entry] = {}
         self._slice_entries: dict[str, list[Entry]] = {}
@@ -498,13 +500,49 @@ class BundleReader:
             f, _ = self._check_region(e, short_repr(key))
         return f, e.offset, e.size
 
+    def string_range(self, key: str) -> tuple[object, int, int] | None:
+        """``(open data file, offset, size)`` of string tensor ``key`` as TensorFlow lays it out
+        (lengths, their CRC, the bytes: see :mod:`.strings`), which a checkpoint writer copies
+        as it is, entry CRC included; None for any other tensor. Not read, so not yet checked:
+        call :meth:`verify` before trusting the bytes."""
+        e = self._entry(key)
+        if e.slices or e.dtype_enum != tensor_bundle_pb2.DT_STRING:
+            return None
+        with self._lock:
+            f, _ = self._check_region(e, short_repr(key))
+        return f, e.offset, e.size
+
+    def _string_layout(self, e: Entry, label: str, verify: bool) -> tuple[object, StringLayout]:
+        """Check a string tensor's structure (and with ``verify``, its CRCs) reading only its
+        lengths and streaming its bytes; no string becomes a Python object."""
+        with self._lock:
+            f, path = self._check_region(e, label)
+        fd = f.fileno()
+        try:
+            layout = strings.scan(fd, e.offset, e.size, e.num_elements)
+        except BundleError as err:  # the lengths lie in the data file: it is the one named
+            raise BundleError(f"tensor {label}: {err.problem}", path) from None
+        if verify and self.verify_checksums:
+            if layout.stored_lengths_crc != mask_crc(layout.lengths_crc):
+                raise BundleError(f"checksum mismatch in the string lengths of tensor {label}: data corrupted", path)
+            try:
+                actual = mask_crc(strings.entry_crc32c(fd, layout, e.offset + e.size))
+            except BundleError as err:
+                raise BundleError(f"tensor {label}: {err.problem}", path) from None
+            self._check_crc(e, label, actual, path)
+        return f, layout
+
     def verify(self, key: str, crc32: bool = False) -> int | None:
         """Check the CRC-32C of tensor ``key``'s stored bytes without decoding them: read through
         one bounded buffer by positioned reads (no seek, so concurrent :meth:`read` calls are
         unaffected). Raises :class:`BundleError` on a mismatch. With ``crc32``, returns the
-        CRC-32 (zip's) of the same bytes, computed in the same pass."""
+        CRC-32 (zip's) of the same bytes, computed in the same pass (None for strings, whose
+        stored bytes are not their value as such)."""
         e = self._entry(key)
         label = short_repr(key)
+        if e.dtype_enum == tensor_bundle_pb2.DT_STRING and not e.slices:
+            self._string_layout(e, label, verify=True)
+            return None
         with self._lock:
             f, path = self._check_region(e, label)
         if (not self.verify_checksums and not crc32) or e.slices:
@@ -524,8 +562,10 @@ class BundleReader:
             raise self._error(f"tensor {label}: unsupported dtype {e.dtype}")
         if d.name == "string":
             out = np.empty(e.num_elements, dtype=object)
-            for i, item in enumerate(self._read_strings(e, label)):
-                out[i] = item
+            i = 0
+            for block in self.string_blocks(key, _IO_CHUNK, _entry=e):
+                out[i:i + len(block)] = np.fromiter(block, dtype=object, count=len(block))
+                i += len(block)
             return out.reshape(e.shape)
         buf = np.frombuffer(self._read_bytes(e, label), dtype=np.uint8)  # writable: a bytearray's
         if d.name == "bool":
@@ -534,6 +574,20 @@ class BundleReader:
         if not _LITTLE_ENDIAN_HOST and d.np.byteorder == "|" and d.np.itemsize > 1:
             arr = arr.byteswap()  # ml_dtypes types have no explicit byte order
         return arr.reshape(e.shape)
+
+    def string_blocks(self, key: str, max_bytes: int, _entry: Entry | None = None,
+                      verify: bool = True) -> Iterator[list[bytes]]:
+        """String tensor ``key``'s elements in C order, as lists of about ``max_bytes`` of string
+        data: checked first (structure, and with ``verify`` the CRC, streaming), then read a block
+        at a time, so memory holds one block (a whole tensor of short strings costs a Python
+        object each). ``verify=False`` only for a tensor whose CRC was checked already."""
+        e = _entry or self._entry(key)
+        label = short_repr(e.key if _entry is not None else key)
+        f, layout = self._string_layout(e, label, verify=verify)
+        try:
+            yield from strings.iter_blocks(f.fileno(), e.offset, e.size, e.num_elements, layout, max_bytes)
+        except BundleError as err:
+            raise BundleError(f"tensor {label}: {err.problem}", f.name) from None
 
     def _read_strings(self, e: Entry, label: str) -> list[bytes]:
         # Layout: varint64 length per element, masked CRC-32C of the lengths (each as a
@@ -859,6 +913,36 @@ class BundleWriter:
             p.crc32c = mask_crc(crc)
         else:  # read back by a thread while the next tensors are copied; filled in before the index
             self._pending.append((p, self._copies().add(at, size)))
+        _shape_proto(p.shape, shape)
+        self._entries[k] = p
+        return self._entry_of(key, p)
+
+    def add_string_bytes(self, key: str, shape: Sequence[int], file, offset: int, nbytes: int,
+                         crc32c: int | None = None) -> Entry:
+        """Write one string tensor whose stored form (TensorFlow's layout: lengths, their CRC,
+        the bytes) lies in ``file`` from ``offset``, as a checkpoint stores it: copied file to
+        file, never split into strings. ``crc32c`` is the source entry's (unmasked) checked
+        CRC-32C; without it the copy is scanned for it (which also checks its structure)."""
+        from modelmorph.storage.filecopy import copy_range
+
+        k = self._check_key(key)
+        shape = tuple(int(d) for d in shape)
+        shard, at = self._reserve(nbytes)
+        self._f.flush()  # copy_range writes through the descriptor
+        try:
+            copy_range(file, offset, self._f, at, nbytes)
+            if crc32c is None:
+                fd = self._f.fileno()
+                layout = strings.scan(fd, at, nbytes, math.prod(shape))
+                crc32c = strings.entry_crc32c(fd, layout, at + nbytes)
+            self._f.seek(at + nbytes)
+        except BaseException:
+            self._f.seek(at)  # drop the partial tensor so later offsets stay right
+            self._f.truncate()
+            raise
+        self._shard_sizes[-1] += nbytes
+        p = tensor_bundle_pb2.BundleEntryProto(dtype=tensor_bundle_pb2.DT_STRING, shard_id=shard, offset=at,
+                                               size=nbytes, crc32c=mask_crc(crc32c))
         _shape_proto(p.shape, shape)
         self._entries[k] = p
         return self._entry_of(key, p)

@@ -95,3 +95,13 @@ CONVERTERS.update({"Pad": _pad_any(CONVERTERS["Pad"]), "Gemm": _gemm_any(CONVERT
                    "HardSigmoid": _hard_sigmoid_any(CONVERTERS["HardSigmoid"]), "IsInf": _is_inf, "Shrink": shrink,
                    "Celu": celu, "Mish": mish, "ThresholdedRelu": thresholded_relu, "Hardmax": hardmax,
                    "CumSum": cumsum, "Selu": _selu_any(CONVERTERS["Selu"])})
+
+# onnx-classes: multi-head attention written as MatMuls and a Softmax → MultiHeadAttention (ops/attention.py)
+from .attention import attention_first  # noqa: E402
+
+CONVERTERS["MatMul"] = attention_first(CONVERTERS["MatMul"])
+
+# onnx-classes: a float16 Dense as modelmorph exports mixed precision (roundings as Cast pairs) (ops/half.py)
+from .half import mixed_first  # noqa: E402
+
+CONVERTERS["Cast"] = mixed_first(CONVERTERS["Cast"])

@@ -16,14 +16,16 @@ def gemm(g: Graph, node, a: dict) -> None:
     if w is None:
         raise Unsupported("the weight matrix is computed, not a constant")
     x = g.tensor(node.input[0], rows_ok=True)
-    kernel = (w.T if a.get("transB", 0) else w) * np.float32(a.get("alpha", 1.0))
+    kernel = w.T if a.get("transB", 0) else w  # a view of the initializer: read again when written
+    if a.get("alpha", 1.0) != 1.0:
+        kernel = kernel * np.float32(a["alpha"])
     c = g.const(node.input[2]) if len(node.input) > 2 else None
     bias = None
     if c is not None:
         if c.size not in (1, kernel.shape[1]) or (c.ndim == 2 and c.shape[0] != 1):
             raise Unsupported(f"bias of shape {list(c.shape)} (not one per output unit)")
         bias = np.broadcast_to(c.reshape(-1), (kernel.shape[1],)) * np.float32(a.get("beta", 1.0))
-    _dense(g, node, x, kernel.astype(w.dtype), bias, node.output[0])
+    _dense(g, node, x, kernel.astype(w.dtype, copy=False), bias, node.output[0])
 
 
 def _dense(g: Graph, node, x: T, kernel: np.ndarray, bias, out: str) -> None:
@@ -36,13 +38,16 @@ def _dense(g: Graph, node, x: T, kernel: np.ndarray, bias, out: str) -> None:
 
 
 def _matmul_shape(g: Graph, node, x: T, y: T) -> tuple:
-    """The product's shape: inference's, else numpy's matmul rule on the operands' shapes."""
-    if node.output[0] in g.shapes:
+    """The product's shape: the file's or inference's, else numpy's matmul rule on the operands'
+    shapes (inference is asked only when that rule leaves a dim beyond the batch unknown)."""
+    own = None
+    if x.rank >= 2 and y.rank >= 2:
+        own = (*broadcast(x.shape[:-2], y.shape[:-2], None), x.shape[-2], y.shape[-1])
+    if g.shapes.known(node.output[0]) is not None or ((own is None or None in own[1:]) and node.output[0] in g.shapes):
         return g.shape(node.output[0])
-    if x.rank < 2 or y.rank < 2:
+    if own is None:
         raise Unsupported("a matrix product of vectors with computed operands")
-    lead = broadcast(x.shape[:-2], y.shape[:-2], None)
-    return (*lead, x.shape[-2], y.shape[-1])
+    return own
 
 
 def matmul(g: Graph, node, a: dict) -> None:

@@ -18,6 +18,13 @@ _OPS = {"Add": "Add", "Sub": "Subtract", "Mul": "Multiply", "Div": "Divide", "Po
         "Min": "Minimum"}
 
 
+def _out_shape(g: Graph, node, own: tuple) -> tuple | None:
+    """The output's shape from the file or inference, asked of inference only when the operands'
+    broadcast (``own``) leaves a dim beyond the batch unknown."""
+    out_shape = g.shapes.get(node.output[0]) if None in own[1:] else g.shapes.known(node.output[0])
+    return tuple(d if isinstance(d, int) else None for d in out_shape) if out_shape is not None else None
+
+
 def binary(g: Graph, node, a: dict) -> None:
     if node.op_type == "Div" and _gelu_pattern(g, node):
         return
@@ -25,15 +32,13 @@ def binary(g: Graph, node, a: dict) -> None:
         raise Unsupported(f"{len(node.input)} operands")
     names = list(node.input)
     tensors = [g.tensors.get(n) for n in names]
-    out_shape = g.shapes.get(node.output[0])
-    out_shape = tuple(d if isinstance(d, int) else None for d in out_shape) if out_shape is not None else None
     if all(t is not None for t in tensors):
         x, y = tensors
         if x.rank == y.rank and (x.cl or y.cl):
             x, y = g.to_cl(x, node), g.to_cl(y, node)
         elif x.rank != y.rank:
             x, y = g.to_onnx_order(x, node), g.to_onnx_order(y, node)
-        shape = broadcast(x.shape, y.shape, out_shape)
+        shape = broadcast(x.shape, y.shape, _out_shape(g, node, broadcast(x.shape, y.shape, None)))
         same = x.shape == y.shape and node.op_type in _MERGE
         if same:
             g.layer(node, _MERGE[node.op_type], {}, [[x, y]], node.output[0], shape, cl=x.cl)
@@ -55,7 +60,8 @@ def binary(g: Graph, node, a: dict) -> None:
             c = c.transpose(_perm_cl(x.rank))
         operand = {"class_name": "__numpy__", "config": {"value": c.tolist(), "dtype": c.dtype.name}}
     args = [x, operand] if index == 0 else [operand, x]
-    shape = broadcast(x.shape, c.shape if c.size > 1 else (), out_shape)
+    own = broadcast(x.shape, c.shape if c.size > 1 else (), None)
+    shape = broadcast(x.shape, c.shape if c.size > 1 else (), _out_shape(g, node, own))
     g.layer(node, _OPS[node.op_type], {}, args, node.output[0], shape, cl=x.cl, module="keras.src.ops.numpy")
 
 

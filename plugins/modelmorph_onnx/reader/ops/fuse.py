@@ -55,7 +55,8 @@ def try_activation(g: Graph, node, activation: str, axis: int | None = None) -> 
     if x is None or x.rows is not None or not sole_reader(g, node.input[0], node):
         return False
     entry = g.entry(x)
-    if entry is None or entry["class_name"] not in WITH_ACTIVATION or entry["config"].get("activation") != "linear":
+    if entry is None or entry["class_name"] not in WITH_ACTIVATION or entry["config"].get("activation") != "linear" \
+            or entry["config"].get("dtype") is not None:  # a float16 layer's activation (ops/half.py) stays apart
         return False
     if axis is not None and keras_axis(x, axis) != x.rank - 1:
         return False  # Keras' softmax activation is over the last axis

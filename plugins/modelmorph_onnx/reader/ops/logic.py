@@ -55,7 +55,7 @@ def operands(g: Graph, node, names: list[str]) -> tuple[list, tuple, bool]:
         if cl:
             c = c.transpose(_perm_cl(rank))
         args.append({"class_name": "__numpy__", "config": {"value": c.tolist(), "dtype": c.dtype.name}})
-    inferred = g.shapes.get(node.output[0])
+    inferred = g.shapes.get(node.output[0]) if None in shape[1:] else g.shapes.known(node.output[0])
     if inferred is not None and len(inferred) == len(shape):
         shape = tuple(d if d is not None else (i if isinstance(i, int) else None) for d, i in zip(shape, inferred))
     return args, shape, cl

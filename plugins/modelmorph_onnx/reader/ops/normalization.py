@@ -106,7 +106,7 @@ def _value(g: Graph, name: str):
 
         value = g.values[name] = run_fold(g.path, producer, {}, g.shapes, g.opset)[0]
     if callable(value):
-        value = g.values[name] = value()
+        value = g.load(name)
     return None if is_symbolic(value) else np.asarray(value)
 
 

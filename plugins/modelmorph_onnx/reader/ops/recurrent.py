@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..graph import Graph, T, Unsupported, _name
-from ..load import attributes
+from ..load import DTYPES, attribute_tensor, attributes
 
 _OPS = "keras.src.ops.numpy"
 #: ONNX op types whose reading of a view is resolved here (others see it computed).
@@ -250,6 +250,34 @@ def _concat_follows(g: Graph, node, hidden: int) -> tuple | None:
     return transpose, after[0]
 
 
+def _concat_batch_first(g: Graph, node, hidden: int, used: list[bool]) -> tuple | None:
+    """(Transpose, Reshape, whether Y) when the op's one read output is concatenated batch-first
+    as Keras' ``merge_mode="concat"`` does it, as modelmorph's export writes it: Y (seq, 2,
+    batch, hidden) → Transpose(2,0,1,3) → Reshape (batch, seq, 2·hidden), or Y_h (2, batch,
+    hidden) → Transpose(1,0,2) → Reshape (batch, 2·hidden); each tensor read once."""
+    if used[2] or used[0] == used[1]:
+        return None
+    slot = 0 if used[0] else 1
+    perm, rank = ([2, 0, 1, 3], 4) if slot == 0 else ([1, 0, 2], 3)
+    users = g.consumers.get(node.output[slot], [])
+    if len(users) != 1 or users[0].op_type != "Transpose" or node.output[slot] in g.outputs:
+        return None
+    transpose = users[0]
+    if [int(p) for p in attributes(transpose).get("perm", [])] != perm or transpose.output[0] in g.outputs:
+        return None
+    after = g.consumers.get(transpose.output[0], [])
+    if len(after) != 1 or after[0].op_type != "Reshape" or attributes(after[0]).get("allowzero") \
+            or after[0].input[0] != transpose.output[0]:
+        return None
+    target = g.values.get(after[0].input[1])
+    target = target() if callable(target) else target
+    if target is None or len(target) != rank - 1 or not all(isinstance(t, (int, np.integer)) for t in target):
+        return None
+    if int(target[-1]) not in (-1, 2 * hidden) or any(int(t) != 0 for t in target[:-1]):
+        return None
+    return transpose, after[0], slot == 0
+
+
 def _feeds_views(g: Graph, name: str, depth: int = 0) -> bool:
     """Only recurrent ops read ``name``, directly or through view ops (so no view is computed)."""
     users = g.consumers.get(name, [])
@@ -265,9 +293,7 @@ def _zero_states(g: Graph, node, a: dict) -> bool:
     (Keras starts from zeros)."""
     value = a.get("value")
     if value is not None:
-        from onnx import numpy_helper
-
-        if np.any(numpy_helper.to_array(value)):
+        if value.data_type not in DTYPES or np.any(attribute_tensor(g.path, value)):
             return False
     flow: list = []
     if not _zeros_reach_states_only(g, node.output[0], flow):
@@ -471,15 +497,21 @@ def recurrent(kind: str):
             sub = {d: {"module": "keras.layers", "class_name": _KERAS[kind], "registered_name": None,
                        "config": config(d, f"{'forward' if d == 0 else 'backward'}_{base}")} for d in (0, 1)}
             merged = _concat_follows(g, node, hidden) if layout == 0 and used[0] else None
-            layer = g.layer(node, "Bidirectional", {"merge_mode": "concat" if merged else None, "layer": sub[0],
-                                                    "backward_layer": sub[1]},
-                            [x], f"{base}:keras", (*seq_shape[:2], 2 * hidden) if merged else first_shape,
-                            weights=weights, kwargs=kwargs)
+            keras_merged = _concat_batch_first(g, node, hidden, used) if layout == 0 and not merged else None
+            both = (*first_shape[:-1], 2 * hidden)
+            layer = g.layer(node, "Bidirectional", {"merge_mode": "concat" if merged or keras_merged else None,
+                                                    "layer": sub[0], "backward_layer": sub[1]},
+                            [x], f"{base}:keras", (*seq_shape[:2], 2 * hidden) if merged else both if keras_merged
+                            else first_shape, weights=weights, kwargs=kwargs)
             if merged:  # PyTorch's Transpose + Reshape after the op: the concatenated sequence, time-major
                 g.skip.update(id(n) for n in merged)
                 put(g, merged[1], merged[1].output[0],
                     View([layer], None, [1, 0, 2], (seq_len, x.shape[0], 2 * hidden)))
                 used[0] = False
+            elif keras_merged:  # modelmorph's export of merge_mode="concat": the layer's own output
+                g.skip.update(id(n) for n in keras_merged[:2])
+                g.alias(keras_merged[1].output[0], layer)
+                return
             n_outputs = 1 if merged else 2  # then the states: h (and c) forward, h (and c) backward
         name = layer.record["config"]["keras_history"][0]
         n_states = (2 if kind == "LSTM" else 1) if return_state else 0

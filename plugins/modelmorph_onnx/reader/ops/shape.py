@@ -46,7 +46,6 @@ def reshape(g: Graph, node, a: dict) -> None:
 
 def _reshape_to(g: Graph, node, x: T, target: list, out: str) -> None:
     in_shape = x.shape
-    out_shape = g.shapes.get(out)
     first = target[0]
     batch_kept = (first == 0 or (isinstance(first, str) and first == (g.shapes.get(node.input[0]) or [None])[0])
                   or (in_shape[0] is not None and first == in_shape[0]))
@@ -59,7 +58,7 @@ def _reshape_to(g: Graph, node, x: T, target: list, out: str) -> None:
     if -1 in rest and all(isinstance(d, int) for d in in_shape[1:]):
         known = math.prod(d for d in rest if d != -1)
         rest = [math.prod(in_shape[1:]) // known if d == -1 else d for d in rest]
-    elif out_shape is not None and all(isinstance(d, int) for d in out_shape[1:]):
+    elif -1 in rest and (out_shape := g.shapes.get(out)) is not None and all(isinstance(d, int) for d in out_shape[1:]):
         rest = list(out_shape[1:])
     if len(rest) == 1 and x.rank >= 3 and rest[0] != -1:  # a flatten (x.view(N, -1))
         _flatten(g, node, x, out)
