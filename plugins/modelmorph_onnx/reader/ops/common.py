@@ -78,3 +78,15 @@ def broadcast(a: tuple, b: tuple, inferred: tuple | None) -> tuple:
     if inferred is not None and len(inferred) == rank:
         dims = [d if d is not None else i for d, i in zip(dims, inferred)]
     return tuple(dims)
+
+
+def axes_operand(g: Graph, node, a: dict) -> list[int] | None:
+    """A node's ``axes``: its second input (Squeeze, Unsqueeze and ReduceSum since opset 13, the
+    other reductions since 18) or, before, its attribute; None when it has neither."""
+    if len(node.input) > 1 and node.input[1]:
+        axes = g.const(node.input[1])
+        if axes is None:
+            raise Unsupported("computed axes")
+        return [int(v) for v in axes.reshape(-1)]
+    axes = a.get("axes")
+    return None if axes is None else [int(v) for v in axes]

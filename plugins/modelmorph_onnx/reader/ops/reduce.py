@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 from ..graph import Graph, Unsupported
-from .common import keras_axis
+from .common import axes_operand, keras_axis
 
 
 def reduce_op(kind: str, op: str):
     def convert(g: Graph, node, a: dict) -> None:
         x = g.tensor(node.input[0])
-        if len(node.input) > 1 and node.input[1]:  # axes became an input (opset 18; ReduceSum 13)
-            axes = g.const(node.input[1])
-            if axes is None:
-                raise Unsupported("computed axes")
-            axes = [int(v) for v in axes.reshape(-1)]
-        else:
-            axes = a.get("axes")
+        axes = axes_operand(g, node, a)
         if not axes:
             raise Unsupported("a reduction over every axis (the batch included)")
         axes = sorted(ax % x.rank for ax in axes)

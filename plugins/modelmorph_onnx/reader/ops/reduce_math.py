@@ -4,20 +4,14 @@ ArgMax/ArgMin → keras.ops reductions over the axes as the tensor's layout hold
 from __future__ import annotations
 
 from ..graph import Graph, T, Unsupported
-from .common import keras_axis
+from .common import axes_operand, keras_axis
 
 _NUMPY = "keras.src.ops.numpy"
 
 
 def reduce_axes(g: Graph, node, a: dict, x: T) -> list[int] | None:
     """The ONNX axes reduced (sorted, non-negative); None for none at all (noop_with_empty_axes)."""
-    if len(node.input) > 1 and node.input[1]:  # an input since opset 18 (ReduceSum 13)
-        axes = g.const(node.input[1])
-        if axes is None:
-            raise Unsupported("computed axes")
-        axes = [int(v) for v in axes.reshape(-1)]
-    else:
-        axes = a.get("axes")
+    axes = axes_operand(g, node, a)
     if not axes:
         if a.get("noop_with_empty_axes", 0):
             return None

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from ..graph import Graph, T, Unsupported, _keras_shape, _perm_cl
-from .common import keras_axis
+from .common import axes_operand, keras_axis
 
 
 def flatten(g: Graph, node, a: dict) -> None:
@@ -104,13 +104,7 @@ def transpose(g: Graph, node, a: dict) -> None:
 
 def squeeze_unsqueeze(g: Graph, node, a: dict) -> None:
     x = g.tensor(node.input[0])
-    if len(node.input) > 1 and node.input[1]:
-        axes = g.const(node.input[1])
-        if axes is None:
-            raise Unsupported("computed axes")
-        axes = [int(v) for v in axes.reshape(-1)]
-    else:
-        axes = a.get("axes")
+    axes = axes_operand(g, node, a)
     if axes is None and node.op_type == "Squeeze":
         axes = [i for i, d in enumerate(x.shape) if d == 1]
     rank = x.rank + len(axes) if node.op_type == "Unsqueeze" else x.rank
