@@ -363,6 +363,7 @@ def test_nested_layer_config_that_is_not_an_object_is_a_read_error(tmp_path):
     no_output(tmp_path, "odd.json")
 
 
+@pytest.mark.interop  # builds its input with a real library
 def test_module_checkpoint_save_counter_goes_to_top_level_weights(tmp_path):
     """`Checkpoint.save` adds the root's own `save_counter` (IR layer "."): the .h5 writer keeps it
     where Keras 2 keeps a model object's own variables instead of failing on a group named "."."""

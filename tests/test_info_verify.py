@@ -112,6 +112,7 @@ def big_sources(tmp_path_factory, keras3, tf) -> dict[str, Path]:
     return {"keras": folder / "big.keras", "tf-checkpoint": folder / "ckpt" / "ckpt"}
 
 
+@pytest.mark.interop  # builds its input with a real library
 @pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="needs Linux /proc/self/io")
 @pytest.mark.parametrize("kind", sorted(SOURCES))
 def test_info_reads_no_tensor_bytes(kind, big_sources, capsys):

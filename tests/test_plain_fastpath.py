@@ -166,6 +166,7 @@ def _keras2_order(model: modelmorph.Model, loaded) -> list:
     return [by_name[v.name.split(":")[0]] for v in loaded.weights]
 
 
+@pytest.mark.interop  # builds its input with a real library
 @plain_path
 def test_bfloat16_legacy_h5_without_h5py(tmp_path, monkeypatch, keras3):
     """bfloat16 tensors (2-byte opaque, tagged, as Keras stores them) take the plain path too."""
@@ -203,6 +204,7 @@ def test_long_string_lists_split_as_h5py_splits_them(tmp_path, count):
         assert (len(f["g"].attrs) > 1) == (count * max([1] + [len(n) for n in names]) > 64512)
 
 
+@pytest.mark.interop  # builds its input with a real library
 @plain_path
 def test_sharded_weights_written_without_h5py_load_in_keras(tmp_path, monkeypatch, keras3):
     """A sharded ``.weights.json`` takes the plain writer too, one file per shard (tensors copied):

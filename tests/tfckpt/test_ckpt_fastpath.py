@@ -207,6 +207,7 @@ def _member_crcs_hold(path: Path) -> None:
             assert zlib.crc32(zf.read(info)) == info.CRC, info.filename
 
 
+@pytest.mark.interop  # builds its input with a real library
 @plain_path
 @pytest.mark.parametrize("engine", ["installed", "zlib"])
 def test_zip_crcs_assembled_from_the_sources_checks_are_right(engine, tmp_path, monkeypatch):
@@ -260,6 +261,7 @@ def test_zip_crcs_of_copies_whose_source_has_no_crc_are_right(engine, tmp_path, 
         _assert_bit_identical(a, c)
 
 
+@pytest.mark.interop  # builds its input with a real library
 @plain_path
 def test_checkpoint_to_checkpoint_keeps_the_checked_crc32c(tmp_path):
     """The CRC-32C a checkpoint stores for a copied tensor is the source's, given out only after
@@ -295,6 +297,7 @@ def test_a_flipped_byte_in_a_keras_tensor_leaves_no_output(target, tmp_path, cap
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.interop  # builds its input with a real library
 @plain_path
 def test_keras_to_sharded_checkpoint_crc32c_computed_behind_the_copies(tmp_path):
     """A .keras source gives no CRC-32C: each copy's is read back by a thread while the next

@@ -20,6 +20,8 @@ from modelmorph_tfckpt.bundle import BundleReader
 
 from helpers import require
 
+pytestmark = pytest.mark.interop  # the checkpoints are written by TensorFlow in the tests
+
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 
