@@ -277,6 +277,7 @@ def test_checkpoint_to_checkpoint_keeps_the_checked_crc32c(tmp_path):
         assert np.array_equal(theirs.get_tensor(key), ours.get_tensor(key)), key
 
 
+@plain_path  # finds the tensor's bytes through the plain reader's byte ranges
 @pytest.mark.parametrize("target", ["out.keras", "ckpt"])
 def test_a_flipped_byte_in_a_keras_tensor_leaves_no_output(target, tmp_path, capsys):
     """A .keras source's tensors are copied while their member's CRC-32 is checked: a flipped
