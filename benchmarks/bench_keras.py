@@ -16,7 +16,9 @@ Targets: modelmorph at least 20x faster, and at most 1/5 of Keras' peak memory.
 from __future__ import annotations
 
 import argparse
+import glob
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,9 +59,21 @@ def run(label: str, argv_for, folder: Path, repeat: int) -> tuple[float, int]:
     """Median wall time and largest peak of ``repeat`` runs, after one warm-up run."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env.update(KERAS_ENV, PYTHONPYCACHEPREFIX=str(folder / "pycache"))
-    measure(argv_for(folder / f"{label}-warm-up"), env)
-    runs = [measure(argv_for(folder / f"{label}-{i}"), env) for i in range(repeat)]
+    measure(argv_for(_fresh(folder / f"{label}-warm-up")), env)
+    runs = [measure(argv_for(_fresh(folder / f"{label}-{i}")), env) for i in range(repeat)]
     return statistics.median(t for t, _ in runs), max(p for _, p in runs)
+
+
+def _fresh(stem: Path) -> Path:
+    """``stem``, with what an earlier run (``--keep``) wrote there removed first: replacing a
+    100 MB file makes ext4 flush the new one at the rename or truncation (its auto_da_alloc),
+    a cost of that leftover, not of the job, which every tool would pay in turn."""
+    for old in [stem, *stem.parent.glob(glob.escape(stem.name) + ".*")]:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        elif old.exists() or old.is_symlink():
+            old.unlink()
+    return stem
 
 
 def resnet50(folder: Path, repeat: int) -> Path:
