@@ -9,7 +9,8 @@ from typing import Any, Callable, Mapping
 from .keras import catalogue
 from .keras.weightcheck import check_weights
 from .diagnostics import Diagnostics
-from .errors import ArchitectureOnly, CannotHandle, Inexpressible, ModelmorphError, ReadError, StrictError, UnknownFormatError, UsageError, WriteError
+from .errors import (ArchitectureOnly, CannotHandle, Inexpressible, ModelmorphError, ReadError, StrictError,
+                     UnknownFormatError, UsageError, WriteError)
 from .ir import Model
 from .options import resolve, route
 from .plugins import HookFailed, call_each_or_raise
