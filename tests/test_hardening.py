@@ -519,3 +519,30 @@ def test_the_fuzzer_sees_a_file_opened_outside_the_model(tmp_path):
     shutil.copy(K2 / "mlp_adam.h5", folder / "copy.h5")
     run = run_cli("convert", folder / "copy.h5", folder / "out2.keras", allow=[folder])
     assert run.code == 0 and run.problem() is None, run.stderr
+
+
+def test_keras_archive_whose_weights_match_no_layer_is_an_input_error(tmp_path):
+    """Fuzzer finding: a weights member whose `layers` group is renamed reads as an architecture
+    without weights; writing it to `.h5` failed as a write error (exit 5). It is the input's."""
+    import h5py
+
+    source = tmp_path / "src.keras"
+    shutil.copy(FIXTURES / "keras3" / "mlp_adam.keras", source)
+    with zipfile.ZipFile(source) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    weights = tmp_path / "w.h5"
+    weights.write_bytes(members["model.weights.h5"])
+    with h5py.File(weights, "r+") as f:
+        f.move("layers", "layess")
+    members["model.weights.h5"] = weights.read_bytes()
+    bad = tmp_path / "in" / "bad.keras"
+    bad.parent.mkdir()
+    with zipfile.ZipFile(bad, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    out = tmp_path / "out"
+    out.mkdir()
+    run = run_cli("convert", bad, out / "out.h5")
+    assert run.code == 4 and run.stderr.count("\n") == 1, run.stderr
+    assert "bad.keras: holds an architecture without weights" in run.stderr
+    no_output(out)

@@ -127,9 +127,9 @@ def write(
 
 
 def _write(fmt: Format, model: Model, path: str | Path, opts: dict[str, Any], diagnostics: Diagnostics | None,
-           force: bool, strict: bool, progress: Progress | None) -> Format:
+           force: bool, strict: bool, progress: Progress | None, source: Any = None) -> Format:
     diags = diagnostics if diagnostics is not None else Diagnostics()
-    _check_capabilities(model, fmt, diags, path)
+    _check_capabilities(model, fmt, diags, path, source)
     prog = progress or Progress()
     with atomic_output(path, force=force, replaceable=fmt.replaceable) as tmp:
         checked = "weights" in fmt.writes  # an architecture alone holds no byte the checksums cover
@@ -191,18 +191,19 @@ def convert(
                                    target=dst_fmt.name, options=given, diagnostics=diags)
             except HookFailed as exc:  # the model may be half-modified: write nothing
                 raise WriteError(destination, f"not written: {exc}") from None
-            _write(dst_fmt, model, destination, routed["write"], diags, force, strict, progress)
+            _write(dst_fmt, model, destination, routed["write"], diags, force, strict, progress, source)
     return diags
 
 
-def _check_capabilities(model: Model, fmt: Format, diags: Diagnostics, path: Any) -> None:
+def _check_capabilities(model: Model, fmt: Format, diags: Diagnostics, path: Any, source: Any = None) -> None:
     has_weights = any(True for _ in model.iter_weights())
     if not model.has_architecture and "architecture" in fmt.writes and "weights" not in fmt.writes:
         raise WriteError(path, f"{fmt.name} holds an architecture, and this model has weights only (give one with --arch)")
     if model.has_architecture and not has_weights and "weights" in fmt.writes and "architecture" in fmt.writes \
             and any(catalogue.variables_of(layer.class_name, layer.config) for _, layer in model.iter_layers()):
-        raise ArchitectureOnly(path, f"the source holds an architecture without weights, and {fmt.name} stores "
-                                     "weights with it (convert a weights file with --arch set to this one, or write json)")
+        raise ArchitectureOnly(source or path, f"holds an architecture without weights, and {fmt.name} stores "
+                                               "weights with it (convert a weights file with --arch set to this "
+                                               "one, or write json)")
     if model.has_architecture and model.layers and "architecture" not in fmt.writes:
         diags.add("lossy", f"{fmt.name} holds no architecture; only the weights are written")
     if has_weights and "weights" not in fmt.writes:

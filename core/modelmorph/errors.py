@@ -52,9 +52,10 @@ class WriteError(FileError):
     exit_code = EXIT_WRITE
 
 
-class ArchitectureOnly(WriteError):
-    """The source holds an architecture and no weights, and the target stores weights with it.
-    ``migrate`` reports such a file as skipped, not failed: there is nothing to migrate."""
+class ArchitectureOnly(ReadError):
+    """The source holds an architecture and no weights, and the target stores weights with it:
+    a problem of the input (named in the message), not of the output. ``migrate`` reports such
+    a file as skipped, not failed: there is nothing to migrate."""
 
 
 class StrictError(ModelmorphError):

@@ -120,7 +120,7 @@ def test_an_architecture_without_weights_is_skipped_not_failed(tmp_path, capsys)
     assert "architecture only" in printed
     assert not (tmp_path / "models" / "arch_only.keras").exists()
     # `convert` says the same in one line, naming the output, and leaves nothing
-    assert main(["convert", str(tmp_path / "models" / "arch_only.json"), str(tmp_path / "x.keras")]) == 5
+    assert main(["convert", str(tmp_path / "models" / "arch_only.json"), str(tmp_path / "x.keras")]) == 4
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "architecture without weights" in err[0] and "--arch" in err[0]
+    assert len(err) == 1 and "arch_only.json: holds an architecture without weights" in err[0] and "--arch" in err[0]
     assert not (tmp_path / "x.keras").exists()

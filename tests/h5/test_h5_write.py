@@ -78,7 +78,7 @@ def test_progress_counts_every_tensor(tmp_path):
 
 
 def test_a_model_without_weights_is_refused(tmp_path):
-    with pytest.raises(modelmorph.WriteError, match="architecture without weights"):
+    with pytest.raises(modelmorph.ReadError, match="mlp_adam.json: holds an architecture without weights"):
         modelmorph.convert(TF_KERAS / "mlp_adam.json", tmp_path / "out.h5")
     assert list(tmp_path.iterdir()) == []
 
