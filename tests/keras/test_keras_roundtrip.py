@@ -125,6 +125,16 @@ def test_a_weights_file_for_another_model_is_refused():
         modelmorph.read(KERAS3 / "seq_cnn_bn.weights.h5", arch=KERAS3 / "mlp_adam.json")
 
 
+def test_weights_only_file_to_an_architecture_format_is_an_input_error(tmp_path, capsys):
+    """The weights file lacks what JSON needs: exit 4 naming it (not a write error), nothing written."""
+    from modelmorph.cli import main
+
+    assert main(["convert", str(KERAS3 / "mlp_adam.weights.h5"), str(tmp_path / "out.json")]) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mlp_adam.weights.h5: holds weights only" in err[0] and "--arch" in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_weights_only_model_from_elsewhere_cannot_become_keras_weights(tmp_path):
     model = modelmorph.Model("w", class_name="", has_architecture=False,
                              layers=[modelmorph.Layer("x", "", weights=[modelmorph.Weight.from_array("0", np.ones(2))])])
