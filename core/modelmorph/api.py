@@ -197,7 +197,8 @@ def convert(
 
 def _check_capabilities(model: Model, fmt: Format, diags: Diagnostics, path: Any, source: Any = None) -> None:
     has_weights = any(True for _ in model.iter_weights())
-    if not model.has_architecture and "architecture" in fmt.writes and "weights" not in fmt.writes:
+    if not model.has_architecture and ("architecture" in fmt.needs
+                                       or ("architecture" in fmt.writes and "weights" not in fmt.writes)):
         if source is not None:  # the input's problem: it lacks what the target needs
             raise ReadError(source, f"holds weights only, and {fmt.name} needs an architecture (give one with --arch)")
         raise WriteError(path, f"{fmt.name} holds an architecture, and this model has weights only (give one with --arch)")

@@ -65,7 +65,9 @@ class Format:
 
     ``reader(path, *, options, diagnostics, arch)`` returns a :class:`modelmorph.Model`;
     ``arch`` is an architecture-bearing model to join weights-only files with, or None.
-    ``writer(model, path, *, options, diagnostics, progress)`` writes it. Both may be
+    ``writer(model, path, *, options, diagnostics, progress)`` writes it. ``needs`` lists what a
+    model must hold for the writer to write it at all (``{"architecture"}`` for a .keras archive):
+    a model without it is refused before writing, as the input's problem. Both reader and writer may be
     given as ``"module:function"`` strings, imported on first use. ``sniff(probe)``
     returns ``CERTAIN``, ``PLAUSIBLE`` or ``NO`` (``2``/``1``/``0``) and must be cheap.
     ``options`` lists the ``-O`` options the format accepts as :class:`modelmorph.Option`
@@ -80,6 +82,7 @@ class Format:
     extensions: tuple[str, ...] = ()
     reads: frozenset[str] = frozenset()
     writes: frozenset[str] = frozenset()
+    needs: frozenset[str] = frozenset()
     reader: Function | str | None = None
     writer: Function | str | None = None
     sniff: Sniffer | None = None
@@ -93,11 +96,12 @@ class Format:
         for ext in self.extensions:
             if not ext.startswith("."):
                 raise ValueError(f"format {self.name!r}: extension {ext!r} must start with '.'")
-        for cap in (*self.reads, *self.writes):
+        for cap in (*self.reads, *self.writes, *self.needs):
             if cap not in CAPABILITIES:
                 raise ValueError(f"format {self.name!r}: unknown capability {cap!r} (known: {', '.join(CAPABILITIES)})")
         object.__setattr__(self, "reads", frozenset(self.reads))
         object.__setattr__(self, "writes", frozenset(self.writes))
+        object.__setattr__(self, "needs", frozenset(self.needs))
         object.__setattr__(self, "options", schema(self.options, self.name))
         object.__setattr__(self, "replaceable", tuple(self.replaceable))
 

@@ -45,6 +45,7 @@ def modelmorph_formats():
             extensions=(".keras",),
             reads=frozenset({"architecture", "weights", "optimizer"}),
             writes=frozenset({"architecture", "weights", "optimizer"}),
+            needs=frozenset({"architecture"}),
             reader="modelmorph_keras.archive:read",
             writer="modelmorph_keras.archive:write",
             sniff=sniff_archive,

@@ -17,7 +17,7 @@ from modelmorph import ReadError, WriteError
 from modelmorph.keras import kerasconfig
 from modelmorph.commands.diff import diff_models
 
-from helpers import assert_models_equal, write_read
+from helpers import FIXTURES, assert_models_equal, write_read
 from kerascases import CASES, COMPILED, KERAS3
 
 
@@ -132,6 +132,17 @@ def test_weights_only_file_to_an_architecture_format_is_an_input_error(tmp_path,
     assert main(["convert", str(KERAS3 / "mlp_adam.weights.h5"), str(tmp_path / "out.json")]) == 4
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "mlp_adam.weights.h5: holds weights only" in err[0] and "--arch" in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("source", [KERAS3 / "mlp_adam.weights.h5", FIXTURES / "tf" / "module_save"])
+def test_weights_only_source_to_keras_is_an_input_error(source, tmp_path, capsys):
+    """A .keras archive needs an architecture (Format.needs): exit 4 naming the source, nothing written."""
+    from modelmorph.cli import main
+
+    assert main(["convert", str(source), str(tmp_path / "out.keras")]) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{source.name}: holds weights only" in err[-1] and "--arch" in err[-1], err
     assert list(tmp_path.iterdir()) == []
 
 
