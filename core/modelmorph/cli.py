@@ -53,10 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("convert", help="convert a model to another format",
-                       description="Convert SRC to DST. Formats are detected from content, then from the "
-                                   "file name (.keras, .weights.h5, .h5, .json, .onnx, a checkpoint prefix); "
-                                   "--from/--to override. Diagnostics (lossy, unsupported, contains-code) "
-                                   "are printed on stderr.",
+                       description="Convert SRC to DST.\n\n"
+                                   "Formats are detected from content, then from the file name (.keras,\n"
+                                   ".weights.h5, .h5, .json, .onnx, a checkpoint prefix, a SavedModel folder);\n"
+                                   "--from/--to override. Diagnostics (lossy, unsupported, contains-code) are\n"
+                                   "printed on stderr; --strict makes them fatal.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  modelmorph convert model.h5 model.keras\n"
                               "  modelmorph convert ckpt/ckpt model.keras --arch model.json\n"
@@ -115,12 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
     p = sub.add_parser("verify", help="prove numerically that two models compute the same function",
-                       description="Run A and B (any formats with an architecture, or .onnx files) on the same "
-                                   "inputs and compare every output: max absolute and relative difference, "
-                                   "argmax agreement for classifier outputs. Both run as ONNX graphs in "
-                                   "onnxruntime when installed, else in the onnx package's reference evaluator: "
-                                   "no framework needed. With A alone, run it once and print its outputs' shapes "
-                                   "and statistics. Exit 0 when within tolerance, 1 when not.",
+                       description="Run A and B on the same inputs and compare every output.\n\n"
+                                   "A and B are any formats with an architecture, or .onnx files. Reported: max\n"
+                                   "absolute and relative difference, argmax agreement for classifier outputs.\n"
+                                   "Both run as ONNX graphs in onnxruntime when installed, else in the onnx\n"
+                                   "package's reference evaluator: no framework needed. With A alone, run it\n"
+                                   "once and print its outputs' shapes and statistics. Exit 0 when within\n"
+                                   "tolerance, 1 when not.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  modelmorph verify old.h5 new.keras\n"
                               "  modelmorph verify model.keras model.onnx --samples 8 --atol 1e-5\n"
@@ -141,16 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
     p = sub.add_parser("migrate", help="convert a tree of models to another format, in parallel",
-                       description="Convert every model under each PATH (.h5, .hdf5, .json, .keras files and "
-                                   "SavedModel folders; folders are walked) to FORMAT, several at a time. Outputs "
-                                   "mirror the input tree under --out (default: next to each input) with FORMAT's "
-                                   "extension; those newer than their input (for a SavedModel, than any file in it) "
-                                   "are skipped, and so are architecture-only files when FORMAT needs weights. One "
-                                   "bad file never stops the others: a closing table lists each file, and the exit "
-                                   "status is non-zero if any failed.",
+                       description="Convert every model under each PATH to FORMAT, several at a time.\n\n"
+                                   "Folders are walked for .h5, .hdf5, .json and .keras files and SavedModel\n"
+                                   "folders. Outputs mirror the input tree under --out (default: next to each\n"
+                                   "input) with FORMAT's extension. Skipped: outputs newer than their input (for a\n"
+                                   "SavedModel, than any file in it), and architecture-only files when FORMAT\n"
+                                   "needs weights. One bad file never stops the others: a closing table lists\n"
+                                   "each file, and the exit status is non-zero if any failed.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example:\n  modelmorph migrate models/ --to keras --out models_keras3/ --jobs 4\n")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="a model file or SavedModel folder, or a folder to walk")
     p.add_argument("--to", dest="to_format", required=True, metavar="FORMAT", help="format to write (e.g. keras)")
     p.add_argument("--out", metavar="DIR", help="folder to mirror the input tree into")
     p.add_argument("--jobs", type=int, metavar="N", help="conversions at a time (default: one per CPU)")
