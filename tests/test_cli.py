@@ -12,7 +12,7 @@ import pytest
 from modelmorph.cli import main
 from modelmorph.errors import EXIT_DIFFERENT, EXIT_OK, EXIT_UNKNOWN_FORMAT, EXIT_USAGE, EXIT_WRITE
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 MLP3 = FIXTURES / "keras3" / "mlp_adam.json"
 MLP2 = FIXTURES / "tf_keras" / "mlp_adam.json"

@@ -16,7 +16,7 @@ import pytest
 import modelmorph
 from modelmorph.storage import h5file
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 H5_FIXTURES = sorted(p for d in ("keras3", "tf_keras", "hdf5") for p in (FIXTURES / d).rglob("*.h5"))
 KERAS_FIXTURES = sorted((FIXTURES / "keras3").glob("*.keras"))

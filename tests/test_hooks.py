@@ -16,7 +16,7 @@ from modelmorph.errors import EXIT_WRITE
 from modelmorph.plugins import HookFailed, PluginWarning, call_each, call_each_or_raise
 from modelmorph.registry import CERTAIN, PLAUSIBLE, Registry
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 MLP3 = FIXTURES / "keras3" / "mlp_adam.json"
 

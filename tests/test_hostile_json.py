@@ -11,7 +11,7 @@ from modelmorph.storage import safety
 from modelmorph.cli import main
 from modelmorph.errors import EXIT_READ
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 
 def _run(capsys, *argv):

@@ -8,7 +8,7 @@ import pytest
 
 import modelmorph
 from helpers import write_read
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 CASES = ["mlp_adam", "seq_cnn_bn", "multi_io_shared", "embed_lstm_bigru", "nested_seq", "mha_ln", "mobilenetv2"]
 SOURCES = [pytest.param(FIXTURES / family / f"{case}.json", id=f"{family}-{case}")

@@ -16,7 +16,7 @@ from modelmorph.errors import EXIT_OK, EXIT_USAGE
 from modelmorph.options import parse_bool, parse_size, resolve, route
 from modelmorph.registry import Registry, default_registry
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 MLP3 = FIXTURES / "keras3" / "mlp_adam"
 

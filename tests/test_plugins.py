@@ -14,7 +14,7 @@ import pytest
 from modelmorph.plugins import DISABLE_AUTOLOAD_ENV, PluginWarning
 from modelmorph.registry import Registry
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "modelmorph-npz"

@@ -7,7 +7,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("tensorflow", "keras", "tf_keras", "torch", "jax")
