@@ -47,7 +47,9 @@ def modelmorph_formats() -> "list[Format]":
     """Return the formats this plugin provides. A `modelmorph.Format` has:
     `name` (lower-case, unique), `description`, `extensions` (with the dot; compound ones such
     as `.weights.h5` win over shorter ones), `reads`/`writes` (subsets of `architecture`,
-    `weights`, `optimizer`), `reader` and `writer` (callables or `"module:function"` strings,
+    `weights`, `optimizer`), `needs` (what a model must hold for the writer to write it at all:
+    `keras` needs `architecture`; a model without it is refused before writing as a read error
+    naming the source, exit 4), `reader` and `writer` (callables or `"module:function"` strings,
     imported on first use so that listing formats stays cheap), `sniff` (a cheap callable
     taking a `Probe(path, header, is_dir, exists)` and returning `CERTAIN`, `PLAUSIBLE` or
     `NO`), `options` (its `-O` options: `modelmorph.Option` items, see below) and

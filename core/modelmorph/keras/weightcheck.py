@@ -6,6 +6,11 @@ The layer descriptors say, per class, the shape each floating-point variable mus
 inputs' shapes; a dimension neither tells is not checked. A weights file joined with
 ``--arch``, or a model file whose weights were edited, otherwise converts to a file Keras
 refuses (a Dense(16) kernel of shape ``(3,)``). Called once for every read, by the API.
+
+Optimizer slots shadow one model variable each and have its shape (Adam's ``momentum`` of a
+``(4, 16)`` kernel is ``(4, 16)``): a mapped slot of another shape, or one of the optimizer
+variables kept by position (``0``, ``1``...) that Keras would assign to a slot of another
+shape, is refused the same way: Keras refuses to load it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from typing import Any
 
 from ..errors import ReadError
 from ..ir import Layer, Model
-from . import catalogue
+from . import catalogue, dialects
+from .keras3_layout import optimizer_entries
 from .kerasconfig import iter_refs
 from .shapes import _call, _input
 
@@ -26,9 +32,10 @@ _QUANTIZED = ("int8", "int4", "float8", "gptq", "awq")
 def check_weights(model: Model, source: Any) -> None:
     """Raise :class:`~modelmorph.ReadError` naming ``source`` for a compile config whose
     optimizer config is not an object, two layers of one name, a weight held twice, a variable
-    the architecture lists that has no value (in a model that has weights), or a weight whose
-    shape or dtype class the architecture rules out: what writers would otherwise fail on (exit
-    5, naming the output) or write into a file Keras refuses."""
+    the architecture lists that has no value (in a model that has weights), a weight whose
+    shape or dtype class the architecture rules out, or an optimizer slot of another shape than
+    its variable: what writers would otherwise fail on (exit 5, naming the output) or write
+    into a file Keras refuses."""
     _check_names(model, source, "")
     _check_compile_config(model.compile_config, source)
     if model.optimizer is not None and isinstance(model.optimizer.config, dict):
@@ -37,6 +44,52 @@ def check_weights(model: Model, source: Any) -> None:
         if any(True for _ in model.iter_weights()):
             _check_complete(model, source)
         _check_model(model, source, "", None)
+        _check_optimizer(model, source)
+
+
+#: Optimizer classes whose slots do not all have their variable's shape (Adafactor factors a
+#: matrix's second moment into a row and a column vector).
+_FACTORED = frozenset({"Adafactor"})
+
+
+def _check_optimizer(model: Model, source: Any) -> None:
+    state = model.optimizer
+    if state is None:
+        return
+    config = state.config or (model.compile_config or {}).get("optimizer")  # as the writers take it
+    if dialects.optimizer_class(config) in _FACTORED:
+        return
+    shapes = {path: tuple(w.shape) for path, _, w in model.iter_weights()}
+    for slot in state.slots:
+        want = shapes.get(slot.variable)
+        if want is not None and tuple(slot.weight.shape) != want:
+            raise ReadError(source, f"optimizer slot {slot.name!r} of weight {slot.variable!r} has shape "
+                                    f"{_shown(tuple(slot.weight.shape))}; the weight has {_shown(want)}")
+    _check_positional_optimizer(model, state, config, shapes, source)
+
+
+def _check_positional_optimizer(model: Model, state: Any, config: Any, shapes: dict, source: Any) -> None:
+    """Optimizer variables kept by position (``0``, ``1``... : the reader could not map them)
+    are what Keras assigns in its build order on load. When the class is known and they are
+    as many as it builds for this model, a slot position holding another shape than its
+    variable makes a file Keras refuses; any other count is a layout this cannot judge."""
+    if state.slots or state.variables or not state.unmapped:
+        return
+    if [w.path for w in state.unmapped] != [str(i) for i in range(len(state.unmapped))]:
+        return
+    keras2 = model.metadata.get("dialect") == "keras2"  # tf_keras keeps no learning_rate variable
+    try:
+        entries = optimizer_entries(model, config, keras2=keras2)
+    except Exception:  # a config the layout does not understand: nothing to check against
+        return
+    if entries is None or len(entries) != len(state.unmapped):
+        return
+    for index, (entry, weight) in enumerate(zip(entries, state.unmapped)):
+        want = shapes.get(entry.variable) if entry.variable is not None else None
+        if want is not None and tuple(weight.shape) != want:
+            raise ReadError(source, f"optimizer variable {index} (the {entry.name!r} slot of weight "
+                                    f"{entry.variable!r}) has shape {_shown(tuple(weight.shape))}; the weight "
+                                    f"has {_shown(want)}")
 
 
 def _check_compile_config(compile_config: Any, source: Any) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import LayerClass, Var, same_shape
+from . import LayerClass, Var, int_or_none, same_shape
 
 FAMILY = "activations"
 
@@ -28,8 +28,22 @@ def _thresholded_to_keras3(entry: dict) -> None:
     config.update(negative_slope=0.0, max_value=None)
 
 
+def _prelu_weights(config: dict, shapes: list) -> dict:
+    """One slope per input element past the batch, 1 along each shared axis (Keras' build)."""
+    shape = shapes[0] if shapes else None
+    shared = config.get("shared_axes")
+    shared = [] if shared is None else [shared] if isinstance(shared, int) else shared
+    if not shape or not isinstance(shared, list) or any(int_or_none(a) is None for a in shared):
+        return {}
+    alpha = [int_or_none(d) for d in shape[1:]]
+    for axis in shared:
+        alpha[axis - 1] = 1  # as Keras indexes it: axis 0 (the batch) would set the last one
+    return {"alpha": tuple(alpha)}
+
+
 CLASSES = [
-    LayerClass("PReLU", lambda c: [Var("alpha")], "max(x, 0) + alpha * min(x, 0)", FAMILY, output_shape=same_shape),
+    LayerClass("PReLU", lambda c: [Var("alpha")], "max(x, 0) + alpha * min(x, 0)", FAMILY, output_shape=same_shape,
+               weight_shapes=_prelu_weights),
     LayerClass("LeakyReLU", description="max(x, 0) + slope * min(x, 0)", family=FAMILY,
                to_keras3=_leaky_to_keras3, to_keras2=_leaky_to_keras2, output_shape=same_shape),
     LayerClass("ThresholdedReLU", description="x if x > theta else 0 (Keras 2 only)", family=FAMILY,

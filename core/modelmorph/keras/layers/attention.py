@@ -76,6 +76,18 @@ def _attention_variables(c: dict) -> list[Var]:
     return out + ([Var("concat_score_weight")] if c.get("score_mode") == "concat" else [])
 
 
+def _attention_weights(config: dict, shapes: list) -> dict:
+    return {"scale": (), "concat_score_weight": ()}  # scalars, whatever the inputs
+
+
+def _additive_attention_weights(config: dict, shapes: list) -> dict:
+    # Keras 3 sizes the scale by the query's features, tf_keras by the value's: either loads.
+    options = list(dict.fromkeys((last_dim(shapes[:1]), last_dim(shapes[1:2]))))
+    if None in options:
+        return {"scale": (None,)}
+    return {"scale": [(d,) for d in options] if len(options) > 1 else (options[0],)}
+
+
 def _attention_shape(config: dict, shapes: list):
     # called on [query, value(, key)]: the query's steps, the value's features
     if len(shapes) < 2 or not shapes[0] or not shapes[1]:
@@ -88,7 +100,9 @@ CLASSES = [
                child=_mha_child, private={part: f"_{part}" for part in _PROJECTIONS},
                to_keras3=_mha_to_keras3, to_keras2=_mha_to_keras2, call_args=("query", "value", "key"),
                output_shape=_mha_shape, weight_shapes=_mha_weights),
-    LayerClass("Attention", _attention_variables, "dot-product attention", FAMILY, output_shape=_attention_shape),
+    LayerClass("Attention", _attention_variables, "dot-product attention", FAMILY, output_shape=_attention_shape,
+               weight_shapes=_attention_weights),
     LayerClass("AdditiveAttention", lambda c: [Var("scale")] if c.get("use_scale", True) else [],
-               "additive (Bahdanau) attention", FAMILY, output_shape=_attention_shape),
+               "additive (Bahdanau) attention", FAMILY, output_shape=_attention_shape,
+               weight_shapes=_additive_attention_weights),
 ]

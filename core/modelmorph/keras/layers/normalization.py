@@ -57,6 +57,21 @@ def _group_norm_weights(config: dict, shapes: list) -> dict:
     return {} if shape is None or len(shape) != 1 else dict.fromkeys(("gamma", "beta"), shape)
 
 
+def _normalization_weights(config: dict, shapes: list) -> dict:
+    """The input's size along each kept axis, in axis order (Keras sorts them); a scalar for
+    ``axis=None``. ``count`` is an int64: not a shape this check covers."""
+    axis = config.get("axis", -1)
+    axes = [] if axis is None else [axis] if isinstance(axis, int) else axis
+    if not isinstance(axes, list) or any(int_or_none(a) is None for a in axes):
+        return {}
+    shape = shapes[0] if shapes else None
+    if not shape or any(not -len(shape) <= a < len(shape) for a in axes):
+        kept = (None,) * len(axes)
+    else:
+        kept = tuple(int_or_none(shape[a]) for a in sorted(a % len(shape) for a in axes))
+    return dict.fromkeys(("mean", "variance"), kept)
+
+
 def _single_axis(entry: dict) -> None:
     # tf_keras writes `axis` as a one-element list; Keras 3 keeps an int.
     config = entry["config"]
@@ -73,5 +88,6 @@ CLASSES = [
                weight_shapes=_group_norm_weights),
     LayerClass("UnitNormalization", description="x / ||x||", family=FAMILY, output_shape=same_shape),
     LayerClass("Normalization", _normalization, "(x - mean) / sqrt(variance)", FAMILY,
-               keras3_attributes={"mean": "adapt_mean", "variance": "adapt_variance"}, output_shape=same_shape),
+               keras3_attributes={"mean": "adapt_mean", "variance": "adapt_variance"}, output_shape=same_shape,
+               weight_shapes=_normalization_weights),
 ]

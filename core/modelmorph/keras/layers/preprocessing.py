@@ -5,7 +5,7 @@ position."""
 
 from __future__ import annotations
 
-from . import LayerClass, channels_first, same_shape
+from . import LayerClass, channels_first, int_or_none, same_shape
 
 FAMILY = "preprocessing"
 
@@ -62,8 +62,20 @@ def _positional(config: dict) -> None:
     return None  # idf weights only in tf_idf mode: carried by position, as found
 
 
+def _lookup_weights(config: dict, shapes: list) -> dict:
+    """A tf_idf lookup's ``idf_weights`` (the key Keras 3 saves them under): one per token of
+    the vocabulary, special tokens included, or ``max_tokens`` when padded to it. The readers
+    do not carry this variable yet (see the module docs), so this rule waits for them."""
+    if config.get("output_mode") != "tf_idf":
+        return {}
+    size = int_or_none(config.get("max_tokens")) if config.get("pad_to_max_tokens") else None
+    size = size if size is not None else int_or_none(config.get("vocabulary_size"))
+    return {"idf_weights": (size,)}
+
+
 CLASSES = [
-    *(LayerClass(name, description=what, family=FAMILY, variables=_positional, to_keras2=_lookup_to_keras2)
+    *(LayerClass(name, description=what, family=FAMILY, variables=_positional, to_keras2=_lookup_to_keras2,
+                 weight_shapes=_lookup_weights)
       for name, what in (("StringLookup", "strings → vocabulary indices"),
                          ("IntegerLookup", "integers → vocabulary indices"),
                          ("TextVectorization", "text → token indices"))),

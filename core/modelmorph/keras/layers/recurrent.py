@@ -121,6 +121,39 @@ def _stacked_variables(config: dict) -> list[Var] | None:
     return out
 
 
+def _cell_weight_shapes(cell: tuple[str, dict] | None, step: list) -> dict | None:
+    """What the descriptor of serialized cell ``(class, config)`` expects for a step input of
+    shape ``step``; None when its class has no rule."""
+    from ..catalogue import get
+
+    described = None if cell is None else get(cell[0])
+    if described is None or described.weight_shapes is None:
+        return None
+    return described.weight_shapes(cell[1], step)
+
+
+def _generic_rnn_weights(config: dict, shapes: list) -> dict:
+    # Keras builds the cell on one step: the input without its time axis.
+    shape = shapes[0] if shapes else None
+    step = [(shape[0], *shape[2:])] if shape and len(shape) >= 3 else []
+    found = _cell_weight_shapes(inner_layer(config, "cell"), step)
+    return {} if found is None else {f"cell/{k}": v for k, v in found.items()}
+
+
+def _stacked_weights(config: dict, shapes: list) -> dict:
+    """Each cell built on the output of the one before (its ``units``, for the built-in cells)."""
+    out: dict = {}
+    step = list(shapes[:1])
+    for key, cell in _stacked_cells(config) or []:
+        found = _cell_weight_shapes((cell.class_name, cell.config), step)
+        if found is not None:
+            out.update({f"cells/{key}/{k}": v for k, v in found.items()})
+        units = int_or_none(cell.config.get("units")) if cell.class_name in _CELL_STATES else None
+        batch = step[0][0] if step and step[0] else None
+        step = [(batch, units)] if units is not None else []
+    return out
+
+
 def _generic_rnn_shape(config: dict, shapes: list):
     cell = inner_layer(config, "cell")
     if cell is None:
@@ -138,9 +171,10 @@ def _generic_rnn_shape(config: dict, shapes: list):
 CLASSES = [
     LayerClass("RNN", lambda c: prefixed_variables("cell", inner_layer(c, "cell")), "a recurrent layer over any cell",
                FAMILY, child=_generic_cell_child, keras2_inputs_keyword="initial_state",
-               output_shape=_generic_rnn_shape),
+               output_shape=_generic_rnn_shape, weight_shapes=_generic_rnn_weights),
     LayerClass("StackedRNNCells", _stacked_variables, "cells run one after another in each step", FAMILY,
-               sequences={"cells": lambda c: [cell for _, cell in _stacked_cells(c) or []]}),
+               sequences={"cells": lambda c: [cell for _, cell in _stacked_cells(c) or []]},
+               weight_shapes=_stacked_weights),
     *(LayerClass(name, _rnn, f"{name} over time steps", FAMILY, child=_cell_child(name),
                  keras2_inputs_keyword="initial_state", output_shape=_rnn_shape(_STATES[name]),
                  weight_shapes=_rnn_weights(_GATES[name]))
