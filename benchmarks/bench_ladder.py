@@ -2,7 +2,7 @@
 """Every conversion path against the I/O floor: `cp` of the same file, in the same round.
 
     python benchmarks/bench_ladder.py [--sizes 100MB,1GB,4GB] [--dtypes float32,bfloat16]
-                                      [--rounds 3] [--work DIR] [--frameworks]
+                                      [--rounds 3] [--work DIR] [--jobs a,b] [--frameworks]
 
 For each size and dtype, a stack of Dense layers is saved by Keras 3 (``src.keras``, and
 ``tf.train.Checkpoint(model=m).write`` for ``ckpt/ckpt``) and, for float32, by tf_keras
@@ -11,7 +11,9 @@ For each size and dtype, a stack of Dense layers is saved by Keras 3 (``src.kera
 ``cp`` of the file it reads (the checkpoint's data file), both with a warm page cache (the
 source is read once with ``cat`` before each), ``sync`` between runs so that one run's
 writeback does not land on the next. Reported per job: median wall time, median ratio to
-``cp`` of the same round, and the largest peak resident memory (``wait4``'s ``ru_maxrss``).
+``cp`` of the same round, the largest peak resident memory (``wait4``'s ``ru_maxrss``), and the
+median CPU time (user + system, all threads) of the job and of its ``cp``. ``--jobs`` runs only
+the jobs named.
 ``--frameworks`` also times Keras 3 / tf_keras / TF doing the same jobs (load and save: slow and
 memory-hungry at 1 GB and up).
 
@@ -100,7 +102,8 @@ JOBS = [
 
 
 def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    """Wall seconds and peak resident memory (bytes) of one subprocess."""
+    """Wall seconds and peak resident memory (bytes) of one subprocess; its CPU seconds (user +
+    system, all threads) are left in ``LAST_CPU`` (on a shared machine wall times are noisy)."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -109,7 +112,11 @@ def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, 
     proc.stderr.close()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed: {' '.join(argv)}\n{stderr[-2000:]}")
+    LAST_CPU[0] = usage.ru_utime + usage.ru_stime
     return elapsed, usage.ru_maxrss * 1024  # Linux reports kilobytes
+
+
+LAST_CPU = [0.0]
 
 
 def warm(path: Path) -> None:
@@ -159,11 +166,12 @@ def data_file(source: Path) -> Path:
     return next(source.parent.glob(source.name + ".data-*"))
 
 
-def run_rung(paths: dict[str, Path], rounds: int, work: Path, frameworks: bool, python: str) -> list[dict]:
+def run_rung(paths: dict[str, Path], rounds: int, work: Path, frameworks: bool, python: str,
+             only: set[str] | None = None) -> list[dict]:
     results: dict[str, dict] = {}
     for rnd in range(rounds):
         for job in JOBS:
-            if job.source not in paths:
+            if job.source not in paths or (only is not None and job.name not in only):
                 continue
             src = paths[job.source]
             run = work / "run"
@@ -173,6 +181,7 @@ def run_rung(paths: dict[str, Path], rounds: int, work: Path, frameworks: bool, 
             os.sync()
             warm(copied)
             cp_time, _ = measure(["cp", str(copied), str(run / "copy")])
+            cp_cpu = LAST_CPU[0]
             (run / "copy").unlink()
             os.sync()
             warm(src)
@@ -183,7 +192,9 @@ def run_rung(paths: dict[str, Path], rounds: int, work: Path, frameworks: bool, 
             argv += [a.format(arch=paths["arch"]) if "{arch}" in a else a for a in job.args]
             t, peak = measure(argv)
             entry = results.setdefault(job.name, {"job": job.name, "times": [], "ratios": [], "peak": 0,
-                                                  "cp": [], "fw_times": [], "fw_peak": 0})
+                                                  "cp": [], "fw_times": [], "fw_peak": 0, "cpu": [], "cp_cpu": []})
+            entry["cpu"].append(LAST_CPU[0])
+            entry["cp_cpu"].append(cp_cpu)
             entry["times"].append(t)
             entry["cp"].append(cp_time)
             entry["ratios"].append(t / cp_time)
@@ -203,13 +214,14 @@ def run_rung(paths: dict[str, Path], rounds: int, work: Path, frameworks: bool, 
 
 
 def table(rows: list[dict], title: str) -> str:
-    lines = [title, f"{'job':<20} {'time s':>8} {'cp s':>7} {'x cp':>6} {'peak MB':>8}   {'framework s':>11} "
-                    f"{'fw peak MB':>10}"]
+    lines = [title, f"{'job':<20} {'time s':>8} {'cp s':>7} {'x cp':>6} {'peak MB':>8} {'cpu s':>6} {'cp cpu':>6}   "
+                    f"{'framework s':>11} {'fw peak MB':>10}"]
     for r in rows:
         fw = (f"{statistics.median(r['fw_times']):>11.2f} {r['fw_peak'] / 2**20:>10.0f}" if r["fw_times"]
               else f"{'-':>11} {'-':>10}")
         lines.append(f"{r['job']:<20} {statistics.median(r['times']):>8.2f} {statistics.median(r['cp']):>7.2f} "
-                     f"{statistics.median(r['ratios']):>6.2f} {r['peak'] / 2**20:>8.0f}   {fw}")
+                     f"{statistics.median(r['ratios']):>6.2f} {r['peak'] / 2**20:>8.0f} "
+                     f"{statistics.median(r['cpu']):>6.2f} {statistics.median(r['cp_cpu']):>6.2f}   {fw}")
     return "\n".join(lines)
 
 
@@ -223,6 +235,7 @@ def main() -> None:
                         help="folder for the sources (kept, reused) and the outputs")
     parser.add_argument("--frameworks", action="store_true", help="also time Keras 3 / tf_keras / TF")
     parser.add_argument("--python", default=sys.executable, help="Python with keras, tensorflow, tf_keras")
+    parser.add_argument("--jobs", help=f"comma-separated job names to run (default all: {', '.join(j.name for j in JOBS)})")
     parser.add_argument("--strings", action="store_true",
                         help="also a checkpoint of string tensors (one rung per size, 128-byte strings)")
     args = parser.parse_args()
@@ -233,6 +246,10 @@ def main() -> None:
     for value in dtypes:
         if value not in ITEMSIZE:
             parser.error(f"unknown dtype {value!r}")
+    only = set(args.jobs.split(",")) if args.jobs else None
+    for value in only or ():
+        if value not in {j.name for j in JOBS}:
+            parser.error(f"unknown job {value!r}")
     print(f"modelmorph: {modelmorph()}; python {sys.version.split()[0]}; {os.cpu_count()} CPU(s); "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {args.rounds} interleaved round(s); "
           "warm page cache (cat of the source before each run), sync between runs")
@@ -241,14 +258,14 @@ def main() -> None:
             folder = args.work / f"{size}-{dtype}"
             paths = build(folder, size, dtype, args.python)
             actual = paths["keras"].stat().st_size
-            rows = run_rung(paths, args.rounds, folder, args.frameworks, args.python)
+            rows = run_rung(paths, args.rounds, folder, args.frameworks, args.python, only)
             print()
             print(table(rows, f"{size} {dtype} (src.keras {actual / 2**20:.0f} MiB; load average now "
                               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})"))
         if args.strings:
             folder = args.work / f"{size}-strings"
             paths = build_strings(folder, size, args.python)
-            rows = run_rung(paths, args.rounds, folder, args.frameworks, args.python)
+            rows = run_rung(paths, args.rounds, folder, args.frameworks, args.python, only)
             print()
             print(table(rows, f"{size} string tensor checkpoint (data {data_file(paths['strings']).stat().st_size / 2**20:.0f} "
                               f"MiB; load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())})"))

@@ -1,17 +1,21 @@
 """CRC-32s without a second read: the fast CRC-32, combining CRCs of pieces (zlib-ng's and the
 pure-Python fallback), a whole assembled from known pieces, a background CRC that also gives
-its pieces' CRCs. Judged by zlib (and google_crc32c for the CRC-32C combination)."""
+its pieces' CRCs, a copy that checksums what it copies, and a reader's check whose pieces a
+writer's copies checksum for it. Judged by zlib (and google_crc32c for the CRC-32C combination)."""
 
 from __future__ import annotations
 
+import io
 import random
+import threading
 import zlib
 
 import google_crc32c
 import pytest
 
 from modelmorph.storage import filecopy
-from modelmorph.storage.filecopy import BackgroundCrc32, assemble_crc32, crc32_combine, crc_combine
+from modelmorph.storage.filecopy import (COPY_PIECE, BackgroundCrc32, SharedCrc32, assemble_crc32, copy_range_crc32,
+                                         crc32_combine, crc_combine)
 
 RNG = random.Random(16)
 LENGTHS = [0, 1, 3, 8, 255, 4096, 65537, (1 << 20) + 13]
@@ -131,3 +135,104 @@ def test_background_ranges_stopped_drop_what_is_queued(tmp_path):
         with pytest.raises(EOFError):
             short()
         cut.stop()
+
+
+@pytest.mark.parametrize("nbytes", [0, 1, COPY_PIECE - 1, COPY_PIECE, COPY_PIECE + 1, 3 * COPY_PIECE + 5])
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_copy_gives_the_crc_of_the_bytes_copied(engine, tmp_path, nbytes, in_memory):
+    data = RNG.randbytes(nbytes + 5000)
+    src = io.BytesIO(data) if in_memory else _file(tmp_path, data)
+    with src, open(tmp_path / "out.bin", "w+b") as dst:
+        dst.write(b"head")
+        dst.flush()
+        crc = copy_range_crc32(src, 777, dst, 4, nbytes, crc=zlib.crc32(b"x"))
+        assert crc == zlib.crc32(data[777:777 + nbytes], zlib.crc32(b"x"))
+        assert dst.tell() == 4  # positioned writes: the file's position never moves
+    assert (tmp_path / "out.bin").read_bytes() == b"head" + data[777:777 + nbytes]
+
+
+def test_copy_of_a_short_source_fails(tmp_path):
+    with _file(tmp_path, RNG.randbytes(1000)) as src, open(tmp_path / "out.bin", "w+b") as dst:
+        with pytest.raises(EOFError):
+            copy_range_crc32(src, 500, dst, 0, 1000)
+
+
+PIECES = [(600, 1 << 20), ((1 << 20) + 600, 17), (2 << 20, 900_000)]
+
+
+def _counting(monkeypatch) -> dict[str, int]:
+    """Bytes read for CRCs, by who read them: the check's thread or the caller."""
+    read = {"thread": 0, "caller": 0}
+    real = filecopy.crc32_range
+
+    def counted(file, start, size, crc=0):
+        read["thread" if threading.current_thread().name == "modelmorph-crc32" else "caller"] += size
+        return real(file, start, size, crc)
+
+    monkeypatch.setattr(filecopy, "crc32_range", counted)
+    return read
+
+
+def test_shared_check_takes_the_claimed_pieces_from_the_copies(engine, tmp_path, monkeypatch):
+    """Pieces claimed before the check starts are never read by it: their CRCs come from the
+    copies; the rest (the gaps) is read by the thread; the whole is zip's CRC of the range."""
+    data = RNG.randbytes(3 << 20)
+    start, end = 512, len(data) - 100
+    read = _counting(monkeypatch)
+    with _file(tmp_path, data) as f, open(tmp_path / "out.bin", "w+b") as out:
+        check = SharedCrc32(f, start, end, PIECES)
+        reports = [check.claim(o, n) for o, n in PIECES]
+        assert all(reports)
+        assert check.claim(*PIECES[0]) is None  # claimed once only
+        check.start()
+        for (o, n), report in zip(PIECES, reports):
+            report(copy_range_crc32(f, o, out, o, n))
+        assert check.result() == zlib.crc32(data[start:end])
+        assert read["thread"] + read["caller"] == (end - start) - sum(n for _, n in PIECES)
+
+
+def test_a_flipped_byte_in_a_copied_piece_fails_the_shared_check(tmp_path):
+    """The copy checksums the bytes it read: a corrupted one changes the whole."""
+    data = bytearray(RNG.randbytes(3 << 20))
+    expected = zlib.crc32(data[512:-100])
+    data[PIECES[2][0] + 1234] ^= 0x10
+    with _file(tmp_path, bytes(data)) as f, open(tmp_path / "out.bin", "w+b") as out:
+        check = SharedCrc32(f, 512, len(data) - 100, PIECES)
+        reports = [check.claim(o, n) for o, n in PIECES]
+        check.start()
+        for (o, n), report in zip(PIECES, reports):
+            report(copy_range_crc32(f, o, out, o, n))
+        assert check.result() != expected
+        assert check.result() == zlib.crc32(data[512:-100])
+
+
+def test_shared_check_reads_what_no_copy_reported(engine, tmp_path, monkeypatch):
+    """A claim given up (None) or never reported (a failed write), pieces left unclaimed, and
+    pieces that overlap or leave the range: all read by the check itself, never skipped."""
+    data = RNG.randbytes(3 << 20)
+    start, end = 512, len(data) - 100
+    hostile = PIECES + [(700, 10), (end - 5, 50), (0, 100)]  # inside another, past the end, before the start
+    with _file(tmp_path, data) as f:
+        check = SharedCrc32(f, start, end, hostile)
+        assert [check.claim(o, n) is None for o, n in hostile[3:]] == [True, True, True]
+        given_up, silent = check.claim(*PIECES[0]), check.claim(*PIECES[1])
+        given_up(None)
+        check.start()
+        assert check.piece_crc32(*PIECES[2]) == zlib.crc32(data[PIECES[2][0]:sum(PIECES[2])])  # the thread's
+        assert check.claim(*PIECES[2]) is None  # checked already
+        assert check.result() == zlib.crc32(data[start:end])
+        assert silent is not None
+
+
+def test_shared_check_stopped_or_never_started_still_gives_the_whole(tmp_path):
+    data = RNG.randbytes(3 << 20)
+    with _file(tmp_path, data) as f:
+        idle = SharedCrc32(f, 0, len(data), PIECES)
+        assert idle.result() == zlib.crc32(data)  # read by the caller
+        stopped = SharedCrc32(f, 0, len(data), PIECES)
+        stopped.start()
+        stopped.stop()
+        assert stopped.result() == zlib.crc32(data)
+    with _file(tmp_path, data[:1 << 20]) as f:  # shorter than the range: the reading's error
+        with pytest.raises(EOFError):
+            SharedCrc32(f, 0, len(data), PIECES).result()

@@ -69,6 +69,12 @@ class ByteRange:
     crc32: Callable[[], int | None] | None = field(default=None, compare=False, repr=False)
     #: Likewise the (unmasked) CRC-32C of these bytes, which TF checkpoints store per tensor.
     crc32c: Callable[[], int | None] | None = field(default=None, compare=False, repr=False)
+    #: Offered by a reader whose check reads these bytes for a CRC-32 (zip's): a writer about to
+    #: copy them, computing their CRC-32 on the way, calls it first; if it returns a function,
+    #: the writer gives it that CRC-32 once the bytes are read (None if it could not), and the
+    #: check takes it instead of reading them again. None from the call: the check has them.
+    claim_crc32: Callable[[], Callable[[int | None], None] | None] | None = field(default=None, compare=False,
+                                                                                 repr=False)
     #: How the bytes hold the value: ``"plain"`` (as above), or ``"tf-string"``: a string tensor
     #: as a TF checkpoint stores it (varint lengths, their CRC, the bytes), which only a
     #: checkpoint writer copies (``crc32c`` is then the entry's CRC, not that of the bytes).

@@ -5,8 +5,9 @@ The archive is untrusted: member names must stay inside it, declared sizes are c
 before anything is read, JSON is bounded, and the weights are read in place (a stored member
 is a window on the archive file, opened through ``modelmorph.storage.h5file``; only the tensors
 asked for are read). Their CRC is a check left to ``Model.verify()``: ``info`` reads no tensor
-byte, a conversion checks it while the writer copies, before the output is kept. Writing has
-HDF5 write ``model.weights.h5`` straight into the zip (see ``storedzip``).
+byte, a conversion checks it while the writer copies (a writer that checksums the tensors it
+copies does that part of the check: ``ByteRange.claim_crc32``), before the output is kept.
+Writing has HDF5 write ``model.weights.h5`` straight into the zip (see ``storedzip``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 from modelmorph import Asset, Diagnostics, Model, Progress, ReadError, UsageError, WriteError
 from modelmorph.keras import kerasconfig
 from modelmorph.storage import h5file, safety
-from modelmorph.storage.filecopy import BackgroundCrc32, crc32_range
+from modelmorph.storage.filecopy import SharedCrc32, crc32_range
 from modelmorph.storage.safety import inside, parse_json, read_json_file, safe_member_path
 
 from .h5store import VarsStore
@@ -92,9 +93,9 @@ class ZipArchive:
     def __init__(self, path: Path):
         self.path = path
         self.h5: h5file.H5File | None = None
-        self.crc: BackgroundCrc32 | None = None
+        self.crc: SharedCrc32 | None = None
         self.checked: set[str] = set()  # members whose CRC zipfile checked (read to their end)
-        self.marks: list[int] = []  # where the stored weights' tensors begin and end
+        self.pieces: list[tuple[int, int]] = []  # the stored weights' tensors: (offset, nbytes)
         try:
             self.raw = open(path, "rb")
         except OSError as exc:
@@ -155,9 +156,9 @@ class ZipArchive:
             model.add_check(f"CRC-32 of {len(assets)} asset(s)", lambda: self._check_assets(assets))
 
     def _lend_crcs(self, model: Model) -> None:
-        """Give each tensor read in place the CRC-32 of its bytes, from the pass that checks
-        the member's (split at the tensors' ends): a zip writer storing the same bytes then
-        combines them instead of reading its copy (one CRC pass per byte)."""
+        """Let a writer that copies a tensor read in place checksum it for the member's check
+        (``claim_crc32``), and give the CRC-32 of each tensor the check computed itself
+        (``crc32``): either way one CRC pass per byte."""
         weights = [w for _, _, w in model.iter_weights()]
         if model.optimizer is not None:
             weights += model.optimizer.variables + [slot.weight for slot in model.optimizer.slots]
@@ -165,12 +166,17 @@ class ZipArchive:
         for weight in weights:
             raw = weight.raw
             if raw is not None and raw.crc32 is None and getattr(raw.file, "name", None) == name:
-                self.marks += [raw.offset, raw.offset + raw.nbytes]
-                weight.raw = dataclasses.replace(raw, crc32=functools.partial(self._range_crc32, raw.offset, raw.nbytes))
+                self.pieces.append((raw.offset, raw.nbytes))
+                weight.raw = dataclasses.replace(raw, crc32=functools.partial(self._range_crc32, raw.offset, raw.nbytes),
+                                                 claim_crc32=functools.partial(self._claim, raw.offset, raw.nbytes))
 
     def _range_crc32(self, offset: int, nbytes: int) -> int | None:
         self.start_check()
-        return self.crc.range_crc32(offset, nbytes)
+        return self.crc.piece_crc32(offset, nbytes)
+
+    def _claim(self, offset: int, nbytes: int):
+        self._make_check()
+        return self.crc.claim(offset, nbytes)
 
     def explain_failure(self) -> None:
         """Raise the CRC mismatch of the stored weights, if there is one (a failed read of a
@@ -179,20 +185,24 @@ class ZipArchive:
         if info is None or info.compress_type != zipfile.ZIP_STORED:
             return
         try:
-            self.start_check()
+            self._make_check()
         except ReadError:
             return  # the entry itself is broken: the error raised already says so
         self.finish_check()
 
     def start_check(self) -> None:
         """Start checking the CRC of the stored weights in a thread; :meth:`finish_check` gives the verdict."""
+        self._make_check()
+        self.crc.start()
+
+    def _make_check(self) -> None:
         if self.crc is None:
             info = self.members[WEIGHTS]
             start = self._data_start(info)
-            self.crc = BackgroundCrc32(self.raw, start, start + info.file_size, marks=self.marks)
+            self.crc = SharedCrc32(self.raw, start, start + info.file_size, self.pieces)
 
     def finish_check(self) -> None:
-        self.start_check()
+        self._make_check()  # what no thread or writer has checked is read now
         try:
             crc = self.crc.result()
         except EOFError:
@@ -258,8 +268,7 @@ class ZipArchive:
 
     def close(self) -> None:
         if self.crc is not None:
-            with contextlib.suppress(Exception):
-                self.crc.result(0)  # the thread reads the archive: let it stop first
+            self.crc.stop()  # the thread reads the archive: let it stop first
         for resource in (self.h5, self.zip, self.raw):
             if resource is not None:
                 resource.close()

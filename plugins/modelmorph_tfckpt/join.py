@@ -61,8 +61,7 @@ def join(ckpt: Checkpoint, arch: Model, diagnostics: Diagnostics) -> Model:
 
 
 def _best_match(graph: ObjectGraph, ckpt: Checkpoint, model: Model, expected: dict) -> Match:
-    # The model is the root (save_weights) or one of the root's objects (Checkpoint(model=m)).
-    bases = list(dict.fromkeys([0, *(c for c in graph.children[0].values() if graph.children[c])]))[:_MAX_BASES]
+    bases = _Bases(graph)
     best: Match | None = None
     for scheme in naming.SCHEMES:
         for base in bases:
@@ -75,6 +74,33 @@ def _best_match(graph: ObjectGraph, ckpt: Checkpoint, model: Model, expected: di
     total = sum(len(v) for v in expected.values() if v)
     raise ReadError(ckpt.source, f"{best.problems[0]} (closest naming: {best.scheme}, {best.found} of {total} "
                                  "variables found)")
+
+
+class _Bases:
+    """The nodes that may be the model: the root (save_weights) or one of the root's objects
+    with children (Checkpoint(model=m)), at most ``_MAX_BASES``. Found as they are tried (each
+    candidate's node is read to see whether it has children) and remembered for the next scheme:
+    the root matches at once in the usual case, and a SavedModel's root has hundreds of objects."""
+
+    def __init__(self, graph: ObjectGraph):
+        self._found = [0]
+        self._candidates = (c for c in graph.children[0].values() if c != 0 and graph.children[c])
+
+    def __iter__(self):
+        i = 0
+        while True:
+            if i == len(self._found):
+                if len(self._found) >= _MAX_BASES or not self._next():
+                    return
+            yield self._found[i]
+            i += 1
+
+    def _next(self) -> bool:
+        for node in self._candidates:
+            if node not in self._found:
+                self._found.append(node)
+                return True
+        return False
 
 
 def _match_level(graph: ObjectGraph, ckpt: Checkpoint, model: Model, base: int, prefix: str,

@@ -56,6 +56,7 @@ def _weights_only(ckpt: Checkpoint, diagnostics: Diagnostics) -> Model:
         layer.weights.append(ckpt.weight(key, name))
         layer.extra[CHECKPOINT_KEYS][name] = key
     if ckpt.graph_bytes is not None:
+        ckpt.graph.check_all()  # carried to a writer as stored: whole and well-formed
         model.extra[OBJECT_GRAPH] = ckpt.graph_bytes
     if unsupported:
         diagnostics.add("unsupported", f"{len(unsupported)} tensor(s) of a dtype modelmorph does not carry are "

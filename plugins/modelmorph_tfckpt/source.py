@@ -22,9 +22,10 @@ import io
 import os
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from modelmorph import DTYPES, ByteRange, ReadError, Weight
+from modelmorph.storage import protowire as wire
 
 from .bundle import OBJECT_GRAPH_KEY, VARIABLE_VALUE, BundleError, BundleReader, Entry, resolve_checkpoint
 from .bundle.table import unmask_crc
@@ -34,7 +35,8 @@ class ObjectGraph:
     """Navigation over a ``TrackableObjectGraph``: children by name, variables' keys.
 
     ``children[i]`` and ``keys[i]`` are read from node ``i`` when first asked for: a SavedModel's
-    graph has thousands of nodes (traced functions, metrics), of which a join visits a few."""
+    graph has thousands of nodes (traced functions, metrics), of which a join visits a few.
+    ``proto`` is the graph as :class:`WireGraph` reads it (or protobuf's message: same fields)."""
 
     def __init__(self, proto):
         self.proto = proto
@@ -51,6 +53,98 @@ class ObjectGraph:
 
     def full_name(self, node: int) -> str:
         return next((a.full_name for a in self.proto.nodes[node].attributes if a.name == VARIABLE_VALUE), "")
+
+    def check_all(self) -> None:
+        """Parse every node now (a join reads only those it visits): a model that carries the
+        serialized graph to a writer, which parses it whole, must not carry a malformed one."""
+        nodes = self.proto.nodes
+        for index in range(len(nodes)):
+            nodes[index]
+
+
+class WireGraph:
+    """A serialized ``TrackableObjectGraph`` read from its wire format, without protobuf: the
+    nodes (field 1) are found at once, each parsed when first used (:class:`WireNode`); a
+    malformed one raises what ``error`` makes of the problem (a ReadError naming the file).
+    Raises :class:`modelmorph.storage.protowire.WireError` if the list of nodes is malformed."""
+
+    def __init__(self, data: bytes, error: Callable[[str], BaseException]):
+        self.data = data
+        self.nodes = _WireNodes(data, wire.offsets(data, 1), error)
+
+
+class _WireNodes:
+    """The graph's nodes, a read-only sequence parsing each on first access."""
+
+    __slots__ = ("_data", "_spans", "_done", "_error")
+
+    def __init__(self, data: bytes, spans: list[tuple[int, int]], error: Callable[[str], BaseException]):
+        self._data, self._spans, self._done, self._error = data, spans, {}, error
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+    def __getitem__(self, index: int) -> "WireNode":
+        node = self._done.get(index)
+        if node is None:
+            if not -len(self._spans) <= index < len(self._spans):
+                raise IndexError(index)
+            start, end = self._spans[index]
+            try:
+                fields = wire.parse(self._data, start, end)
+                node = WireNode(fields)
+                saver = wire.message(fields, 4)  # registered_saver and has_checkpoint_values (5):
+                if saver is not None:            # not used, but checked as protobuf would
+                    wire.text(saver, 1), wire.text(saver, 2)
+                wire.message(fields, 5)
+                self._done[index] = node
+            except wire.WireError as exc:
+                raise self._error(f"unparsable {OBJECT_GRAPH_KEY}: object {index}: {exc}") from None
+        return node
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+class WireNode:
+    """One ``TrackableObject``: the fields a reader uses, named as protobuf names them
+    (children = 1: node_id = 1, local_name = 2; attributes = 2: name = 1, full_name = 2,
+    checkpoint_key = 3; slot_variables = 3: original_variable_node_id = 1, slot_name = 2,
+    slot_variable_node_id = 3)."""
+
+    __slots__ = ("children", "attributes", "slot_variables")
+
+    def __init__(self, fields: "wire.Fields"):
+        self.children = [_reference(value) for kind, value in fields.get(1, ()) if kind == wire.LENGTH]
+        self.attributes = [SerializedTensor(wire.text(f, 1), wire.text(f, 2), wire.text(f, 3))
+                           for f in wire.messages(fields, 2)]
+        self.slot_variables = [SlotVariableReference(wire.int32(f, 1), wire.text(f, 2), wire.int32(f, 3))
+                               for f in wire.messages(fields, 3)]
+
+
+def _reference(data: bytes) -> "ObjectReference":
+    pair = wire.varint_then_text(data)  # the layout TensorFlow writes, read directly
+    if pair is not None and pair[0] < 1 << 31:
+        return ObjectReference(*pair)
+    fields = wire.parse(data)
+    return ObjectReference(wire.int32(fields, 1), wire.text(fields, 2))
+
+
+class ObjectReference(NamedTuple):
+    node_id: int
+    local_name: str
+
+
+class SerializedTensor(NamedTuple):
+    name: str
+    full_name: str
+    checkpoint_key: str
+
+
+class SlotVariableReference(NamedTuple):
+    original_variable_node_id: int
+    slot_name: str
+    slot_variable_node_id: int
 
 
 class _PerNode:
@@ -101,10 +195,15 @@ class Checkpoint:
             self.prefix = self.bundle.prefix
             self.entries: dict[str, Entry] = dict(self.bundle.entries())
             self._check_data_files()
-            proto = self.bundle.object_graph()
+            self.graph_bytes = self.bundle.object_graph_bytes()  # kept as stored, for a writer
+            proto = WireGraph(self.graph_bytes, lambda problem: ReadError(self.bundle.index_path, problem)) \
+                if self.graph_bytes is not None else None
         except BundleError as exc:
             self.close()
             raise _read_error(exc, path) from None
+        except wire.WireError:
+            self.close()
+            raise ReadError(self.bundle.index_path, f"unparsable {OBJECT_GRAPH_KEY}") from None
         except BaseException:
             self.close()
             raise
@@ -112,7 +211,6 @@ class Checkpoint:
             self.close()
             raise ReadError(path, f"{OBJECT_GRAPH_KEY} holds no objects (not even the root)")
         self.graph = ObjectGraph(proto) if proto is not None else None
-        self.graph_bytes = proto.SerializeToString() if proto is not None else None
 
     def close(self) -> None:
         self.prefetch.stop()  # its thread reads the data files: stopped before they close

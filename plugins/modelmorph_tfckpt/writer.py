@@ -2,18 +2,20 @@
 graph TensorFlow restores by, and the ``checkpoint`` state file naming it the latest.
 
 Tensors are streamed one at a time: each weight is read, written and dropped; a weight whose
-bytes lie in a file (``Weight.raw``) is copied file to file instead.
+bytes lie in a file (``Weight.raw``) is copied file to file instead: by the kernel when the
+source gives its CRC-32C (a checkpoint), else through one small buffer that gives the CRC-32C,
+and the CRC-32 a zip source's check would otherwise read the bytes again for.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from modelmorph import Diagnostics, Model, Progress, ReadError, UsageError, Weight, WriteError
 
 from . import naming
 from .bundle import BundleError, BundleWriter, TrackableNode, build_object_graph, write_checkpoint_state
-from .bundle.protos.trackable_object_graph_pb2 import TrackableObjectGraph
 from .optimizer import optimizer_object
 from .reader import CHECKPOINT_KEYS, OBJECT_GRAPH
 
@@ -28,6 +30,17 @@ def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, 
     if not prefix.name:
         raise UsageError(f"{path.name}: a checkpoint needs a prefix name before .index")
     max_shard_size = options.get("max_shard_size")
+    claims = _claim_copies(_weights(model))  # first: the source's check thread is already running
+    try:
+        _write(model, prefix, max_shard_size, options, diagnostics, progress, claims, path)
+    finally:
+        for report in claims.values():  # not copied after all: the check reads them itself
+            report(None)
+    write_checkpoint_state(prefix.parent, prefix.name)
+
+
+def _write(model: Model, prefix: Path, max_shard_size: int | None, options: dict, diagnostics: Diagnostics,
+           progress: Progress, claims: dict[int, Callable[[int | None], None]], path: Path) -> None:
     tensors, graph = _plan(model, options.get("naming"), diagnostics)
     progress.start(sum(w.nbytes for _, w in tensors), f"writing {prefix.name}")
     with BundleWriter(prefix, max_shard_size=max_shard_size) as bundle:
@@ -42,10 +55,11 @@ def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, 
                 except BundleError as exc:  # only when the source gave no CRC: the copy's layout is bad
                     raise ReadError(getattr(raw.file, "name", path), f"variable {key!r}: {exc.problem}") from None
                 continue
-            if raw is not None and raw.layout == "plain" and raw.nbytes == weight.nbytes and weight.dtype in _COPYABLE:
+            if _copyable(weight):
                 try:  # the same bytes as a checkpoint stores them: copied file to file, no numpy
                     bundle.add_bytes(key, weight.dtype, weight.shape, raw.file, raw.offset, raw.nbytes,
-                                     crc32c=raw.crc32c)  # a checkpoint source gives its checked CRC
+                                     crc32c=raw.crc32c,  # a checkpoint source gives its checked CRC
+                                     report_crc32=claims.pop(id(weight), None))
                 except EOFError:
                     raise ReadError(getattr(raw.file, "name", path), f"variable {key!r}: its data ends early") from None
                 progress.advance(weight.nbytes)
@@ -59,7 +73,36 @@ def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, 
             del value  # before the next read: one tensor in memory at a time, not two
         if graph is not None:
             bundle.add_object_graph(graph)
-    write_checkpoint_state(prefix.parent, prefix.name)
+
+
+def _copyable(weight: Weight) -> bool:
+    """Whether ``weight`` is copied as the bytes its source holds (``Weight.raw``)."""
+    raw = weight.raw
+    return raw is not None and raw.layout == "plain" and raw.nbytes == weight.nbytes and weight.dtype in _COPYABLE
+
+
+def _weights(model: Model) -> list[Weight]:
+    weights = [w for _, _, w in model.iter_weights()]
+    if model.optimizer is not None:
+        weights += model.optimizer.variables + [slot.weight for slot in model.optimizer.slots]
+    return weights
+
+
+def _claim_copies(weights) -> dict[int, Callable[[int | None], None]]:
+    """Take over the source's CRC-32 check of the tensors whose bytes the writer reads anyway
+    (those without a CRC-32C of their own: it is computed on the way), where the source offers
+    it (``ByteRange.claim_crc32``): where to report each one's CRC-32, by ``id`` of the weight.
+    All are claimed before anything else (the object graph, protobuf's import), so that the
+    source's check (a thread working from the last tensor back) leaves them to the copies and
+    reads no byte twice."""
+    claims = {}
+    for weight in weights:
+        claim = getattr(weight.raw, "claim_crc32", None)
+        if claim is not None and weight.raw.crc32c is None and _copyable(weight):
+            report = claim()
+            if report is not None:
+                claims[id(weight)] = report
+    return claims
 
 
 def _plan(model: Model, scheme: str | None, diagnostics: Diagnostics) -> tuple[list[tuple[str, Weight]], object]:
@@ -137,6 +180,8 @@ def _pruned_graph(data: bytes | None, written: set[str], diagnostics: Diagnostic
     (TensorFlow fails on a key the graph names and the bundle lacks)."""
     if not isinstance(data, bytes):
         return None
+    from .bundle.protos.trackable_object_graph_pb2 import TrackableObjectGraph  # protobuf: when needed only
+
     graph = TrackableObjectGraph.FromString(data)
     dropped = 0
     for node in graph.nodes:

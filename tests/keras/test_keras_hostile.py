@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import modelmorph
-from modelmorph.storage import safety
+from modelmorph.storage import filecopy, safety
 from modelmorph.cli import main
 from modelmorph.errors import EXIT_READ
 
@@ -65,6 +65,37 @@ def test_corrupted_weights_fail_the_checksum(tmp_path, capsys):
     bad = tmp_path / "flipped.keras"
     bad.write_bytes(bytes(data))
     refused(capsys, tmp_path, bad, "model.weights.h5 is corrupt (CRC-32 mismatch)")
+
+
+@pytest.mark.parametrize("which", ["first", "last"])
+@pytest.mark.parametrize("thread", ["running", "late"])
+@pytest.mark.parametrize("output, options", [("out.keras", []), ("out.h5", []),
+                                             ("out.weights.json", ["-O", "max_shard_size=2000"])])
+def test_a_flipped_tensor_byte_fails_the_checksum_whoever_reads_it(tmp_path, capsys, monkeypatch, which, thread,
+                                                                   output, options):
+    """The tensors' CRC is taken from the copies when the writer checksums what it copies and
+    claimed them first, else read by the check's thread (which, on a small file, gets there
+    first; ``late``: a thread that never starts, so every tensor's CRC comes from its copy): a
+    flipped byte is caught either way, and nothing is kept."""
+    if thread == "late":
+        monkeypatch.setattr(filecopy.SharedCrc32, "start", lambda self: None)
+    with modelmorph.read(SOURCE, verify=False) as model:
+        ranges = sorted((w.raw.offset, w.raw.nbytes) for _, _, w in model.iter_weights()
+                        if w.raw is not None and w.raw.nbytes > 16)
+    if not ranges:
+        pytest.skip("no tensor read in place (MODELMORPH_HDF5=h5py)")
+    offset, nbytes = ranges[0] if which == "first" else ranges[-1]
+    data = bytearray(SOURCE.read_bytes())
+    data[offset + nbytes // 2] ^= 0x01
+    bad = tmp_path / "flipped.keras"
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    out.mkdir()
+    code = main(["convert", str(bad), str(out / output), *options])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_READ, err
+    assert len(err.splitlines()) == 1 and str(bad) in err and "model.weights.h5 is corrupt (CRC-32 mismatch)" in err, err
+    assert list(out.iterdir()) == []
 
 
 @pytest.mark.parametrize("members, problem", [

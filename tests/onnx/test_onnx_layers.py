@@ -234,7 +234,10 @@ def test_layer_family_exports(case, opset, keras3, tmp_path):
     got = session.run(None, {i.name: inputs[i.name] for i in session.get_inputs()})
     feed = inputs if len(inputs) > 1 else next(iter(inputs.values()))
     want = model.predict(feed, verbose=0)
-    assert_close_to_recorded(got, want if isinstance(want, list) else [want], rtol=1e-4)
+    # float16 arithmetic rounds at 2**-11: how Keras and onnxruntime order and widen it differs
+    # by CPU (seen: 1.6e-4 of the output's scale on one Xeon, exact on another).
+    rtol = 2e-3 if case == "mixed_float16" else 1e-4
+    assert_close_to_recorded(got, want if isinstance(want, list) else [want], rtol=rtol)
 
 
 def _refused(keras):

@@ -309,3 +309,169 @@ class BackgroundRanges:
             with self._ready:
                 slot.append(value)
                 self._ready.notify_all()
+
+
+# -- copying and checksumming in one pass ------------------------------------------------------
+#: A piece this size stays in the CPU's L2 cache between the read into it, its CRC and the write
+#: from it: the bytes cross memory once, as in ``cp``. Measured (1 GiB, page cache, Linux 6.x):
+#: 256 KiB costs the CPU time of ``copy_file_range`` between page-aligned offsets, CRC included;
+#: ``copy_file_range`` from an offset that is not page-aligned (any tensor in an HDF5 file) costs
+#: 40% more and still needs its CRC pass; 4 MiB pieces cost three times as much.
+COPY_PIECE = 1 << 18
+
+
+def copy_range_crc32(src: BinaryIO, src_offset: int, dst: BinaryIO, dst_offset: int, nbytes: int,
+                     crc: int = 0) -> int:
+    """:func:`copy_range` that also returns the CRC-32 of the bytes copied (continuing from
+    ``crc``), computed on the way through one small buffer: no second read of either file for a
+    checksum, and the copy itself costs no more than ``copy_file_range`` (see ``COPY_PIECE``).
+    Same contract as :func:`copy_range` (descriptors, positions unmoved, EOFError)."""
+    dfd = dst.fileno()
+    buffer = memoryview(bytearray(min(nbytes, COPY_PIECE)))
+    try:
+        sfd = src.fileno()
+    except (OSError, ValueError):  # an in-memory file: read it the plain way
+        sfd = None
+    done = 0
+    while done < nbytes:
+        want = buffer if nbytes - done >= len(buffer) else buffer[:nbytes - done]
+        if sfd is None:
+            src.seek(src_offset + done)
+            n = src.readinto(want) or 0
+        elif hasattr(os, "preadv"):
+            n = os.preadv(sfd, [want], src_offset + done)
+        else:
+            data = os.pread(sfd, len(want), src_offset + done)
+            n = len(data)
+            want[:n] = data
+        if n <= 0:
+            raise EOFError(f"the source ends {nbytes - done} bytes early")
+        piece = want if n == len(want) else want[:n]
+        crc = _fast_crc32(piece, crc)
+        _pwrite_all(dfd, piece, dst_offset + done)
+        done += n
+    return crc
+
+
+class SharedCrc32:
+    """A reader's check: the CRC-32 of ``[start, end)`` of ``file``, whose ``pieces`` (tensors,
+    as ``(offset, nbytes)``) a writer that copies them anyway may checksum for it
+    (:func:`copy_range_crc32`), so that no byte is read twice.
+
+    :meth:`start` runs a thread over what no writer claimed: the bytes between the pieces first
+    (metadata, small), then the unclaimed pieces, last first (a writer copies from the first on,
+    claiming them all before it starts). A writer calls :meth:`claim` before reading a piece and
+    gives the CRC-32 of what it read to the function returned. :meth:`result` waits for the
+    thread, reads whatever is still unknown (a claim never reported) and combines the whole.
+    Pieces that overlap another or leave the range are not pieces (their bytes are read as the
+    rest is): a hostile file cannot make a byte go unchecked.
+    """
+
+    def __init__(self, file: BinaryIO, start: int, end: int, pieces: Iterable[tuple[int, int]] = ()):
+        self.file, self.start_offset, self.end = file, start, end
+        self._segments: list[list] = []  # [offset, nbytes, is_piece, state, crc]; states below
+        self._pieces: dict[tuple[int, int], list] = {}
+        at = start
+        for offset, nbytes in sorted(set(pieces)):
+            if nbytes <= 0 or offset < at or offset + nbytes > end:
+                continue  # empty, overlapping or outside: covered as plain bytes
+            if offset > at:
+                self._segments.append([at, offset - at, False, _FREE, None])
+            segment = [offset, nbytes, True, _FREE, None]
+            self._segments.append(segment)
+            self._pieces[(offset, nbytes)] = segment
+            at = offset + nbytes
+        if end > at:
+            self._segments.append([at, end - at, False, _FREE, None])
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._running = self._stopping = False
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        with self._ready:
+            if self._thread is not None:
+                return
+            self._running = True
+            self._thread = threading.Thread(target=self._run, name="modelmorph-crc32", daemon=True)
+        self._thread.start()
+
+    def claim(self, offset: int, nbytes: int) -> Callable[[int | None], None] | None:
+        """Take the piece ``(offset, nbytes)`` over: returns the function to give its CRC-32 to
+        once read (None if it could not be: the piece is then read by :meth:`result`), or None if
+        it is no piece, or is checked already or being checked."""
+        with self._ready:
+            segment = self._pieces.get((offset, nbytes))
+            if segment is None or segment[3] != _FREE:
+                return None
+            segment[3] = _CLAIMED
+
+        def report(crc: int | None) -> None:
+            with self._ready:
+                if segment[3] == _CLAIMED:
+                    segment[3], segment[4] = (_FREE, None) if crc is None else (_DONE, crc)
+                    self._ready.notify_all()
+
+        return report
+
+    def piece_crc32(self, offset: int, nbytes: int) -> int | None:
+        """The CRC-32 of the piece ``(offset, nbytes)``, waiting for the thread if it has it to
+        do; None if unknown (no such piece, the thread stopped, or a claim not yet reported)."""
+        self.start()
+        with self._ready:
+            segment = self._pieces.get((offset, nbytes))
+            if segment is None:
+                return None
+            while segment[3] in (_FREE, _BUSY) and self._running:
+                self._ready.wait()
+            return segment[4] if segment[3] == _DONE else None
+
+    def result(self) -> int:
+        """The CRC-32 of the whole range. Raises what reading raised (EOFError: the file is shorter)."""
+        self.stop()
+        if self._error is not None:
+            raise self._error
+        crc = 0
+        for offset, nbytes, _, state, piece in self._segments:
+            if state != _DONE:  # never started, or claimed and not reported
+                piece = crc32_range(self.file, offset, nbytes)
+            crc = crc32_combine(crc, piece, nbytes)
+        return crc
+
+    def stop(self) -> None:
+        """End the thread after the piece under way (what it did not do stays to be read)."""
+        with self._ready:
+            self._stopping = True
+            thread = self._thread
+            self._ready.notify_all()
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        order = [s for s in self._segments if not s[2]] + [s for s in reversed(self._segments) if s[2]]
+        try:
+            for segment in order:
+                with self._ready:
+                    if self._stopping:
+                        return
+                    if segment[3] != _FREE:
+                        continue
+                    segment[3] = _BUSY
+                try:
+                    crc = crc32_range(self.file, segment[0], segment[1])
+                except BaseException:
+                    with self._ready:
+                        segment[3] = _FREE
+                    raise
+                with self._ready:
+                    segment[3], segment[4] = _DONE, crc
+                    self._ready.notify_all()
+        except BaseException as exc:  # reported by result()
+            self._error = exc
+        finally:
+            with self._ready:
+                self._running = False
+                self._ready.notify_all()
+
+
+_FREE, _BUSY, _CLAIMED, _DONE = "free", "busy", "claimed", "done"

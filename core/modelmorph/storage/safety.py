@@ -57,14 +57,17 @@ def parse_json(data: bytes | str, source: str | Path, what: str = "JSON") -> Any
 
 def _check_depth(value: Any, source: str | Path, what: str) -> None:
     # json.loads itself stops at Python's recursion limit; the code that walks a config later
-    # is recursive too, so nesting is bounded well below that (iteratively: no recursion here).
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
+    # is recursive too, so nesting is bounded well below that (iteratively: no recursion here,
+    # one level of containers at a time, so that no tuple is made per value).
+    level, depth = [value], 1
+    while level:
         if depth > MAX_JSON_DEPTH:
             raise ReadError(source, f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+        below: list[Any] = []
+        for item in level:
+            below += [child for child in (item.values() if isinstance(item, dict) else item)
+                      if isinstance(child, (dict, list))]
+        level, depth = below, depth + 1
 
 
 def read_json_file(path: str | Path, what: str = "JSON") -> Any:

@@ -1,6 +1,7 @@
 """Pure-Python TensorFlow checkpoint (TensorBundle) library: no TensorFlow import.
 
-Runtime dependencies: numpy, protobuf (>= 4.25), google-crc32c, ml_dtypes.
+Runtime dependencies: numpy, protobuf (>= 4.25; writing, and ``object_graph()``: reading parses
+the index and the graph from their wire format), google-crc32c, ml_dtypes.
 
 Reading::
 

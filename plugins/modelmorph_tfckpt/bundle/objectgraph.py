@@ -18,7 +18,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
-from .protos import trackable_object_graph_pb2
 from .table import BundleError, short_repr
 
 __all__ = [
@@ -43,7 +42,16 @@ VARIABLE_VALUE = "VARIABLE_VALUE"
 OBJECT_ATTRIBUTES = ".ATTRIBUTES"
 OPTIMIZER_SLOT = ".OPTIMIZER_SLOT"
 
-TrackableObjectGraph = trackable_object_graph_pb2.TrackableObjectGraph
+
+
+def __getattr__(name: str) -> Any:
+    # The protobuf message class loads on first use: reading a checkpoint parses its graph from
+    # the wire format (modelmorph_tfckpt.source), without protobuf.
+    if name == "TrackableObjectGraph":
+        from .protos.trackable_object_graph_pb2 import TrackableObjectGraph
+
+        return TrackableObjectGraph
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- names
@@ -238,6 +246,8 @@ def build_object_graph(root: TrackableNode | Mapping[str, Any], *, mark_has_chec
             nodes.append(slot_node)
             object_names[slot_id] = _slot_object_name(paths[orig_id], paths[opt_id], slot_name)
             slot_refs.append((opt_id, orig_id, slot_name, slot_id))
+
+    from .protos.trackable_object_graph_pb2 import TrackableObjectGraph
 
     graph = TrackableObjectGraph()
     keys: dict[str, TrackableNode] = {}

@@ -22,6 +22,7 @@ every failure raises :class:`BundleError` with a one-line message.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from typing import BinaryIO, Callable, Iterator
@@ -107,6 +108,34 @@ def crc32c_extend(crc: int, data) -> int:
     for start in range(0, mv.nbytes, _CRC_CHUNK):
         crc = google_crc32c.extend(crc, bytes(mv[start : start + _CRC_CHUNK]))
     return crc
+
+
+@functools.lru_cache(maxsize=None)
+def crc32c_at_address() -> "Callable[[int, int, int], int] | None":
+    """``crc32c_extend(crc, address, size)``: the C function ``google_crc32c`` wraps, called
+    through ctypes (which lets other threads run meanwhile) on memory the caller owns, such as a
+    reused ``bytearray``: its Python API takes ``bytes`` only, a new object and a copy for every
+    piece read. None where it cannot be found or does not give the known check value (then
+    :func:`crc32c_extend` does the job)."""
+    try:
+        import ctypes
+
+        from google_crc32c import _crc32c
+
+        function = ctypes.CDLL(_crc32c.__file__).crc32c_extend
+    except (ImportError, OSError, AttributeError):
+        return None
+    function.restype = ctypes.c_uint32
+    function.argtypes = (ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t)
+    return function if function(0, b"123456789", 9) == 0xE3069283 else None
+
+
+def buffer_address(buffer: bytearray) -> int:
+    """The address of a ``bytearray``'s memory, for :func:`crc32c_at_address` (the array must
+    not be resized while it is used: exporting it here forbids that)."""
+    import ctypes
+
+    return ctypes.addressof((ctypes.c_char * len(buffer)).from_buffer(buffer))
 
 
 def mask_crc(crc: int) -> int:

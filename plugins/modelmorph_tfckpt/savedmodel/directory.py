@@ -1,8 +1,8 @@
 """The files of a SavedModel directory, read as data.
 
 Every file is opened only after its real path (symbolic links resolved) is found inside the
-directory, and only after its size is checked against a limit; protobufs are parsed into
-modelmorph's own small message definitions (:mod:`.protos`). ``saved_model.pb`` is never
+directory, and only after its size is checked against a limit; ``keras_metadata.pb`` is read
+from its wire format (:mod:`modelmorph.storage.protowire`: protobuf is not imported). ``saved_model.pb`` is never
 parsed: :func:`graph_summary` walks its protobuf wire format by hand, reads the few bytes of
 each meta graph's tags and signature names, and seeks over everything else (the graph, the
 functions, the object graph) without reading it.
@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from modelmorph import ReadError
+from modelmorph.storage import protowire as wire
 
 from . import ASSETS, KERAS_METADATA, SAVED_MODEL
 
@@ -73,22 +74,15 @@ class Directory:
             raise self.error(f"{what} grew past {limit} bytes while being read", path)
         return data
 
-    def keras_metadata(self):
-        """The parsed ``keras_metadata.pb`` (a ``SavedMetadata``), or None when there is none."""
+    def keras_metadata(self) -> "SavedMetadata | None":
+        """The parsed ``keras_metadata.pb``, or None when there is none."""
         if not self.exists(KERAS_METADATA):
             return None
-        from google.protobuf.message import DecodeError
-
-        from .protos.saved_metadata_pb2 import SavedMetadata
-
         data = self.read_bytes(KERAS_METADATA, MAX_METADATA_BYTES, KERAS_METADATA)
-        proto = SavedMetadata()
         try:
-            proto.ParseFromString(data)
-        except (DecodeError, RuntimeError, ValueError) as exc:
-            raise self.error(f"malformed {KERAS_METADATA}: {str(exc)[:200] or type(exc).__name__}",
-                             self.path / KERAS_METADATA) from None
-        return proto
+            return SavedMetadata.parse(data)
+        except wire.WireError as exc:
+            raise self.error(f"malformed {KERAS_METADATA}: {exc}", self.path / KERAS_METADATA) from None
 
     def assets(self) -> list[tuple[str, Path, int]]:
         """Every file under ``assets/``: (path relative to the directory, file, size). Links
@@ -113,6 +107,30 @@ class Directory:
                 if len(out) > MAX_ASSETS:
                     raise self.error(f"more than {MAX_ASSETS} files under {ASSETS}/")
         return out
+
+
+# -- keras_metadata.pb -------------------------------------------------------------------------
+class SavedObject(NamedTuple):
+    """One Keras object of ``keras_metadata.pb`` (``SavedObject``: node_id = 2, node_path = 3,
+    identifier = 4, metadata = 5, the object's JSON)."""
+
+    node_id: int
+    node_path: str
+    identifier: str
+    metadata: str
+
+
+@dataclass
+class SavedMetadata:
+    """``keras_metadata.pb`` (``SavedMetadata``: repeated nodes = 1), read from its wire format
+    (:mod:`modelmorph.storage.protowire`): protobuf is never imported for it."""
+
+    nodes: list[SavedObject] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, data: bytes) -> "SavedMetadata":
+        return cls([SavedObject(wire.int32(n, 2), wire.text(n, 3), wire.text(n, 4), wire.text(n, 5))
+                    for n in wire.messages(wire.parse(data), 1)])
 
 
 # -- saved_model.pb: tags and signature names only -------------------------------------------

@@ -1,0 +1,146 @@
+"""How the checkpoint writer copies tensors whose bytes lie in the source: through one small
+buffer that gives their CRC-32C (and the CRC-32 a zip source's check takes instead of reading
+them again), or by the kernel at the source's offset within a page when the source gives the
+CRC-32C. Judged by zlib/google_crc32c on the same bytes and by TensorFlow's reader."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import zlib
+
+import google_crc32c
+import numpy as np
+import pytest
+
+import modelmorph
+from ckptcases import FIXTURES, require_format
+from helpers import require
+from modelmorph import Model
+from modelmorph.cli import main
+from modelmorph.storage import filecopy
+from modelmorph_tfckpt.bundle import BundleReader
+from modelmorph_tfckpt.bundle import bundle as bundle_module
+
+PIECE = bundle_module._COPY_PIECE
+plain_path = pytest.mark.skipif(os.environ.get("MODELMORPH_HDF5", "").strip().lower() == "h5py",
+                                reason="MODELMORPH_HDF5=h5py: .keras tensors have no byte ranges")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("engine", ["c-function", "bytes"])
+@pytest.mark.parametrize("kind", ["file", "in-memory"])
+@pytest.mark.parametrize("nbytes", [0, 1, PIECE - 1, PIECE, PIECE + 1, 3 * PIECE + 17])
+def test_a_checksummed_copy_gives_the_crcs_of_what_it_wrote(nbytes, kind, engine, threads, tmp_path, monkeypatch):
+    """Through the C function on the reused buffer or through bytes; in one thread, or shared by
+    two (from _SPLIT_FROM bytes, made small here) whose CRCs are combined."""
+    monkeypatch.setattr(bundle_module, "_SPLIT_FROM", PIECE if threads == 2 else 1 << 62)
+    if engine == "bytes":
+        monkeypatch.setattr(bundle_module, "crc32c_at_address", lambda: None)
+    elif bundle_module.crc32c_at_address() is None:
+        pytest.skip("this google_crc32c build exposes no crc32c_extend to call on a buffer")
+    data = np.random.default_rng(nbytes).integers(0, 256, nbytes + 9, dtype=np.uint8).tobytes()
+    (tmp_path / "src").write_bytes(data)
+    with open(tmp_path / "src", "rb") if kind == "file" else io.BytesIO(data) as src, \
+            open(tmp_path / "dst", "w+b") as dst:
+        crc, zip_crc = bundle_module._copy_checksummed(src, 5, dst.fileno(), 3, nbytes, with_crc32=True)
+        assert bundle_module._copy_checksummed(src, 5, dst.fileno(), 3, nbytes) == (crc, None)
+    copied = data[5:5 + nbytes]
+    assert (tmp_path / "dst").read_bytes() == (b"\0" * 3 + copied if nbytes else b"")
+    assert crc == google_crc32c.value(copied)
+    assert zip_crc == zlib.crc32(copied)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_checksummed_copy_of_a_short_source_is_an_eof(threads, tmp_path, monkeypatch):
+    monkeypatch.setattr(bundle_module, "_SPLIT_FROM", PIECE if threads == 2 else 1 << 62)
+    (tmp_path / "src").write_bytes(b"x" * (4 * PIECE))
+    with open(tmp_path / "src", "rb") as src, open(tmp_path / "dst", "w+b") as dst:
+        with pytest.raises(EOFError, match="ends 50 bytes early"):
+            bundle_module._copy_checksummed(src, 50, dst.fileno(), 0, 4 * PIECE)
+
+
+def _entries(prefix) -> dict:
+    with BundleReader(prefix) as reader:
+        return dict(reader.entries())
+
+
+@pytest.mark.interop  # builds its input with, and is judged by, TensorFlow
+def test_large_kernel_copies_keep_their_offset_within_a_page(tmp_path):
+    """A checkpoint source gives each tensor's CRC-32C, so the kernel copies; a tensor of 1 MiB
+    or more is placed at its source offset's position within a page (zero padding before it),
+    which spares the copy a split of every page. TensorFlow reads every tensor back, CRCs held."""
+    tf = require("tensorflow")
+    src = tmp_path / "src" / "ckpt"
+    rng = np.random.default_rng(0)
+    variables = {"a": rng.standard_normal(3, dtype=np.float32), "b": rng.standard_normal((700, 500)),
+                 "c": rng.standard_normal(5, dtype=np.float32), "d": rng.standard_normal(300_001).astype(np.float32)}
+    tf.train.Checkpoint(**{k: tf.Variable(v) for k, v in variables.items()}).write(str(src))
+    (tmp_path / "out").mkdir()
+    modelmorph.convert(src, tmp_path / "out" / "ckpt", to_format="tf-checkpoint")
+    before, after = _entries(src), _entries(tmp_path / "out" / "ckpt")
+    large = [k for k, e in before.items() if e.size >= bundle_module._ALIGN_FROM]
+    assert len(large) == 2 and all(before[k].offset % 4096 for k in large), "no misaligned large tensor to test"
+    for key in large:
+        assert after[key].offset % 4096 == before[key].offset % 4096, key
+    reader = tf.train.load_checkpoint(str(tmp_path / "out" / "ckpt"))
+    for name, value in variables.items():
+        got = reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE")
+        assert got.dtype == value.dtype and got.tobytes() == value.tobytes(), name
+
+
+def _tensor_ranges(source) -> list[tuple[int, int]]:
+    with modelmorph.read(source, verify=False) as model:
+        return sorted((w.raw.offset, w.raw.nbytes) for _, _, w in model.iter_weights() if w.raw is not None)
+
+
+@plain_path
+def test_keras_tensors_are_read_once_for_both_crcs(tmp_path, monkeypatch):
+    """The writer claims every tensor of a .keras source before it copies (the source's check
+    thread, started later here, finds them all taken): each is read once, for the copy, its
+    CRC-32C and the CRC-32 the member's check combines; the check reads only what lies between
+    them. The checkpoint's CRC-32Cs hold (our reader checks every one)."""
+    require_format("keras")
+    source = FIXTURES / "keras3" / "mobilenetv2.keras"
+    tensors = _tensor_ranges(source)
+    assert max(n for _, n in tensors) > 2 * bundle_module._COPY_PIECE  # copied in several pieces
+    monkeypatch.setattr(Model, "start_checks", lambda self: None)  # no thread before the claims
+    reads = []
+    original = filecopy.crc32_range
+
+    def spy(file, start, size, crc=0):
+        reads.append((start, size))
+        return original(file, start, size, crc)
+
+    monkeypatch.setattr(filecopy, "crc32_range", spy)
+    modelmorph.convert(source, tmp_path / "ckpt", to_format="tf-checkpoint")
+    assert reads, "the member's check read nothing at all: the bytes between tensors are unchecked"
+    for start, size in reads:
+        assert not any(start < o + n and o < start + size for o, n in tensors if n), (start, size)
+    with modelmorph.read(source) as expected, BundleReader(tmp_path / "ckpt") as reader:
+        got = sorted(reader.read(k).tobytes() for k in reader.keys() if k.startswith("layer_with_weights"))
+        assert got == sorted(w.read().tobytes() for _, _, w in expected.iter_weights())
+
+
+@plain_path
+@pytest.mark.parametrize("which", ["first", "last"])
+def test_a_flipped_byte_in_a_claimed_keras_tensor_leaves_no_output(which, tmp_path, capsys, monkeypatch):
+    """The CRC-32 the copy computes is the member check's: a flipped byte in a tensor only the
+    copy reads still fails the conversion, and nothing is kept."""
+    require_format("keras")
+    source = tmp_path / "flipped.keras"
+    shutil.copy(FIXTURES / "keras3" / "mobilenetv2.keras", source)
+    offset, nbytes = _tensor_ranges(source)[0 if which == "first" else -1]
+    with open(source, "r+b") as f:
+        f.seek(offset + nbytes // 2)
+        byte = f.read(1)[0]
+        f.seek(offset + nbytes // 2)
+        f.write(bytes([byte ^ 0x10]))
+    monkeypatch.setattr(Model, "start_checks", lambda self: None)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["convert", str(source), str(out / "ckpt"), "--to", "tf-checkpoint"]) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model.weights.h5 is corrupt (CRC-32 mismatch)" in err, err
+    assert list(out.iterdir()) == []
