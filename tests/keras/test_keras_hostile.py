@@ -132,9 +132,8 @@ def test_oversized_config_is_refused_before_reading(tmp_path, capsys, monkeypatc
 def test_member_declaring_more_than_it_stores_is_a_bomb(tmp_path, capsys):
     bad = tmp_path / "bomb.keras"
     data = bytearray(SOURCE.read_bytes())
-    with zipfile.ZipFile(SOURCE) as zf:
-        directory = data.rindex(b"PK\x05\x06")  # end of central directory record
-        offset = struct.unpack_from("<I", data, directory + 16)[0]
+    directory = data.rindex(b"PK\x05\x06")  # end of central directory record
+    offset = struct.unpack_from("<I", data, directory + 16)[0]
     assert data[offset:offset + 4] == b"PK\x01\x02"
     struct.pack_into("<I", data, offset + 24, 3 * 2**30)  # metadata.json "is" 3 GiB
     bad.write_bytes(bytes(data))
