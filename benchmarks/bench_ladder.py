@@ -9,7 +9,8 @@ For each size and dtype, a stack of Dense layers is saved by Keras 3 (``src.kera
 (``src.h5``); ``arch.json`` is the architecture modelmorph writes from ``src.keras``. Then, in
 ``--rounds`` interleaved rounds, every job runs as a fresh ``modelmorph`` subprocess right after
 ``cp`` of the file it reads (the checkpoint's data file), both with a warm page cache (the
-source is read once with ``cat`` before each), ``sync`` between runs so that one run's
+source is read once with ``cat`` before each, after emptying the page cache where permitted),
+``sync`` between runs so that one run's
 writeback does not land on the next. Reported per job: median wall time, median ratio to
 ``cp`` of the same round, the largest peak resident memory (``wait4``'s ``ru_maxrss``), and the
 median CPU time (user + system, all threads) of the job and of its ``cp``. ``--jobs`` runs only
@@ -119,8 +120,21 @@ def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, 
 LAST_CPU = [0.0]
 
 
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def can_drop_caches() -> bool:
+    return os.access(DROP_CACHES, os.W_OK)
+
+
 def warm(path: Path) -> None:
-    """``cat`` the file(s) to /dev/null, so that the run finds them in the page cache."""
+    """``cat`` the file(s) to /dev/null, so that the run finds them in the page cache. Where it
+    may (root on Linux), the page cache is emptied first: a cache filled by earlier runs' outputs
+    makes each new page written cost a reclaim, which varied ``cp`` of 1 GB from 0.5 to 4 s of CPU
+    on one machine; emptied, every run starts from the same state (its source cached, free memory)."""
+    os.sync()
+    if can_drop_caches():
+        DROP_CACHES.write_text("1")
     files = [path] if path.is_file() else sorted(p for p in path.parent.iterdir() if p.is_file())
     subprocess.run(["cat", *map(str, files)], stdout=subprocess.DEVNULL, check=True)
 
@@ -252,7 +266,9 @@ def main() -> None:
             parser.error(f"unknown job {value!r}")
     print(f"modelmorph: {modelmorph()}; python {sys.version.split()[0]}; {os.cpu_count()} CPU(s); "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {args.rounds} interleaved round(s); "
-          "warm page cache (cat of the source before each run), sync between runs")
+          "warm page cache (cat of the source before each run"
+          + (", page cache emptied before that" if can_drop_caches() else ", page cache NOT emptied (not root)")
+          + "), sync between runs")
     for size in sizes:
         for dtype in dtypes:
             folder = args.work / f"{size}-{dtype}"

@@ -14,7 +14,7 @@ import google_crc32c
 import pytest
 
 from modelmorph.storage import filecopy
-from modelmorph.storage.filecopy import (COPY_PIECE, BackgroundCrc32, SharedCrc32, assemble_crc32, copy_range_crc32,
+from modelmorph.storage.filecopy import (COPY_PIECE, SharedCrc32, assemble_crc32, copy_range_crc32,
                                          crc32_combine, crc_combine)
 
 RNG = random.Random(16)
@@ -84,30 +84,6 @@ def test_assembled_crc_reads_only_the_gaps(engine, tmp_path):
         assert assemble_crc32(f, 0, len(data), wrong) != zlib.crc32(data)
         with pytest.raises(ValueError, match="overlaps"):
             assemble_crc32(f, 0, len(data), [(0, 100, 0), (50, 100, 0)])
-
-
-def test_background_crc_gives_the_crc_of_each_marked_piece(engine, tmp_path):
-    data = RNG.randbytes(3 << 20)
-    start, end = 512, len(data) - 100
-    pieces = [(600, 1 << 20), ((1 << 20) + 600, 17), (2 << 20, 900_000)]
-    marks = [m for o, n in pieces for m in (o, o + n)]
-    with _file(tmp_path, data) as f:
-        crc = BackgroundCrc32(f, start, end, marks=marks)
-        for o, n in reversed(pieces):  # in any order, each waits for the thread to pass it
-            assert crc.range_crc32(o, n) == zlib.crc32(data[o:o + n]), (o, n)
-        assert crc.range_crc32(start, 600 - start) == zlib.crc32(data[start:600])  # from the start
-        assert crc.range_crc32(700, 10) is None  # not at marks: unknown, never a wrong number
-        assert crc.result() == zlib.crc32(data[start:end])
-
-
-def test_background_crc_stopped_early_answers_unknown(tmp_path):
-    data = RNG.randbytes(1 << 16)
-    with _file(tmp_path, data) as f:
-        crc = BackgroundCrc32(f, 0)  # a growing range, then stopped (a failed write)
-        crc.advance(1000)
-        crc.result(0)
-        assert crc.range_crc32(5000, 10) is None
-
 
 
 def test_background_ranges_give_each_range_crc(engine, tmp_path):
@@ -236,3 +212,15 @@ def test_shared_check_stopped_or_never_started_still_gives_the_whole(tmp_path):
     with _file(tmp_path, data[:1 << 20]) as f:  # shorter than the range: the reading's error
         with pytest.raises(EOFError):
             SharedCrc32(f, 0, len(data), PIECES).result()
+
+
+def test_read_pieces_from_a_descriptor_a_file_and_memory(tmp_path):
+    data = RNG.randbytes(100_000)
+    buffer = memoryview(bytearray(4096))
+    with _file(tmp_path, data) as f:
+        for source in (f.fileno(), f, io.BytesIO(data)):
+            got = b"".join(bytes(p) for p in filecopy.read_pieces(source, 777, 50_000, buffer))
+            assert got == data[777:50_777]
+        with pytest.raises(EOFError, match="ends 1000 bytes early"):
+            for _ in filecopy.read_pieces(f, len(data) - 3000, 4000, buffer):
+                pass

@@ -14,7 +14,7 @@ import errno
 import os
 import threading
 import zlib
-from typing import BinaryIO, Callable, Iterable
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 try:  # zlib-ng computes CRC-32 with carry-less multiplication: tens of GB/s where zlib 1.2 does ~2.5
     from zlib_ng.zlib_ng import crc32 as _fast_crc32
@@ -73,6 +73,35 @@ def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
     while view:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
+
+
+def read_pieces(src: BinaryIO | int, offset: int, nbytes: int, buffer: memoryview) -> Iterator[memoryview]:
+    """``nbytes`` of ``src`` (a descriptor, an open file, or an in-memory file) from ``offset``,
+    read into ``buffer`` a piece at a time: each piece is a view of ``buffer``, valid until the
+    next is asked for, so that the bytes pass through no Python object. ``src``'s position does
+    not move (descriptors are read with ``preadv``). Raises EOFError if ``src`` ends early."""
+    fd = src
+    if not isinstance(src, int):
+        try:
+            fd = src.fileno()
+        except (OSError, ValueError):  # io.UnsupportedOperation: an in-memory file
+            fd = None
+    done = 0
+    while done < nbytes:
+        want = buffer if nbytes - done >= len(buffer) else buffer[:nbytes - done]
+        if fd is None:
+            src.seek(offset + done)
+            n = src.readinto(want) or 0
+        elif hasattr(os, "preadv"):
+            n = os.preadv(fd, [want], offset + done)
+        else:
+            data = os.pread(fd, len(want), offset + done)
+            n = len(data)
+            want[:n] = data
+        if n <= 0:
+            raise EOFError(f"the source ends {nbytes - done} bytes early")
+        yield want if n == len(want) else want[:n]
+        done += n
 
 
 def crc32(data, crc: int = 0) -> int:
@@ -151,100 +180,9 @@ def crc32_range(file: BinaryIO, start: int, size: int, crc: int = 0) -> int:
     """The CRC-32 (zip's) of ``size`` bytes of ``file`` from ``start``, read through one small
     buffer (mapping the file instead would count it all as resident memory), continuing from
     ``crc``. Raises EOFError if the file is shorter."""
-    buffer = memoryview(bytearray(min(size, _CRC_CHUNK)))
-    done = 0
-    while done < size:
-        want = buffer[:min(len(buffer), size - done)]
-        if hasattr(os, "preadv"):
-            n = os.preadv(file.fileno(), [want], start + done)
-        else:
-            file.seek(start + done)
-            n = file.readinto(want) or 0
-        if n <= 0:
-            raise EOFError(f"the file ends {size - done} bytes early")
-        crc, done = _fast_crc32(want[:n], crc), done + n
+    for piece in read_pieces(file, start, size, memoryview(bytearray(min(size, _CRC_CHUNK)))):
+        crc = _fast_crc32(piece, crc)
     return crc
-
-
-class BackgroundCrc32:
-    """The CRC-32 of a range of a file, computed by a thread while the caller does other work
-    (zlib and positioned reads release the GIL: on two cores the checksum costs no wall time).
-
-    The range may still be growing: a writer reports how far it has written with
-    :meth:`advance`, and :meth:`result` (given the final end) waits for the checksum.
-    With ``marks`` (offsets in the range), the CRC-32 of the bytes between two marks is known
-    too (:meth:`range_crc32`): the pieces of the range (tensors) get their own CRCs from the
-    same pass, for a writer that stores them to combine.
-    """
-
-    def __init__(self, file: BinaryIO, start: int, end: int | None = None, marks: Iterable[int] = ()):
-        self.file, self.start, self.done, self.crc = file, start, start, 0
-        self._end, self._final = (start, False) if end is None else (end, True)
-        self._error: BaseException | None = None
-        self._marks = sorted({m for m in marks if m > start})
-        self._prefix = {start: 0}  # mark -> CRC-32 of [start, mark)
-        self._running = True
-        self._ready = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="modelmorph-crc32", daemon=True)
-        self._thread.start()
-
-    def advance(self, end: int) -> None:
-        with self._ready:
-            self._end = max(self._end, end)
-            self._ready.notify_all()
-
-    def result(self, end: int | None = None) -> int:
-        """The CRC-32 of ``[start, end)`` (``end`` as given to the constructor if not here)."""
-        with self._ready:
-            if end is not None:
-                self._end = end
-            self._final = True
-            self._ready.notify_all()
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self.crc
-
-    def range_crc32(self, offset: int, nbytes: int) -> int | None:
-        """The CRC-32 of ``[offset, offset + nbytes)`` once the thread got past it, if both ends
-        are marks (or the start); None otherwise, or if the thread stopped first."""
-        end = offset + nbytes
-        with self._ready:
-            while self.done < end and self._running:
-                self._ready.wait()
-            before, through = self._prefix.get(offset), self._prefix.get(end)
-        if before is None or through is None:
-            return None
-        # crc(A + B) = shift(crc(A), len(B)) ^ crc(B), so crc(B) = crc(A + B) ^ shift(crc(A), len(B)).
-        return through ^ crc32_combine(before, 0, nbytes)
-
-    def _run(self) -> None:
-        try:
-            i = 0
-            while True:
-                with self._ready:
-                    while self.done >= self._end and not self._final:
-                        self._ready.wait()
-                    end, final = self._end, self._final
-                if self.done >= end:
-                    if final:
-                        return
-                    continue
-                while i < len(self._marks) and self._marks[i] <= self.done:
-                    i += 1
-                stop = min(end, self._marks[i]) if i < len(self._marks) else end
-                self.crc = crc32_range(self.file, self.done, stop - self.done, self.crc)
-                with self._ready:
-                    self.done = stop
-                    if i < len(self._marks) and stop == self._marks[i]:
-                        self._prefix[stop] = self.crc
-                    self._ready.notify_all()
-        except BaseException as exc:  # reported by result()
-            self._error = exc
-        finally:
-            with self._ready:
-                self._running = False
-                self._ready.notify_all()
 
 
 class BackgroundRanges:
@@ -326,30 +264,11 @@ def copy_range_crc32(src: BinaryIO, src_offset: int, dst: BinaryIO, dst_offset: 
     ``crc``), computed on the way through one small buffer: no second read of either file for a
     checksum, and the copy itself costs no more than ``copy_file_range`` (see ``COPY_PIECE``).
     Same contract as :func:`copy_range` (descriptors, positions unmoved, EOFError)."""
-    dfd = dst.fileno()
-    buffer = memoryview(bytearray(min(nbytes, COPY_PIECE)))
-    try:
-        sfd = src.fileno()
-    except (OSError, ValueError):  # an in-memory file: read it the plain way
-        sfd = None
-    done = 0
-    while done < nbytes:
-        want = buffer if nbytes - done >= len(buffer) else buffer[:nbytes - done]
-        if sfd is None:
-            src.seek(src_offset + done)
-            n = src.readinto(want) or 0
-        elif hasattr(os, "preadv"):
-            n = os.preadv(sfd, [want], src_offset + done)
-        else:
-            data = os.pread(sfd, len(want), src_offset + done)
-            n = len(data)
-            want[:n] = data
-        if n <= 0:
-            raise EOFError(f"the source ends {nbytes - done} bytes early")
-        piece = want if n == len(want) else want[:n]
+    dfd, done = dst.fileno(), 0
+    for piece in read_pieces(src, src_offset, nbytes, memoryview(bytearray(min(nbytes, COPY_PIECE)))):
         crc = _fast_crc32(piece, crc)
         _pwrite_all(dfd, piece, dst_offset + done)
-        done += n
+        done += len(piece)
     return crc
 
 

@@ -805,39 +805,23 @@ def _copy_checksummed(src, src_offset: int, dst_fd: int, dst_offset: int, nbytes
 def _copy_pieces(src, sfd: int | None, src_offset: int, dst_fd: int, dst_offset: int, nbytes: int,
                  with_crc32: bool) -> tuple[int, int | None]:
     """:func:`_copy_checksummed` in one thread (``sfd``: ``src``'s descriptor, None: in memory)."""
-    from modelmorph.storage.filecopy import crc32 as zip_crc32
+    from modelmorph.storage.filecopy import crc32 as zip_crc32, read_pieces
 
     crc, zip_crc = 0, 0 if with_crc32 else None
     if nbytes <= 0:
         return crc, zip_crc
-    piece = min(nbytes, _COPY_PIECE)
-    buffer = bytearray(piece)
-    view = memoryview(buffer)
+    buffer = bytearray(min(nbytes, _COPY_PIECE))
     extend = crc32c_at_address()  # on the buffer itself: no bytes object per piece
     address = buffer_address(buffer) if extend is not None else 0
-    done = 0
-    while done < nbytes:
-        want = view if nbytes - done >= piece else view[:nbytes - done]
-        if sfd is None:
-            src.seek(src_offset + done)
-            n = src.readinto(want) or 0
-        elif hasattr(os, "preadv"):
-            n = os.preadv(sfd, [want], src_offset + done)
-        else:
-            data = os.pread(sfd, len(want), src_offset + done)
-            n = len(data)
-            want[:n] = data
-        if n <= 0:
-            raise EOFError(f"the source ends {nbytes - done} bytes early")
-        got = want if n == len(want) else want[:n]
+    at = dst_offset
+    for got in read_pieces(src if sfd is None else sfd, src_offset, nbytes, memoryview(buffer)):
+        n = len(got)
         crc = extend(crc, address, n) if extend is not None else crc32c_extend(crc, bytes(got))
         if zip_crc is not None:
             zip_crc = zip_crc32(got, zip_crc)
-        at = dst_offset + done
         while got:
             written = os.pwrite(dst_fd, got, at)
             got, at = got[written:], at + written
-        done += n
     return crc, zip_crc
 
 
@@ -1270,27 +1254,15 @@ def _crc32c_range(fd: int, offset: int, size: int, crc32: bool = False) -> tuple
     CRC-32 (zip's) from the same pass (else None). The bytes go through one buffer of this thread
     (:func:`_verify_buffer`), small enough to stay in the CPU's cache from the read to both CRCs,
     and reused from tensor to tensor: no object is made per piece read."""
-    from modelmorph.storage.filecopy import crc32 as zip_crc32
+    from modelmorph.storage.filecopy import crc32 as zip_crc32, read_pieces
 
     buffer, address = _verify_buffer()
-    view = memoryview(buffer)
     at_address = crc32c_at_address() if address is not None else None
-    crc, zip_crc, done = 0, 0 if crc32 else None, 0
-    while done < size:
-        want = view if size - done >= len(view) else view[:size - done]
-        if hasattr(os, "preadv"):
-            n = os.preadv(fd, [want], offset + done)
-        else:
-            data = os.pread(fd, len(want), offset + done)
-            n = len(data)
-            want[:n] = data
-        if n <= 0:
-            raise EOFError(f"the file ends {size - done} bytes early")
-        got = want if n == len(want) else want[:n]
-        crc = at_address(crc, address, n) if at_address is not None else crc32c_extend(crc, bytes(got))
+    crc, zip_crc = 0, 0 if crc32 else None
+    for got in read_pieces(fd, offset, size, memoryview(buffer)):
+        crc = at_address(crc, address, len(got)) if at_address is not None else crc32c_extend(crc, bytes(got))
         if zip_crc is not None:
             zip_crc = zip_crc32(got, zip_crc)
-        done += n
     return crc, zip_crc
 
 
