@@ -29,11 +29,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class StoredGroup:
-    """One ``vars`` group and its datasets (:class:`modelmorph.storage.h5file.Dataset`) by index."""
+    """One ``vars`` group and its datasets (:class:`modelmorph.storage.h5file.Dataset`) by index,
+    and those stored by name (``idf_weights``: a class's own ``save_own_variables``)."""
 
     path: str
     name_of: Callable[[], Any] = field(repr=False)  # the raw `name` attribute, read when asked for
     datasets: dict[int, Dataset] = field(default_factory=dict)
+    named: dict[str, Dataset] = field(default_factory=dict)
 
     @property
     def name(self) -> str | None:
@@ -56,7 +58,7 @@ class VarsStore:
     def __init__(self, source: str | Path):
         self.source = source
         self.groups: dict[str, StoredGroup] = {}
-        self.strays: list[str] = []  # datasets Keras would never read: outside `vars`, not numbered
+        self.strays: list[str] = []  # datasets Keras would never read: outside a `vars` group
 
     def scan(self, h5: H5File) -> None:
         """Add the groups of one open file (a shard adds to those of the others)."""
@@ -70,12 +72,18 @@ class VarsStore:
                     self.groups[parent] = StoredGroup(path, lambda g=obj: g.attrs.get("name"))
                 continue
             owner, _, last = parent.rpartition("/")
-            if last != "vars" or not leaf.isdigit():
-                self.strays.append(path)  # Keras reads only vars/<n>
+            if last != "vars":
+                self.strays.append(path)  # Keras reads only datasets of `vars` groups
                 continue
             group = self.groups.get(owner)
             if group is None:  # defensive: walk() gives a group before its members
                 group = self.groups[owner] = StoredGroup(parent, lambda g=seen.get(parent): g.attrs.get("name") if g else None)
+            if not leaf.isdigit():
+                # a variable a class saves by name (the lookups' vars/idf_weights)
+                if leaf in group.named:
+                    raise ReadError(self.source, f"variable {path} is stored twice")
+                group.named[leaf] = obj
+                continue
             index = int(leaf)
             if index in group.datasets:
                 raise ReadError(self.source, f"variable {path} is stored twice")
@@ -109,6 +117,14 @@ class Group:
     name: str | None
     weights: list[Weight] = field(default_factory=list)
     start: int = 0  # N of the first weight's vars/N (a group that a shard boundary cut goes on at N > 0)
+    # Each weight's dataset name when some are stored by name (vars/idf_weights); None: numbered from start.
+    keys: list[str] | None = None
+
+    def dataset_names(self) -> list[str]:
+        """The dataset name of each weight in ``vars``, in order."""
+        if self.keys is not None:
+            return list(self.keys)
+        return [str(i) for i in range(self.start, self.start + len(self.weights))]
 
 
 def plain_dtype(weight: Weight) -> tuple[str, dict[str, str]] | None:
@@ -141,9 +157,9 @@ def write_plain(path: Path, groups: list[Group], progress: Progress, userblock: 
         for group in groups:
             where = f"{group.path}/vars" if group.path else "vars"
             writer.group(where, {"name": group.name} if group.name is not None else None)
-            for index, weight in enumerate(group.weights, group.start):
+            for key, weight in zip(group.dataset_names(), group.weights):
                 dtype, attrs = plain_dtype(weight)
-                placed.append((writer.dataset(f"{where}/{index}", tuple(weight.shape), dtype, attrs or None), weight))
+                placed.append((writer.dataset(f"{where}/{key}", tuple(weight.shape), dtype, attrs or None), weight))
         end = writer.layout()  # flushed: from here on the data goes through the file descriptor
         known: list[tuple[int, int, int]] = []
         for ds, weight in placed:
@@ -215,7 +231,8 @@ def plan_shards(path: Path, groups: list[Group], max_shard_bytes: float) -> Shar
     weight_map: dict[str, str | list[str]] = {}
     total = shard_bytes = 0.0
     for group in groups:
-        current = Group(group.path, group.name)
+        keys = group.dataset_names()
+        current = Group(group.path, group.name, keys=[])
         shards[-1].append(current)
         h5_name = "/" + (f"{group.path}/vars" if group.path else "vars")  # h5py's Group.name
         for index, weight in enumerate(group.weights):
@@ -229,9 +246,10 @@ def plan_shards(path: Path, groups: list[Group], max_shard_bytes: float) -> Shar
                 names.append(f"{base}_{len(names):05}.weights.h5")
                 shards.append([])
                 shard_bytes = size
-                current = Group(group.path, None, start=index)
+                current = Group(group.path, None, start=index, keys=[])
                 shards[-1].append(current)
             current.weights.append(weight)
+            current.keys.append(keys[index])
             listed = weight_map.get(h5_name)
             if listed is None:
                 weight_map[h5_name] = names[-1]
@@ -282,8 +300,8 @@ class VarsWriter:
     def write(self, groups: Iterable[Group], progress: Progress) -> None:
         for group in groups:
             self._make(group)
-            for index, weight in enumerate(group.weights):
-                self._put(index, weight)
+            for key, weight in zip(group.dataset_names(), group.weights):
+                self._put(key, weight)
                 progress.advance(weight.nbytes)
 
     def _make(self, group: Group) -> None:
@@ -293,7 +311,7 @@ class VarsWriter:
         if group.name is not None:
             self.group.attrs["name"] = group.name
 
-    def _put(self, index: int, weight: Weight) -> None:
+    def _put(self, key: str, weight: Weight) -> None:
         assert self.current is not None and self.group is not None
         if self.max_shard_bytes is not None and weight.nbytes > self.max_shard_bytes:
             # refused from its declared size, before a byte of it is read
@@ -304,7 +322,7 @@ class VarsWriter:
         from modelmorph.storage.hdf5 import write_weight
 
         try:
-            write_weight(self.group, str(index), weight)  # piece by piece when the reader streams it
+            write_weight(self.group, key, weight)  # piece by piece when the reader streams it
         except ValueError as exc:
             raise WriteError(self.path, str(exc)) from None
         if self.max_shard_bytes is not None:

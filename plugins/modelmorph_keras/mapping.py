@@ -35,8 +35,11 @@ def attach(model: Model, store: VarsStore, diagnostics: Diagnostics, *, strict: 
         place.layer.weights = weights if weights is not None else _positional(place.h5_path, store, taken)
     model.optimizer = _optimizer(model, store, diagnostics, keras2, taken)
     taken.add("optimizer")
-    dropped = [f"{p}/vars" if p else "vars" for p, g in store.groups.items() if g.datasets and p not in taken]
+    dropped = [f"{p}/vars" if p else "vars" for p, g in store.groups.items() if (g.datasets or g.named) and p not in taken]
     dropped += store.strays
+    for path in ("optimizer", INNER_OPTIMIZER):  # optimizers number their variables: a named one fits none
+        group = store.groups.get(path)
+        dropped += [f"{path}/vars/{key}" for key in (group.named if group is not None else ())]
     if dropped:
         diagnostics.add("unsupported", f"{len(dropped)} group(s) or dataset(s) of the weights file belong to "
                                        f"nothing in the architecture and are dropped: {', '.join(dropped[:5])}")
@@ -61,27 +64,35 @@ def _named(place: layout.Place, slots: list[layout.Slot], store: VarsStore, take
         wanted = [s for s in slots if s.sub == sub]
         where = f"{place.h5_path}/{sub}" if sub else place.h5_path
         group = _lookup(store, where, taken)
-        found = sorted(group.datasets) if group is not None else []
-        if found != list(range(len(wanted))):
+        found = [str(i) for i in sorted(group.datasets)] + sorted(group.named) if group is not None else []
+        numbered = [s.key for s in wanted if s.name is None]
+        if found != numbered + sorted(s.name for s in wanted if s.name is not None):
             problem = (f"layer {place.layer_path!r} ({place.layer.class_name}): the file holds {len(found)} variable(s) "
                        f"at {where}/vars where Keras 3 expects {len(wanted)} ({', '.join(s.weight_path for s in wanted)})")
+            if (group is not None and group.named) or len(numbered) < len(wanted):
+                # stored by name: say which names, the counts alone do not tell
+                problem += f" [held: {', '.join(found)}; expected: {', '.join(s.key for s in wanted)}]"
             if strict:
                 raise ReadError(store.source, problem)
             diagnostics.add("unsupported", problem + "; they are kept by position", place.layer_path)
             return None
-        weights += [store.weight(group.datasets[s.index], s.weight_path, s.trainable) for s in wanted]
+        weights += [store.weight(group.named[s.name] if s.name is not None else group.datasets[s.index],
+                                 s.weight_path, s.trainable) for s in wanted]
     return weights
 
 
 def _positional(h5_path: str, store: VarsStore, taken: set[str]) -> list[Weight]:
-    """Everything under a layer of a class the catalogue does not know: ``0``, ``cell/1``..."""
+    """Everything under a layer of a class the catalogue does not know: ``0``, ``cell/1``...,
+    then what is stored by name under its name (``idf_weights``), to be written back so."""
     weights = []
     subs = [p for p in store.groups if p == h5_path or p.startswith(h5_path + "/")]
     for path in sorted(subs, key=layout.visit_key):
         taken.add(path)
         sub = path[len(h5_path) + 1:]
-        for index, ds in sorted(store.groups[path].datasets.items()):
-            weights.append(store.weight(ds, f"{sub}/{index}" if sub else str(index)))
+        group = store.groups[path]
+        keyed = [(str(i), ds) for i, ds in sorted(group.datasets.items())] + sorted(group.named.items())
+        for key, ds in keyed:
+            weights.append(store.weight(ds, f"{sub}/{key}" if sub else key))
     return weights
 
 
@@ -145,15 +156,16 @@ def weights_only(store: VarsStore, name: str) -> Model:
     root = store.groups.get("")
     model = Model(name=(root.name if root is not None and root.name else name), class_name="", has_architecture=False)
     for path, group in sorted(store.groups.items(), key=lambda item: layout.visit_key(item[0])):
-        if not group.datasets:
+        if not group.datasets and not group.named:
             continue
-        if path == "optimizer":
+        if path == "optimizer" and not group.named:
             model.optimizer = OptimizerState(unmapped=[store.weight(ds, str(i), False) for i, ds in sorted(group.datasets.items())])
             continue
         key = f"{path}/vars" if path else "vars"
         extra = {SOURCE_KEY: key} | ({SOURCE_NAME: group.name} if group.name is not None else {})
         layer = Layer(name=key, class_name="", extra=extra)
         layer.weights = [store.weight(ds, str(i)) for i, ds in sorted(group.datasets.items())]
+        layer.weights += [store.weight(ds, key) for key, ds in sorted(group.named.items())]  # stored by name
         model.layers.append(layer)
     return model
 
@@ -175,7 +187,8 @@ def _layer_groups(place: layout.Place) -> list[Group]:
     by_path = {w.path: w for w in layer.weights}
     slots = layout.catalogue_slots(layer)
     if slots is None:
-        slots = [layout.positional_slot(w.path) for w in layer.weights]
+        # as the reader kept them: by position, or by the name they were stored under
+        slots = [layout.stored_slot(w.path) for w in layer.weights]
         if None in slots:
             bad = next(w.path for w, s in zip(layer.weights, slots) if s is None)
             raise PlanError(f"layer {place.layer_path!r}: class {layer.class_name!r} is not in the layer catalogue, so "
@@ -188,11 +201,14 @@ def _layer_groups(place: layout.Place) -> list[Group]:
     for sub in sorted(subs, key=layout.visit_key):
         if layout.is_list(layer, sub):
             continue  # Keras saves a list's members, not the list
-        indexed = sorted(((s.index, by_path[s.weight_path]) for s in slots if s.sub == sub), key=lambda t: t[0])
-        if [i for i, _ in indexed] != list(range(len(indexed))):
+        indexed = sorted((s for s in slots if s.sub == sub and s.name is None), key=lambda s: s.index)
+        if [s.index for s in indexed] != list(range(len(indexed))):
             raise PlanError(f"layer {place.layer_path!r}: positional weights of {sub or 'the layer'} skip an index")
+        # the numbered datasets, then those stored by name (as a save_own_variables writes them)
+        ordered = indexed + [s for s in slots if s.sub == sub and s.name is not None]
         path = f"{place.h5_path}/{sub}" if sub else place.h5_path
-        groups.append(Group(path, layout.sub_object_name(layer, sub), [w for _, w in indexed]))
+        groups.append(Group(path, layout.sub_object_name(layer, sub), [by_path[s.weight_path] for s in ordered],
+                            keys=[s.key for s in ordered]))
     return groups
 
 
@@ -243,13 +259,16 @@ def _replay(model: Model) -> list[Group]:
                         "(give one with --arch)")
     groups = []
     for layer in model.layers:
-        slots = [layout.positional_slot(w.path) for w in layer.weights]
-        if any(s is None or s.sub for s in slots) or sorted(s.index for s in slots) != list(range(len(slots))):
+        slots = [layout.stored_slot(w.path) for w in layer.weights]
+        numbered = sorted(s.index for s in slots if s is not None and s.name is None)
+        if any(s is None or s.sub for s in slots) or numbered != list(range(len(numbered))):
             raise PlanError(f"weights of {layer.name!r} are not numbered 0, 1, ... as a Keras weights file stores them")
         key = str(layer.extra[SOURCE_KEY])
         path = key.removesuffix("vars").rstrip("/")
-        weights = [w for _, w in sorted(((s.index, w) for s, w in zip(slots, layer.weights)), key=lambda t: t[0])]
-        groups.append(Group(path, layer.extra.get(SOURCE_NAME), weights))
+        # numbered datasets in order, then those stored by name (vars/idf_weights)
+        ordered = sorted(zip(slots, layer.weights), key=lambda t: (t[0].name is not None, t[0].index))
+        groups.append(Group(path, layer.extra.get(SOURCE_NAME), [w for _, w in ordered],
+                            keys=[s.key for s, _ in ordered]))
     if model.optimizer is not None:
         groups.append(Group("optimizer", None, list(model.optimizer.unmapped)))
     return groups

@@ -13,6 +13,9 @@ layers at all. The optimizer is the model's ``optimizer`` child. Each group also
 Everything here is derived from the architecture alone (configs and the layer catalogue),
 as ``load_weights`` does, so any format holding a Keras 3 architecture can place weights
 exactly where Keras 3 looks for them.
+
+A few classes save a variable by name instead (``save_own_variables``): the lookups' tf_idf
+weights are ``vars/idf_weights``. The catalogue marks those variables ``named``.
 """
 
 from __future__ import annotations
@@ -88,12 +91,18 @@ def places(model: Model, h5_prefix: str = "", layer_prefix: str = "") -> list[Pl
 
 @dataclass(frozen=True)
 class Slot:
-    """Where one variable of a layer goes: group ``<place>/<sub>/vars``, dataset ``index``."""
+    """Where one variable of a layer goes: group ``<place>/<sub>/vars``, dataset ``key``."""
 
     weight_path: str  # relative to the layer, as in the IR ("cell/kernel", or "0" by position)
     sub: str  # sub-object path inside the layer ("" for the layer's own variables)
-    index: int
+    index: int  # position among the group's numbered datasets; -1 for one stored by name
     trainable: bool = True
+    name: str | None = None  # the dataset's name when Keras 3 stores the variable by name ("idf_weights")
+
+    @property
+    def key(self) -> str:
+        """The dataset's name in ``vars``: ``"0"``, ``"1"``... or the variable's own name."""
+        return self.name if self.name is not None else str(self.index)
 
 
 def catalogue_slots(layer: Layer) -> list[Slot] | None:
@@ -109,7 +118,10 @@ def _number(variables: list[Var]) -> list[Slot]:
     counters: dict[str, int] = {}
     slots = []
     for var in variables:
-        sub = var.path.rpartition("/")[0]
+        sub, _, last = var.path.rpartition("/")
+        if var.named:  # saved by its own name (a save_own_variables), not numbered
+            slots.append(Slot(var.path, sub, -1, var.trainable, name=last))
+            continue
         index = counters.get(sub, 0)
         counters[sub] = index + 1
         slots.append(Slot(var.path, sub, index, var.trainable))
@@ -121,6 +133,17 @@ def positional_slot(weight_path: str) -> Slot | None:
     sub, _, last = weight_path.rpartition("/")
     # ASCII digits only: str.isdigit also takes "²", which int() refuses
     return Slot(weight_path, sub, int(last)) if last.isascii() and last.isdigit() and last == str(int(last)) else None
+
+
+def stored_slot(weight_path: str) -> Slot | None:
+    """The slot of a weight of a class the catalogue does not know, as the reader kept it:
+    positional (``"3"``, ``"cell/1"``) or by the dataset name it was stored under
+    (``"idf_weights"``, ``"cell/table"``); None for a path no ``vars`` dataset can have."""
+    slot = positional_slot(weight_path)
+    if slot is not None:
+        return slot
+    sub, _, last = weight_path.rpartition("/")
+    return Slot(weight_path, sub, -1, name=last) if last and not last.isdigit() else None
 
 
 def sub_object_name(layer: Layer, sub: str) -> str | None:

@@ -34,7 +34,7 @@ def vocabularies(model: Model, diags: Diagnostics) -> dict[str, list]:
         asset = assets.get(f"assets/{place.h5_path}/vocabulary.txt")
         if layer.config.get("output_mode") == "tf_idf":
             # tf_keras needs the idf weights in the config beside the vocabulary; Keras 3 keeps them
-            # as a named variable modelmorph does not carry yet.
+            # as a variable (vars/idf_weights, carried between Keras 3 files), not moved to a config here.
             diags.add("unsupported", "a tf_idf lookup's vocabulary and idf weights are not carried to Keras 2; "
                       "written without them, which tf_keras cannot load", place.layer_path)
             continue

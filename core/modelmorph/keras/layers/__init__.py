@@ -4,7 +4,8 @@ A :class:`LayerClass` says, for a class name:
 
 - ``variables(config)``: its variables in saving order (``trainable + non-trainable``, creation
   order, the same in Keras 2 ``weight_names`` and Keras 3 ``vars/0, 1...``); a variable of a
-  sub-object is named by the path to it (``cell/kernel``); ``None`` when they cannot be listed;
+  sub-object is named by the path to it (``cell/kernel``); one Keras 3 saves by name
+  (``vars/idf_weights``) is marked ``named``; ``None`` when they cannot be listed;
 - ``child(config, attribute)``: the sub-object a layer keeps under an attribute (an RNN's
   ``cell``, a Bidirectional's ``forward_layer``), with its class, config and the ``.name``
   Keras 3 gives it;
@@ -41,10 +42,16 @@ Shape = tuple  # of int | None, batch dimension first
 
 
 class Var(NamedTuple):
-    """A variable of a layer: its path (``kernel``, ``cell/bias``) and whether it trains."""
+    """A variable of a layer: its path (``kernel``, ``cell/bias``) and whether it trains.
+
+    ``named``: Keras 3 saves it under its own name (``vars/idf_weights``, written by the
+    class's ``save_own_variables``) instead of by position (``vars/0``); it then takes no
+    position among the numbered ones.
+    """
 
     path: str
     trainable: bool = True
+    named: bool = False
 
 
 class Child(NamedTuple):

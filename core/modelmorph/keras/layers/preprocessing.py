@@ -1,11 +1,12 @@
 """Preprocessing layers without variables, and the lookups (StringLookup, IntegerLookup,
 TextVectorization): Keras 3 keeps their vocabulary in an asset file, tf_keras in the config
-(``modelmorph.keras.vocabularies`` moves it); their variables (idf weights) are carried by
-position."""
+(``modelmorph.keras.vocabularies`` moves it). In tf_idf mode Keras 3 saves their idf weights
+by name, ``vars/idf_weights``; a TextVectorization saves them twice, for itself and for the
+StringLookup it keeps as ``_lookup_layer`` (which Keras 3 also visits and loads)."""
 
 from __future__ import annotations
 
-from . import LayerClass, channels_first, int_or_none, same_shape
+from . import LayerClass, Var, channels_first, int_or_none, same_shape
 
 FAMILY = "preprocessing"
 
@@ -58,14 +59,25 @@ def _lookup_to_keras2(entry: dict, out: dict) -> None:
         config["dtype"] = "int64"
 
 
-def _positional(config: dict) -> None:
-    return None  # idf weights only in tf_idf mode: carried by position, as found
+def _lookup_variables(config: dict) -> list[Var] | None:
+    # Not a tf.Variable Keras lists among the layer's weights: never trained, no optimizer slot.
+    if config.get("output_mode") != "tf_idf":
+        return None  # no variables in Keras 3; kept by position as found (as before)
+    return [Var("idf_weights", trainable=False, named=True)]
+
+
+def _text_vectorization_variables(config: dict) -> list[Var] | None:
+    own = _lookup_variables(config)
+    if own is None:
+        return None
+    # Its save_own_variables writes its lookup's weights, and the walk then saves that
+    # lookup (attribute `_lookup_layer`) too: Keras 3 loads both, the lookup's last.
+    return own + [Var("_lookup_layer/idf_weights", trainable=False, named=True)]
 
 
 def _lookup_weights(config: dict, shapes: list) -> dict:
     """A tf_idf lookup's ``idf_weights`` (the key Keras 3 saves them under): one per token of
-    the vocabulary, special tokens included, or ``max_tokens`` when padded to it. The readers
-    do not carry this variable yet (see the module docs), so this rule waits for them."""
+    the vocabulary, special tokens included, or ``max_tokens`` when padded to it."""
     if config.get("output_mode") != "tf_idf":
         return {}
     size = int_or_none(config.get("max_tokens")) if config.get("pad_to_max_tokens") else None
@@ -74,11 +86,11 @@ def _lookup_weights(config: dict, shapes: list) -> dict:
 
 
 CLASSES = [
-    *(LayerClass(name, description=what, family=FAMILY, variables=_positional, to_keras2=_lookup_to_keras2,
+    *(LayerClass(name, description=what, family=FAMILY, variables=variables, to_keras2=_lookup_to_keras2,
                  weight_shapes=_lookup_weights)
-      for name, what in (("StringLookup", "strings → vocabulary indices"),
-                         ("IntegerLookup", "integers → vocabulary indices"),
-                         ("TextVectorization", "text → token indices"))),
+      for name, what, variables in (("StringLookup", "strings → vocabulary indices", _lookup_variables),
+                                    ("IntegerLookup", "integers → vocabulary indices", _lookup_variables),
+                                    ("TextVectorization", "text → token indices", _text_vectorization_variables))),
     LayerClass("Discretization", description="the index of the bin each value falls in", family=FAMILY,
                to_keras3=_discretization_to_keras3, to_keras2=_discretization_to_keras2),
     LayerClass("Rescaling", description="x * scale + offset", family=FAMILY, output_shape=same_shape),
