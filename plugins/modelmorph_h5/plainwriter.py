@@ -1,7 +1,7 @@
 """Writing a legacy ``.h5`` without h5py or numpy: :class:`modelmorph.storage.plainh5.PlainWriter`
 lays out the groups, attributes and datasets h5py would write, then each tensor's bytes are
 copied file to file from the source (``Weight.raw``), checksummed on the way when the source's
-check asks for it (``ByteRange.claim_crc32``: no second read of the source); only a tensor whose
+check asks for it (``CopyClaims``: no second read of the source); only a tensor whose
 bytes are nowhere in a file is encoded from its array.
 
 Keras 2 keeps its string lists (``layer_names``, ``weight_names``) as arrays of fixed-length
@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from modelmorph import Progress, Weight, WriteError
 from modelmorph.storage import plainh5
-from modelmorph.storage.filecopy import copy_range_crc32
+from modelmorph.storage.filecopy import CopyClaims
 from modelmorph.storage.plainh5 import FixedStrings, PlainWriter
 
 from .attributes import split_list
@@ -64,12 +64,13 @@ def write_plain(path: Path, groups: list[H5Group], progress: Progress) -> bool:
         except ValueError:
             return False
         end = writer.layout()  # flushed: from here on the data goes through the file descriptor
-        # Every copy is claimed before the first starts, so that the source's check (a thread
-        # working from the last tensor back) leaves them to the copies' own CRCs.
-        reports = [_claim(ds, weight) for ds, weight in placed]
-        for (ds, weight), report in zip(placed, reports):
-            _put(f, ds, weight, path, report)
-            progress.advance(weight.nbytes)
+        claims = CopyClaims(weight for ds, weight in placed if ds.offset is not None)
+        try:
+            for ds, weight in placed:
+                _put(f, ds, weight, path, claims)
+                progress.advance(weight.nbytes)
+        finally:
+            claims.release()
         if f.seek(0, os.SEEK_END) < end:
             f.truncate(end)  # trailing empty datasets: the file still ends where HDF5 says
     return True
@@ -89,26 +90,12 @@ def _attrs(attrs: dict[str, str | list[str]]) -> dict[str, str | FixedStrings]:
     return out
 
 
-def _claim(ds: plainh5.Dataset, weight: Weight) -> Callable[[int | None], None] | None:
-    """Take over the source's CRC-32 check of the bytes :func:`_put` will copy, if it offers it."""
-    raw = weight.raw
-    if ds.offset is None or raw is None or raw.layout != "plain" or raw.nbytes != ds.nbytes or raw.claim_crc32 is None:
-        return None
-    return raw.claim_crc32()
-
-
-def _put(f: BinaryIO, ds: plainh5.Dataset, weight: Weight, path: Path,
-         report: Callable[[int | None], None] | None) -> None:
+def _put(f: BinaryIO, ds: plainh5.Dataset, weight: Weight, path: Path, claims: CopyClaims) -> None:
     if ds.offset is None:
         return  # an empty tensor stores nothing
     raw = weight.raw
     if raw is not None and raw.layout == "plain" and raw.nbytes == ds.nbytes:
-        crc = None
-        try:  # the CRC costs nothing here (see filecopy.COPY_PIECE), and saves the source's check a read
-            crc = copy_range_crc32(raw.file, raw.offset, f, ds.offset, ds.nbytes)
-        finally:
-            if report is not None:
-                report(crc)
+        claims.copy(weight, f, ds.offset)  # checksummed on the way for the source's check: one read
         return
     from modelmorph.storage.hdf5 import write_weight_bytes
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable
 
 from modelmorph import Progress, ReadError, Weight, WriteError
 from modelmorph.storage import plainh5
-from modelmorph.storage.filecopy import assemble_crc32, copy_range_crc32
+from modelmorph.storage.filecopy import CopyClaims, assemble_crc32
 from modelmorph.storage.h5file import Dataset, H5File
 
 if TYPE_CHECKING:
@@ -137,68 +137,51 @@ def plain_dtype(weight: Weight) -> tuple[str, dict[str, str]] | None:
 
 
 def write_plain(path: Path, groups: list[Group], progress: Progress, userblock: int = 0,
-                checksum: bool = False, reports: dict[int, Callable[[int | None], None] | None] | None = None
-                ) -> int | None:
+                checksum: bool = False, claims: CopyClaims | None = None) -> int | None:
     """One unsharded weights file, written as Keras would (same groups, datasets, attributes)
     without h5py: the metadata first, then each tensor's bytes — copied from the source file
     when the weight says where they are (checksummed on the way, for the source's check and for
-    this file's), else taken from its array. With ``checksum``, returns the CRC-32 of the HDF5
-    file (after the user block), assembled from the tensors' CRCs and the metadata read back: no
-    tensor byte is read again for it. ``reports``: the claims :func:`claim_copies` made (else
-    made here)."""
+    this file's: :class:`~modelmorph.storage.filecopy.CopyClaims`), else taken from its array.
+    With ``checksum``, returns the CRC-32 of the HDF5 file (after the user block), assembled
+    from the tensors' CRCs and the metadata read back: no tensor byte is read again for it.
+    ``claims``: made by the caller for several files (else here, for this one)."""
     from modelmorph.storage.plainh5 import PlainWriter
 
-    if reports is None:
-        reports = claim_copies(w for g in groups for w in g.weights)
-
-    with open(path, "w+b") as f:
-        writer = PlainWriter(f, start=userblock)
-        placed = []
-        for group in groups:
-            where = f"{group.path}/vars" if group.path else "vars"
-            writer.group(where, {"name": group.name} if group.name is not None else None)
-            for key, weight in zip(group.dataset_names(), group.weights):
-                dtype, attrs = plain_dtype(weight)
-                placed.append((writer.dataset(f"{where}/{key}", tuple(weight.shape), dtype, attrs or None), weight))
-        end = writer.layout()  # flushed: from here on the data goes through the file descriptor
-        known: list[tuple[int, int, int]] = []
-        for ds, weight in placed:
-            crc = _put_plain(f, ds, weight, path, reports.pop(id(weight), None))
-            if crc is not None:
-                known.append((ds.offset, ds.nbytes, crc))
-            progress.advance(weight.nbytes)
-        if f.seek(0, os.SEEK_END) < end:
-            f.truncate(end)  # trailing empty datasets: the file still ends where HDF5 says
-        return assemble_crc32(f, userblock, end, known) if checksum else None
-
-
-def claim_copies(weights: Iterable[Weight]) -> dict[int, Callable[[int | None], None] | None]:
-    """Take over the source's CRC-32 check of the bytes :func:`_put_plain` will copy, where the
-    source offers it (``ByteRange.claim_crc32``): where to report their CRC-32s, by ``id`` of
-    the weight. Claimed all before the first copy starts, so that the source's check (a thread
-    working from the last tensor back) leaves every one of them to the copies."""
-    claims = {}
-    for weight in weights:
-        raw = weight.raw
-        if raw is not None and raw.layout == "plain" and raw.nbytes == weight.nbytes and raw.claim_crc32 is not None:
-            claims[id(weight)] = raw.claim_crc32()
-    return claims
+    own = claims is None
+    if own:
+        claims = CopyClaims(w for g in groups for w in g.weights)
+    try:
+        with open(path, "w+b") as f:
+            writer = PlainWriter(f, start=userblock)
+            placed = []
+            for group in groups:
+                where = f"{group.path}/vars" if group.path else "vars"
+                writer.group(where, {"name": group.name} if group.name is not None else None)
+                for key, weight in zip(group.dataset_names(), group.weights):
+                    dtype, attrs = plain_dtype(weight)
+                    placed.append((writer.dataset(f"{where}/{key}", tuple(weight.shape), dtype, attrs or None), weight))
+            end = writer.layout()  # flushed: from here on the data goes through the file descriptor
+            known: list[tuple[int, int, int]] = []
+            for ds, weight in placed:
+                crc = _put_plain(f, ds, weight, path, claims)
+                if crc is not None:
+                    known.append((ds.offset, ds.nbytes, crc))
+                progress.advance(weight.nbytes)
+            if f.seek(0, os.SEEK_END) < end:
+                f.truncate(end)  # trailing empty datasets: the file still ends where HDF5 says
+            return assemble_crc32(f, userblock, end, known) if checksum else None
+    finally:
+        if own:
+            claims.release()
 
 
-def _put_plain(f: BinaryIO, ds: plainh5.Dataset, weight: Weight, path: Path,
-               report: Callable[[int | None], None] | None) -> int | None:
+def _put_plain(f: BinaryIO, ds: plainh5.Dataset, weight: Weight, path: Path, claims: CopyClaims) -> int | None:
     """Write one dataset's bytes; returns their CRC-32 (None: nothing written)."""
     if ds.offset is None:
         return None
     raw = weight.raw
     if raw is not None and raw.layout == "plain" and raw.nbytes == ds.nbytes:
-        crc = None
-        try:
-            crc = copy_range_crc32(raw.file, raw.offset, f, ds.offset, ds.nbytes)
-        finally:
-            if report is not None:
-                report(crc)
-        return crc
+        return claims.copy(weight, f, ds.offset)
     from modelmorph.storage.hdf5 import write_weight_bytes
 
     try:  # the whole tensor, or piece by piece when its reader streams it
@@ -265,9 +248,12 @@ def write_sharded_plain(path: Path, plan: ShardPlan, progress: Progress) -> None
     """The ``.weights.json`` index ``path`` and the shards ``plan`` lays out, each written by
     :func:`write_plain` (tensor bytes copied file to file where the source has them): no h5py,
     no numpy on that path."""
-    reports = claim_copies(w for _, shard_groups in plan.shards for g in shard_groups for w in g.weights)
-    for name, shard_groups in plan.shards:
-        write_plain(path.with_name(name), shard_groups, progress, reports=reports)
+    claims = CopyClaims(w for _, shard_groups in plan.shards for g in shard_groups for w in g.weights)
+    try:
+        for name, shard_groups in plan.shards:
+            write_plain(path.with_name(name), shard_groups, progress, claims=claims)
+    finally:
+        claims.release()
     path.write_text(plan.index_json())
 
 

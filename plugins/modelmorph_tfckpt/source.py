@@ -18,6 +18,7 @@ check (``Model.verify``), which skips the tensors already checked on their way t
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import threading
@@ -28,7 +29,7 @@ from modelmorph import DTYPES, ByteRange, ReadError, Weight
 from modelmorph.storage import protowire as wire
 
 from .bundle import OBJECT_GRAPH_KEY, VARIABLE_VALUE, BundleError, BundleReader, Entry, resolve_checkpoint
-from .bundle.table import unmask_crc
+from .bundle.table import crc32c_view, unmask_crc
 
 
 class ObjectGraph:
@@ -271,12 +272,44 @@ class Checkpoint:
                 checked.fileno()  # the check first: a stored CRC is given out only once it held
                 return unmask_crc(stored) if stored is not None else None
 
+            claim = None
+            if layout == "plain" and stored is not None:
+                claim = functools.partial(self._claim_check, key, tensor, checked, size)
             raw = ByteRange(checked, offset, size, crc32=lambda: self.prefetch.wait(tensor), crc32c=crc32c,
-                            layout=layout)
+                            claim_check=claim, layout=layout)
         weight = Weight(path, tuple(entry.shape), entry.dtype, trainable, loader=load, raw=raw)
         if raw is not None and layout == "tf-string" and entry.shape:
             weight.streamer = (load, lambda max_bytes: self._string_rows(key, max_bytes, raw.file.fileno))
         return weight
+
+    def _claim_check(self, key: str, tensor: _Tensor, checked: CheckedRange, size: int):
+        """``ByteRange.claim_check`` of tensor ``key``: a writer copying its bytes computes their
+        CRC-32C on the way (one read of them, not two); None if its check is under way or done."""
+        if not self.prefetch.claim(tensor):
+            return None
+        checked.defer()
+        state = [0, 0]  # CRC-32C and bytes so far
+
+        def feed(piece: memoryview | None) -> None:
+            if piece is not None:
+                state[0], state[1] = crc32c_view(state[0], piece), state[1] + len(piece)
+                return
+            if state[1] != size:  # the writer stopped early: the check is the reader's again
+                checked.undefer()
+                self.prefetch.release(tensor)
+                return
+            error = None
+            try:
+                self.bundle.check_crc32c(key, state[0])
+            except BundleError as exc:
+                error = _read_error(exc, self.source)
+            checked.judge(error)
+            self.prefetch.settle(tensor, None, error)
+            if error is not None:
+                raise error
+            self._verified.add(key)
+
+        return feed
 
     def _string_rows(self, key: str, max_bytes: int, check: Callable[[], object]):
         """String tensor ``key`` as object arrays of whole rows (first axis), each about
@@ -338,12 +371,13 @@ class Checkpoint:
 
 
 class _Tensor:
-    """One tensor's check: claimed by one thread, its outcome (a CRC-32 or an error) for all."""
+    """One tensor's check: claimed by one thread (or a writer's copy), its outcome (a CRC-32 or
+    an error) for all."""
 
     __slots__ = ("key", "claimed", "done", "crc32", "error")
 
     def __init__(self, key: str):
-        self.key, self.claimed, self.done = key, False, threading.Event()
+        self.key, self.claimed, self.done = key, False, False
         self.crc32: int | None = None
         self.error: BaseException | None = None
 
@@ -355,25 +389,27 @@ class Prefetch:
     bytes): reading a checkpoint reads no tensor. Then the thread checks every tensor in the
     order they were added while the caller copies; a tensor the caller needs before the thread
     reached it is checked by the caller itself (each tensor is claimed once), so a writer going
-    in another order waits for no more than its own tensor.
+    in another order waits for no more than its own tensor. A writer that reads a tensor's
+    bytes anyway may :meth:`claim` its check, and :meth:`settle` it with what its copy computed
+    (or :meth:`release` it unread): the thread then skips it.
     """
 
     def __init__(self, check: Callable[[str], int | None], skip: Callable[[str], bool] = lambda key: False):
         self._check = check
         self._skip = skip  # checked already (decoded by a reader): its CRC-32 is then unknown
         self._tensors: list[_Tensor] = []
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
 
     def add(self, key: str) -> _Tensor:
         tensor = _Tensor(key)
-        with self._lock:
+        with self._cond:
             self._tensors.append(tensor)
         return tensor
 
     def start(self) -> None:
-        with self._lock:
+        with self._cond:
             if self._thread is None and not self._stopping and self._tensors:
                 self._thread = threading.Thread(target=self._run, name="modelmorph-crc32c", daemon=True)
                 self._thread.start()
@@ -381,12 +417,13 @@ class Prefetch:
     def wait(self, tensor: _Tensor) -> int | None:
         """The tensor's CRC-32 once its CRC-32C held; raises the ReadError of a failed check."""
         self.start()
-        with self._lock:
-            mine = not tensor.claimed
+        with self._cond:
+            while not tensor.done and tensor.claimed:
+                self._cond.wait()  # checked by the thread or a writer's copy: wait for its outcome
+            mine = not tensor.done
             tensor.claimed = True
         if mine:
             self._run_one(tensor)
-        tensor.done.wait()
         if tensor.error is not None:
             raise tensor.error
         return tensor.crc32
@@ -395,8 +432,28 @@ class Prefetch:
         for tensor in list(self._tensors):
             self.wait(tensor)
 
+    def claim(self, tensor: _Tensor) -> bool:
+        """Take the tensor's check over (a writer's copy computes it); False if it is taken."""
+        with self._cond:
+            if tensor.claimed or tensor.done:
+                return False
+            tensor.claimed = True
+            return True
+
+    def settle(self, tensor: _Tensor, crc32: int | None, error: BaseException | None) -> None:
+        """The outcome of a check :meth:`claim` took."""
+        with self._cond:
+            tensor.crc32, tensor.error, tensor.done = crc32, error, True
+            self._cond.notify_all()
+
+    def release(self, tensor: _Tensor) -> None:
+        """Give a claimed check back unread: whoever needs it checks it."""
+        with self._cond:
+            tensor.claimed = False
+            self._cond.notify_all()
+
     def stop(self) -> None:
-        with self._lock:
+        with self._cond:
             self._stopping = True
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -404,22 +461,22 @@ class Prefetch:
 
     def _run(self) -> None:
         for tensor in list(self._tensors):
-            with self._lock:
+            with self._cond:
                 if self._stopping:
                     return
-                if tensor.claimed:
+                if tensor.claimed or tensor.done:
                     continue
                 tensor.claimed = True
             self._run_one(tensor)
 
     def _run_one(self, tensor: _Tensor) -> None:
+        crc32, error = None, None
         try:
             if not self._skip(tensor.key):
-                tensor.crc32 = self._check(tensor.key)
+                crc32 = self._check(tensor.key)
         except BaseException as exc:  # given to whoever waits for this tensor
-            tensor.error = exc
-        finally:
-            tensor.done.set()
+            error = exc
+        self.settle(tensor, crc32, error)
 
 
 class CheckedRange(io.RawIOBase):
@@ -435,6 +492,21 @@ class CheckedRange(io.RawIOBase):
         self.name = file.name  # the data file's path, as an open file names it
         self._lock = threading.Lock()
         self._verdict: BaseException | bool | None = None
+
+    def defer(self) -> None:
+        """Let accesses through before the check: a writer's copy computes it (``claim_check``)."""
+        with self._lock:
+            if self._verdict is None:
+                self._verdict = True
+
+    def judge(self, verdict: BaseException | None) -> None:
+        """The outcome of a deferred check (None: it held), or its return to the reader."""
+        with self._lock:
+            self._verdict = verdict if verdict is not None else True
+
+    def undefer(self) -> None:
+        with self._lock:
+            self._verdict = None
 
     def _checked(self) -> None:
         with self._lock:

@@ -30,12 +30,16 @@ class Expected(NamedTuple):
 
 
 def structure_of(arch: Model) -> Model:
-    """A copy of an architecture without weights, optimizer state or assets, to attach
-    weights to (``arch`` is left untouched)."""
+    """A copy of an architecture without weights or optimizer state, to attach weights to
+    (``arch`` is left untouched). Its assets stay: a lookup's vocabulary is part of the
+    architecture (a weights file has none), and dropping it left lookups that load but fail at
+    predict ("Table not initialized"). The assets read from the architecture's file, which lives
+    as long as the joined model."""
     layers = [dataclasses.replace(layer, weights=[], submodel=structure_of(layer.submodel) if layer.submodel else None)
               for layer in arch.layers]
     metadata = {k: v for k, v in arch.metadata.items() if k != "source_format"}
-    return dataclasses.replace(arch, layers=layers, optimizer=None, assets=[], metadata=metadata, _closers=[], _checks=[])
+    return dataclasses.replace(arch, layers=layers, optimizer=None, assets=list(arch.assets), metadata=metadata,
+                               _closers=[], _checks=[])
 
 
 def expected_variables(arch: Model) -> Iterator[tuple[str, Layer, list[Expected] | None]]:

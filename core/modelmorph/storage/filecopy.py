@@ -259,17 +259,63 @@ COPY_PIECE = 1 << 18
 
 
 def copy_range_crc32(src: BinaryIO, src_offset: int, dst: BinaryIO, dst_offset: int, nbytes: int,
-                     crc: int = 0) -> int:
+                     crc: int = 0, feed: Callable[[memoryview], None] | None = None) -> int:
     """:func:`copy_range` that also returns the CRC-32 of the bytes copied (continuing from
     ``crc``), computed on the way through one small buffer: no second read of either file for a
     checksum, and the copy itself costs no more than ``copy_file_range`` (see ``COPY_PIECE``).
+    ``feed`` gets each piece too (a source's own check: ``ByteRange.claim_check``).
     Same contract as :func:`copy_range` (descriptors, positions unmoved, EOFError)."""
     dfd, done = dst.fileno(), 0
     for piece in read_pieces(src, src_offset, nbytes, memoryview(bytearray(min(nbytes, COPY_PIECE)))):
         crc = _fast_crc32(piece, crc)
+        if feed is not None:
+            feed(piece)
         _pwrite_all(dfd, piece, dst_offset + done)
         done += len(piece)
     return crc
+
+
+class CopyClaims:
+    """The checks of their sources that a writer takes over for the tensors it copies, so that
+    each byte is read once: a zip's CRC-32 (``ByteRange.claim_crc32``), a checkpoint's CRC-32C
+    (``ByteRange.claim_check``). Made for all of a file's weights before the first copy starts
+    (a source's check thread then leaves them to the copies); :meth:`copy` copies one and gives
+    its source what it computed; :meth:`release` gives back the rest (a write that failed), so
+    no check is left claimed and never done."""
+
+    def __init__(self, weights: Iterable):
+        self._claims: dict[int, tuple[Callable | None, Callable | None]] = {}
+        for weight in weights:
+            raw = weight.raw
+            if raw is None or raw.layout != "plain" or raw.nbytes != weight.nbytes:
+                continue
+            report = raw.claim_crc32() if raw.claim_crc32 is not None else None
+            feed = raw.claim_check() if raw.claim_check is not None else None
+            if report is not None or feed is not None:
+                self._claims[id(weight)] = (report, feed)
+
+    def copy(self, weight, dst: BinaryIO, dst_offset: int) -> int:
+        """Copy ``weight.raw``'s bytes to ``dst`` at ``dst_offset`` (:func:`copy_range_crc32`);
+        returns their CRC-32. Raises the source's ReadError if its check failed on them."""
+        raw = weight.raw
+        report, feed = self._claims.pop(id(weight), (None, None))
+        crc = None
+        try:
+            crc = copy_range_crc32(raw.file, raw.offset, dst, dst_offset, raw.nbytes, feed=feed)
+        finally:
+            if report is not None:
+                report(crc)
+            if feed is not None:
+                feed(None)  # the check's verdict (or, after a failed copy, the check given back)
+        return crc
+
+    def release(self) -> None:
+        claims, self._claims = self._claims, {}
+        for report, feed in claims.values():
+            if report is not None:
+                report(None)
+            if feed is not None:
+                feed(None)  # nothing fed: given back, never a verdict
 
 
 class SharedCrc32:

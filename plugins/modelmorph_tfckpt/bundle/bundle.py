@@ -588,6 +588,13 @@ class BundleReader:
             self._check_crc(e, label, mask_crc(crc), path)
         return zip_crc
 
+    def check_crc32c(self, key: str, crc: int) -> None:
+        """Raise :class:`BundleError` unless ``crc``, the (unmasked) CRC-32C of tensor ``key``'s
+        stored bytes as a copy of them computed it, is the one the index holds."""
+        e = self._entry(key)
+        if self.verify_checksums:
+            self._check_crc(e, short_repr(key), mask_crc(crc), self._shard(e.shard_id)[2])
+
     def _read_plain(self, e: Entry, key: str) -> np.ndarray:
         label = short_repr(key)
         d = _DTYPE_BY_ENUM.get(e.dtype_enum)

@@ -130,6 +130,17 @@ def crc32c_at_address() -> "Callable[[int, int, int], int] | None":
     return function if function(0, b"123456789", 9) == 0xE3069283 else None
 
 
+def crc32c_view(crc: int, view: memoryview) -> int:
+    """:func:`crc32c_extend` of a piece of a writable buffer (a copy's reused ``bytearray``),
+    computed where it lies when :func:`crc32c_at_address` can."""
+    at_address = crc32c_at_address()
+    if at_address is not None and not view.readonly and view.nbytes:
+        import ctypes
+
+        return at_address(crc, ctypes.addressof(ctypes.c_char.from_buffer(view)), view.nbytes)
+    return crc32c_extend(crc, view)
+
+
 def buffer_address(buffer: bytearray) -> int:
     """The address of a ``bytearray``'s memory, for :func:`crc32c_at_address` (the array must
     not be resized while it is used: exporting it here forbids that)."""

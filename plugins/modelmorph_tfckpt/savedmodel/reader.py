@@ -54,7 +54,7 @@ def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | N
             if ckpt is None:
                 raise ReadError(root, f"no {VARIABLES}/ to join with the architecture")
             model = join(ckpt, arch, diagnostics)
-            model.assets = _assets(directory)
+            model.assets = _assets(directory) or model.assets  # the directory's own, else the architecture's
         else:
             model = _read_weights_only(directory, ckpt, root_meta, reason, diagnostics)
     except BaseException:
