@@ -505,6 +505,7 @@ class CheckedRange(io.RawIOBase):
             self._verdict = verdict if verdict is not None else True
 
     def undefer(self) -> None:
+        """The check is the reader's again (the copy that took it stopped early)."""
         with self._lock:
             self._verdict = None
 
