@@ -61,12 +61,27 @@ def _dialect_marks(cfg: Any) -> set[str]:
     marks.discard("")
     return marks
 
+def copy_config(value: Any) -> Any:
+    """A deep copy of config data (dicts, lists, tuples of JSON values): what ``copy.deepcopy``
+    gives for it, in less than half its time (no memo: a config holds no shared or cyclic parts). Any
+    other object goes to ``copy.deepcopy``."""
+    if isinstance(value, dict):
+        return {key: copy_config(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [copy_config(item) for item in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, tuple):
+        return tuple(copy_config(item) for item in value)
+    return copy.deepcopy(value)
+
+
 def complete_keras3(cfg: dict) -> dict:
     """Give the entries of a Keras 3 *legacy* config (Keras 3's own ``.h5`` writer leaves out
     ``module`` and ``registered_name``) the modules ``.keras`` loading needs to find them."""
     if not _incomplete(cfg):  # a .keras config: nothing to add, and no copy (it costs ~50 ms on ResNet50)
         return cfg
-    out = copy.deepcopy(cfg)
+    out = copy_config(cfg)
     _complete_entry(out)
     return out
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from ...diagnostics import Diagnostics
 from .. import catalogue
-from .common import _LAYER_KEYS, _LAYER_LIST_KEYS, layer_args
+from .common import copy_config, _LAYER_KEYS, _LAYER_LIST_KEYS, layer_args
 from .functions import check_activations, expand_keras3
 from .lambdas import _LAMBDA_CALLABLES, _lambda_to_keras2
 from .masks import drop_mask_operations
@@ -20,7 +19,7 @@ from .to_keras3 import _is_functional
 def to_keras2(cfg: dict, diagnostics: Diagnostics | None = None) -> dict:
     """Translate a Keras 3 model config to what tf_keras 2.x ``model_from_config`` accepts."""
     diags = diagnostics if diagnostics is not None else Diagnostics()
-    return _model_to_keras2(copy.deepcopy(cfg), diags)
+    return _model_to_keras2(copy_config(cfg), diags)
 
 def _model_to_keras2(cfg: dict, diags: Diagnostics) -> dict:
     class_name = cfg.get("class_name")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from ...diagnostics import Diagnostics
 from .. import catalogue
-from .common import FUNCTIONAL_MODULE, _LAYER_KEYS, _LAYER_LIST_KEYS, _MODEL_CLASSES, _OBJECT_KINDS, _dtype_to_keras3, layer_args
+from .common import copy_config, FUNCTIONAL_MODULE, _LAYER_KEYS, _LAYER_LIST_KEYS, _MODEL_CLASSES, _OBJECT_KINDS, _dtype_to_keras3, layer_args
 from .functions import check_activations, expand_keras2
 from .lambdas import _lambda_to_keras3
 from .names import rename_slashes
@@ -20,7 +19,7 @@ def to_keras3(cfg: dict, diagnostics: Diagnostics | None = None, renamed: dict |
     """Translate a Keras 2 model config (``{"class_name", "config"}``) to Keras 3's dialect.
     Layers whose names Keras 3 refuses are renamed; ``renamed`` (when given) gets old → new."""
     diags = diagnostics if diagnostics is not None else Diagnostics()
-    cfg = copy.deepcopy(cfg)
+    cfg = copy_config(cfg)
     names = rename_slashes(cfg, diags)
     if renamed is not None:
         renamed.update(names)
