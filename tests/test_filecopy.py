@@ -127,6 +127,28 @@ def test_copy_gives_the_crc_of_the_bytes_copied(engine, tmp_path, nbytes, in_mem
     assert (tmp_path / "out.bin").read_bytes() == b"head" + data[777:777 + nbytes]
 
 
+@pytest.mark.parametrize("nbytes", [2 * COPY_PIECE, 5 * COPY_PIECE + 3])
+def test_a_copy_shared_by_two_threads_gives_the_crc_of_the_whole(engine, tmp_path, monkeypatch, nbytes):
+    monkeypatch.setattr(filecopy, "SPLIT_FROM", COPY_PIECE)  # split from here on
+    threads = []
+    real = filecopy._copy_crc32
+
+    def spy(*args):
+        threads.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(filecopy, "_copy_crc32", spy)
+    data = RNG.randbytes(nbytes + 1000)
+    with _file(tmp_path, data) as src, open(tmp_path / "out.bin", "w+b") as dst:
+        crc = copy_range_crc32(src, 999, dst, 3, nbytes, crc=zlib.crc32(b"x"))
+    assert sorted(threads) == ["MainThread", "modelmorph-copy"]
+    assert crc == zlib.crc32(data[999:999 + nbytes], zlib.crc32(b"x"))
+    assert (tmp_path / "out.bin").read_bytes() == b"\0" * 3 + data[999:999 + nbytes]
+    with _file(tmp_path, data[:999 + nbytes - 7]) as src, open(tmp_path / "short.bin", "w+b") as dst:
+        with pytest.raises(EOFError, match="ends 7 bytes early"):  # from the second half
+            copy_range_crc32(src, 999, dst, 0, nbytes)
+
+
 def test_copy_of_a_short_source_fails(tmp_path):
     with _file(tmp_path, RNG.randbytes(1000)) as src, open(tmp_path / "out.bin", "w+b") as dst:
         with pytest.raises(EOFError):

@@ -77,12 +77,12 @@ class ByteRange:
                                                                                  repr=False)
     #: Offered by a reader whose check reads these bytes (a TF checkpoint's CRC-32C): a writer
     #: that reads them anyway to copy them calls it before its first read. If it returns a
-    #: function, the check is the writer's to feed: it passes every piece it reads, in order (a
-    #: memoryview, valid during the call), then None once done; that last call raises the
-    #: reader's ReadError if the check failed. Stopping early, the writer still calls it with
-    #: None: the check is then the reader's again. None from the call: the reader checks them.
-    claim_check: Callable[[], Callable[[memoryview | None], None] | None] | None = field(default=None, compare=False,
-                                                                                       repr=False)
+    #: function, the check is the writer's to feed: it passes every piece it reads with its
+    #: position in the range (a memoryview, valid during the call; from several threads, in any
+    #: order, each byte once), then None once done; that last call raises the reader's ReadError
+    #: if the check failed. Stopping early, the writer still calls it with None: the check is
+    #: then the reader's again. None from the call: the reader checks them.
+    claim_check: Callable[[], Callable[..., None] | None] | None = field(default=None, compare=False, repr=False)
     #: How the bytes hold the value: ``"plain"`` (as above), or ``"tf-string"``: a string tensor
     #: as a TF checkpoint stores it (varint lengths, their CRC, the bytes), which only a
     #: checkpoint writer copies (``crc32c`` is then the entry's CRC, not that of the bytes).

@@ -38,9 +38,20 @@ def _options(target: str) -> dict:
     return {"max_shard_size": "1MB"} if target.endswith(".json") else {}
 
 
+@pytest.fixture(params=["one-thread", "split"])
+def copies(request, monkeypatch):
+    """Copies in one thread, or (from 256 KiB here) shared by two, whose pieces reach the
+    reader's check in any order."""
+    from modelmorph.storage import filecopy
+
+    if request.param == "split":
+        monkeypatch.setattr(filecopy, "SPLIT_FROM", filecopy.COPY_PIECE)
+    return request.param
+
+
 @plain_path
 @pytest.mark.parametrize("target", TARGETS)
-def test_each_tensor_is_checked_once_by_the_copy(target, tmp_path, monkeypatch):
+def test_each_tensor_is_checked_once_by_the_copy(target, copies, tmp_path, monkeypatch):
     require_format("savedmodel")
     source = _source(tmp_path)
     plain = _plain_tensors(source)
@@ -68,12 +79,14 @@ def test_each_tensor_is_checked_once_by_the_copy(target, tmp_path, monkeypatch):
 
 
 @plain_path
-@pytest.mark.parametrize("which", ["first", "last"])
+@pytest.mark.parametrize("which", ["first", "last", "largest"])
 @pytest.mark.parametrize("target", TARGETS)
-def test_a_flipped_byte_in_a_copied_tensor_leaves_no_output(which, target, tmp_path, capsys, monkeypatch):
+def test_a_flipped_byte_in_a_copied_tensor_leaves_no_output(which, target, copies, tmp_path, capsys, monkeypatch):
     require_format("savedmodel")
     source = _source(tmp_path)
     plain = sorted(_plain_tensors(source).items(), key=lambda item: item[1])
+    if which == "largest":  # split between two threads in the "split" case
+        plain = sorted(plain, key=lambda item: item[1][1])
     key, (offset, nbytes) = plain[0 if which == "first" else -1]
     data = next((source / "variables").glob("variables.data-*"))
     with open(data, "r+b") as f:
@@ -127,3 +140,17 @@ def test_a_failed_write_gives_its_claims_back(tmp_path, monkeypatch):
     worker.join(60)
     assert outcome == ["done"], "the second write or the check hung on a claim never given back"
     assert not (tmp_path / "a.keras").exists() and (tmp_path / "b.keras").exists()
+
+
+def test_pieces_crcs_join_only_when_they_cover_the_tensor_once():
+    import google_crc32c
+
+    from modelmorph_tfckpt.source import _joined_crc32c
+
+    data = bytes(range(256)) * 40
+    cuts = [(0, 1000), (1000, 5000), (5000, len(data))]
+    pieces = [(a, b - a, google_crc32c.value(data[a:b])) for a, b in cuts]
+    assert _joined_crc32c(list(reversed(pieces)), len(data)) == google_crc32c.value(data)
+    assert _joined_crc32c(pieces[:2], len(data)) is None  # stopped early
+    assert _joined_crc32c(pieces[::2], len(data)) is None  # a gap
+    assert _joined_crc32c(pieces + pieces[1:2], len(data)) is None  # a piece twice

@@ -33,6 +33,7 @@ from .table import (
     TableWriter,
     buffer_address,
     crc32c_at_address,
+    crc32c_combine,
     crc32c_extend,
     decode_varint,
     encode_varint,
@@ -766,7 +767,6 @@ _PAGE = 4096
 #: each entry's offset; its own writer pads so with ``data_alignment``).
 _ALIGN_FROM = 1 << 20
 _SPLIT_FROM = 1 << 23  # a copy this large is shared by two threads
-_CRC32C_POLY = 0x82F63B78  # reflected, for combining CRC-32Cs
 
 
 def _copy_checksummed(src, src_offset: int, dst_fd: int, dst_offset: int, nbytes: int,
@@ -784,7 +784,7 @@ def _copy_checksummed(src, src_offset: int, dst_fd: int, dst_offset: int, nbytes
         sfd = None
     if sfd is None or nbytes < _SPLIT_FROM:
         return _copy_pieces(src, sfd, src_offset, dst_fd, dst_offset, nbytes, with_crc32)
-    from modelmorph.storage.filecopy import crc32_combine, crc_combine
+    from modelmorph.storage.filecopy import crc32_combine
 
     half = nbytes // 2 // _COPY_PIECE * _COPY_PIECE
     rest: list = []  # the second half's CRCs, or what it raised
@@ -805,7 +805,7 @@ def _copy_checksummed(src, src_offset: int, dst_fd: int, dst_offset: int, nbytes
     if isinstance(rest[0], BaseException):
         raise rest[0]
     crc2, zip2 = rest[0]
-    crc = crc_combine(crc, crc2, nbytes - half, _CRC32C_POLY)
+    crc = crc32c_combine(crc, crc2, nbytes - half)
     return crc, (crc32_combine(zip_crc, zip2, nbytes - half) if with_crc32 else None)
 
 

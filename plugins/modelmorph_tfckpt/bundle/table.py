@@ -141,6 +141,16 @@ def crc32c_view(crc: int, view: memoryview) -> int:
     return crc32c_extend(crc, view)
 
 
+def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
+    """The CRC-32C of A+B from those of A and B (``len2``: B's length)."""
+    from modelmorph.storage.filecopy import crc_combine
+
+    return crc_combine(crc1, crc2, len2, CRC32C_POLY)
+
+
+CRC32C_POLY = 0x82F63B78  # reflected, for combining CRC-32Cs
+
+
 def buffer_address(buffer: bytearray) -> int:
     """The address of a ``bytearray``'s memory, for :func:`crc32c_at_address` (the array must
     not be resized while it is used: exporting it here forbids that)."""
