@@ -129,12 +129,16 @@ def test_copy_gives_the_crc_of_the_bytes_copied(engine, tmp_path, nbytes, in_mem
 
 @pytest.mark.parametrize("nbytes", [2 * COPY_PIECE, 5 * COPY_PIECE + 3])
 def test_a_copy_shared_by_two_threads_gives_the_crc_of_the_whole(engine, tmp_path, monkeypatch, nbytes):
-    monkeypatch.setattr(filecopy, "SPLIT_FROM", COPY_PIECE)  # split from here on
+    monkeypatch.setattr(filecopy, "COPY_UNIT", COPY_PIECE)  # units of one piece: two threads share them
+    both = threading.Barrier(2, timeout=10)  # each thread's first unit waits for the other's: both work
     threads = []
     real = filecopy._copy_crc32
 
     def spy(*args):
-        threads.append(threading.current_thread().name)
+        name = threading.current_thread().name
+        if name not in threads:
+            threads.append(name)
+            both.wait()
         return real(*args)
 
     monkeypatch.setattr(filecopy, "_copy_crc32", spy)
@@ -144,9 +148,48 @@ def test_a_copy_shared_by_two_threads_gives_the_crc_of_the_whole(engine, tmp_pat
     assert sorted(threads) == ["MainThread", "modelmorph-copy"]
     assert crc == zlib.crc32(data[999:999 + nbytes], zlib.crc32(b"x"))
     assert (tmp_path / "out.bin").read_bytes() == b"\0" * 3 + data[999:999 + nbytes]
+    monkeypatch.setattr(filecopy, "_copy_crc32", real)
     with _file(tmp_path, data[:999 + nbytes - 7]) as src, open(tmp_path / "short.bin", "w+b") as dst:
-        with pytest.raises(EOFError, match="ends 7 bytes early"):  # from the second half
+        with pytest.raises(EOFError, match="bytes early"):  # from the last units (either thread)
             copy_range_crc32(src, 999, dst, 0, nbytes)
+
+
+def test_many_ranges_are_copied_with_the_crc_of_each(engine, tmp_path, monkeypatch):
+    """Ranges of all sizes (empty, one piece, several units), from a file and from memory, into
+    one output: each CRC is its own range's, every byte lands where it belongs."""
+    monkeypatch.setattr(filecopy, "COPY_UNIT", 2 * COPY_PIECE)
+    data = RNG.randbytes(8 * COPY_PIECE)
+    sizes = [0, 1, COPY_PIECE, 5 * COPY_PIECE + 17, 3, 2 * COPY_PIECE]
+    advanced = []
+    with _file(tmp_path, data) as src, open(tmp_path / "out.bin", "w+b") as dst:
+        jobs, at = [], 0
+        for i, n in enumerate(sizes):
+            source = io.BytesIO(data) if i == 4 else src
+            jobs.append(filecopy.CopyJob(source, 100 * i, at, n))
+            at += n
+        crcs = filecopy.copy_ranges_crc32(jobs, dst, advanced.append)
+    out = (tmp_path / "out.bin").read_bytes()
+    assert crcs == [zlib.crc32(data[100 * i:100 * i + n]) for i, n in enumerate(sizes)]
+    assert out == b"".join(data[100 * i:100 * i + n] for i, n in enumerate(sizes))
+    assert sum(advanced) == sum(sizes)
+
+
+def test_a_failed_unit_stops_both_threads_and_raises_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(filecopy, "COPY_UNIT", COPY_PIECE)
+    real, calls = filecopy._copy_crc32, []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(*args)
+
+    monkeypatch.setattr(filecopy, "_copy_crc32", failing)
+    data = RNG.randbytes(20 * COPY_PIECE)
+    with _file(tmp_path, data) as src, open(tmp_path / "out.bin", "w+b") as dst:
+        with pytest.raises(OSError, match="No space left"):
+            copy_range_crc32(src, 0, dst, 0, len(data))
+    assert len(calls) < 20  # the units after the failure were left undone
 
 
 def test_copy_of_a_short_source_fails(tmp_path):

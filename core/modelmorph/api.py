@@ -16,7 +16,7 @@ from .options import resolve, route
 from .plugins import HookFailed, call_each_or_raise
 from .progress import Progress
 from .registry import Format, Registry, default_registry
-from .storage.safety import atomic_output
+from .storage.safety import atomic_output, check_destination
 
 DEBUG_ENV = "MODELMORPH_DEBUG"  # set to 1 to see tracebacks of unexpected errors
 
@@ -132,9 +132,10 @@ def _write(fmt: Format, model: Model, path: str | Path, opts: dict[str, Any], di
     _check_capabilities(model, fmt, diags, path, source)
     prog = progress or Progress()
     with atomic_output(path, force=force, replaceable=fmt.replaceable) as tmp:
+        # The source's checks are not started here: a writer first claims those its copies
+        # compute, and a check thread started before that would read their bytes twice. The
+        # checks start when a writer first needs one (see Model.start_checks).
         checked = "weights" in fmt.writes  # an architecture alone holds no byte the checksums cover
-        if checked:
-            model.start_checks()  # the source's checksums, computed while the writer copies
         try:
             _guarded(fmt, path, WriteError,
                      lambda: fmt.load_writer()(model, tmp, options=opts, diagnostics=diags, progress=prog))
@@ -182,6 +183,7 @@ def convert(
     reg.source_candidates(source, from_format)  # an unknown source fails before the overwrite check
     if Path(source).resolve() == Path(destination).resolve():
         raise UsageError(f"{destination}: the output would overwrite the input")
+    check_destination(destination, force)  # before the read, which may be long
     with catalogue.activate(reg.catalogue):  # the registry's layer classes, for reader and writer
         model, src_fmt = _read(reg, source, from_format, arch, arch_format, options_for, diags)
         with model:

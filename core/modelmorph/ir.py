@@ -301,7 +301,10 @@ class Model:
         self._checks.append(Check(what, finish, start))
 
     def start_checks(self) -> None:
-        """Begin every pending check that can run in the background (while a writer copies)."""
+        """Begin every pending check that can run in the background. :func:`modelmorph.write`
+        does not: a writer first claims the checks its copies compute (``ByteRange.claim_crc32``,
+        ``claim_check``), and the readers' checks start themselves when first needed (a tensor
+        read or asked for its CRC). For a caller that reads the bytes some other way."""
         for check in self._checks:
             if check.start is not None and not check.started:
                 check.started = True

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from modelmorph import Progress, Weight, WriteError
 from modelmorph.storage import plainh5
-from modelmorph.storage.filecopy import CopyClaims
+from modelmorph.storage.filecopy import CopyClaims, stored_as_is
 from modelmorph.storage.plainh5 import FixedStrings, PlainWriter
 
 from .attributes import split_list
@@ -66,9 +66,16 @@ def write_plain(path: Path, groups: list[H5Group], progress: Progress) -> bool:
         end = writer.layout()  # flushed: from here on the data goes through the file descriptor
         claims = CopyClaims(weight for ds, weight in placed if ds.offset is not None)
         try:
+            copies = []  # (weight, offset): the bytes lie in a file, copied all at once below
             for ds, weight in placed:
-                _put(f, ds, weight, path, claims)
+                if ds.offset is None:
+                    continue  # an empty tensor stores nothing
+                if stored_as_is(weight, ds.nbytes):
+                    copies.append((weight, ds.offset))  # checksummed on the way for the source's check
+                    continue
+                _put(f, ds, weight, path)
                 progress.advance(weight.nbytes)
+            claims.copy(copies, f, progress.advance)
         finally:
             claims.release()
         if f.seek(0, os.SEEK_END) < end:
@@ -90,13 +97,8 @@ def _attrs(attrs: dict[str, str | list[str]]) -> dict[str, str | FixedStrings]:
     return out
 
 
-def _put(f: BinaryIO, ds: plainh5.Dataset, weight: Weight, path: Path, claims: CopyClaims) -> None:
-    if ds.offset is None:
-        return  # an empty tensor stores nothing
-    raw = weight.raw
-    if raw is not None and raw.layout == "plain" and raw.nbytes == ds.nbytes:
-        claims.copy(weight, f, ds.offset)  # checksummed on the way for the source's check: one read
-        return
+def _put(f: BinaryIO, ds: plainh5.Dataset, weight: Weight, path: Path) -> None:
+    """Write one dataset's bytes from its value (the bytes are in no file to copy from)."""
     from modelmorph.storage.hdf5 import write_weight_bytes
 
     try:  # the whole tensor, or piece by piece when its reader streams it

@@ -27,7 +27,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from modelmorph import Asset, Diagnostics, Model, Progress, ReadError, UsageError, WriteError
+from modelmorph import Asset, Diagnostics, Model, Progress, ReadError, UsageError, Weight, WriteError
 from modelmorph.keras import kerasconfig
 from modelmorph.storage import h5file, safety
 from modelmorph.storage.filecopy import SharedCrc32, crc32_range
@@ -169,6 +169,28 @@ class ZipArchive:
                 self.pieces.append((raw.offset, raw.nbytes))
                 weight.raw = dataclasses.replace(raw, crc32=functools.partial(self._range_crc32, raw.offset, raw.nbytes),
                                                  claim_crc32=functools.partial(self._claim, raw.offset, raw.nbytes))
+            self._start_on_read(weight)
+
+    def _start_on_read(self, weight: Weight) -> None:
+        """A writer that decodes tensors (rather than copying them) claims no check: the
+        member's check starts in the background at the first tensor it reads."""
+        loader, streamer = weight.loader, weight.streamer
+        if loader is None:
+            return
+
+        def load():
+            self.start_check()
+            return loader()
+
+        weight.loader = load
+        if streamer is not None and streamer[0] is loader:
+            stream = streamer[1]
+
+            def pieces(max_bytes: int):
+                self.start_check()
+                return stream(max_bytes)
+
+            weight.streamer = (load, pieces)
 
     def _range_crc32(self, offset: int, nbytes: int) -> int | None:
         self.start_check()

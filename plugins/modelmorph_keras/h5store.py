@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable
 
 from modelmorph import Progress, ReadError, Weight, WriteError
 from modelmorph.storage import plainh5
-from modelmorph.storage.filecopy import CopyClaims, assemble_crc32
+from modelmorph.storage.filecopy import CopyClaims, assemble_crc32, stored_as_is
 from modelmorph.storage.h5file import Dataset, H5File
 
 if TYPE_CHECKING:
@@ -162,11 +162,17 @@ def write_plain(path: Path, groups: list[Group], progress: Progress, userblock: 
                     placed.append((writer.dataset(f"{where}/{key}", tuple(weight.shape), dtype, attrs or None), weight))
             end = writer.layout()  # flushed: from here on the data goes through the file descriptor
             known: list[tuple[int, int, int]] = []
+            copies = []  # (weight, offset): the bytes lie in a file, copied all at once below
             for ds, weight in placed:
-                crc = _put_plain(f, ds, weight, path, claims)
+                if ds.offset is not None and stored_as_is(weight, ds.nbytes):
+                    copies.append((weight, ds.offset))
+                    continue
+                crc = _put_plain(f, ds, weight, path)
                 if crc is not None:
                     known.append((ds.offset, ds.nbytes, crc))
                 progress.advance(weight.nbytes)
+            crcs = claims.copy(copies, f, progress.advance)
+            known += [(offset, weight.nbytes, crc) for (weight, offset), crc in zip(copies, crcs)]
             if f.seek(0, os.SEEK_END) < end:
                 f.truncate(end)  # trailing empty datasets: the file still ends where HDF5 says
             return assemble_crc32(f, userblock, end, known) if checksum else None
@@ -175,13 +181,10 @@ def write_plain(path: Path, groups: list[Group], progress: Progress, userblock: 
             claims.release()
 
 
-def _put_plain(f: BinaryIO, ds: plainh5.Dataset, weight: Weight, path: Path, claims: CopyClaims) -> int | None:
-    """Write one dataset's bytes; returns their CRC-32 (None: nothing written)."""
+def _put_plain(f: BinaryIO, ds: plainh5.Dataset, weight: Weight, path: Path) -> int | None:
+    """Write one dataset's bytes from its value; returns their CRC-32 (None: nothing written)."""
     if ds.offset is None:
         return None
-    raw = weight.raw
-    if raw is not None and raw.layout == "plain" and raw.nbytes == ds.nbytes:
-        return claims.copy(weight, f, ds.offset)
     from modelmorph.storage.hdf5 import write_weight_bytes
 
     try:  # the whole tensor, or piece by piece when its reader streams it

@@ -8,7 +8,7 @@ A tensor stored as plain bytes also gets ``Weight.raw``, so that a writer storin
 bytes copies them file to file (no numpy). Its CRC-32C is still checked, lazily, by the file
 object the ``ByteRange`` names (:class:`CheckedRange`): every way to the bytes (``fileno()``,
 ``read``) passes the check first, so no writer can copy a corrupted tensor by forgetting to.
-Once writing starts (``Model.start_checks``) or a writer takes the first tensor's bytes, a
+Once a writer takes the first tensor's bytes without having claimed its check, a
 thread checks the others ahead of it (:class:`Prefetch`, in the order their weights were made),
 so that checking one tensor overlaps copying the one before; the same pass computes each
 tensor's CRC-32, which a zip writer combines instead of reading its copy (``ByteRange.crc32``).
@@ -359,7 +359,8 @@ class Checkpoint:
         return crc
 
     def start_checks(self) -> None:
-        """Begin checking, in the background, the tensors a writer may copy (see :class:`Prefetch`)."""
+        """Begin checking, in the background, the tensors a writer may copy (see :class:`Prefetch`;
+        ``Model.start_checks``: the first tensor a writer touches starts it anyway)."""
         self.prefetch.start()
 
     def verify_all(self) -> None:

@@ -12,7 +12,6 @@ import pytest
 
 import modelmorph
 from helpers import require_format
-from modelmorph import Model
 from modelmorph.cli import main
 from modelmorph_tfckpt.bundle import BundleReader
 from smcases import case_dir
@@ -38,14 +37,14 @@ def _options(target: str) -> dict:
     return {"max_shard_size": "1MB"} if target.endswith(".json") else {}
 
 
-@pytest.fixture(params=["one-thread", "split"])
+@pytest.fixture(params=["whole-units", "cut-units"])
 def copies(request, monkeypatch):
-    """Copies in one thread, or (from 256 KiB here) shared by two, whose pieces reach the
-    reader's check in any order."""
+    """Copies in units of 8 MiB (each of these tensors in one), or of 256 KiB (large ones cut
+    in several), shared by two threads: pieces reach the reader's check in any order."""
     from modelmorph.storage import filecopy
 
-    if request.param == "split":
-        monkeypatch.setattr(filecopy, "SPLIT_FROM", filecopy.COPY_PIECE)
+    if request.param == "cut-units":
+        monkeypatch.setattr(filecopy, "COPY_UNIT", filecopy.COPY_PIECE)
     return request.param
 
 
@@ -56,7 +55,6 @@ def test_each_tensor_is_checked_once_by_the_copy(target, copies, tmp_path, monke
     source = _source(tmp_path)
     plain = _plain_tensors(source)
     assert len(plain) > 100
-    monkeypatch.setattr(Model, "start_checks", lambda self: None)  # no check thread before the claims
     by_reader, by_copy = [], []
     verify, check = BundleReader.verify, BundleReader.check_crc32c
     monkeypatch.setattr(BundleReader, "verify", lambda self, key, crc32=False: by_reader.append(key) or
@@ -85,7 +83,7 @@ def test_a_flipped_byte_in_a_copied_tensor_leaves_no_output(which, target, copie
     require_format("savedmodel")
     source = _source(tmp_path)
     plain = sorted(_plain_tensors(source).items(), key=lambda item: item[1])
-    if which == "largest":  # split between two threads in the "split" case
+    if which == "largest":  # cut in units shared by two threads in the "cut-units" case
         plain = sorted(plain, key=lambda item: item[1][1])
     key, (offset, nbytes) = plain[0 if which == "first" else -1]
     data = next((source / "variables").glob("variables.data-*"))
@@ -94,7 +92,6 @@ def test_a_flipped_byte_in_a_copied_tensor_leaves_no_output(which, target, copie
         byte = f.read(1)[0]
         f.seek(offset + nbytes // 2)
         f.write(bytes([byte ^ 0x10]))
-    monkeypatch.setattr(Model, "start_checks", lambda self: None)  # the copy is the check
     out = tmp_path / "out"
     out.mkdir()
     argv = ["convert", str(source), str(out / target)] + (["-O", "max_shard_size=1MB"] if target.endswith(".json") else [])
@@ -114,7 +111,7 @@ def test_a_failed_write_gives_its_claims_back(tmp_path, monkeypatch):
 
     require_format("savedmodel")
     source = _source(tmp_path)
-    real, calls = filecopy.copy_range_crc32, []
+    real, calls = filecopy._copy_crc32, []
 
     def failing(*args, **kwargs):
         calls.append(1)
@@ -122,15 +119,14 @@ def test_a_failed_write_gives_its_claims_back(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(filecopy, "copy_range_crc32", failing)
-    monkeypatch.setattr(Model, "start_checks", lambda self: None)  # every tensor claimed by the copies
+    monkeypatch.setattr(filecopy, "_copy_crc32", failing)
     outcome = []
 
     def job():
         with modelmorph.read(source, verify=False) as model:  # the checks left to the writes
             with pytest.raises(modelmorph.WriteError, match="No space left"):
                 modelmorph.write(model, tmp_path / "a.keras")
-            monkeypatch.setattr(filecopy, "copy_range_crc32", real)
+            monkeypatch.setattr(filecopy, "_copy_crc32", real)
             modelmorph.write(model, tmp_path / "b.keras")
             model.verify()
             outcome.append("done")

@@ -17,7 +17,6 @@ import pytest
 import modelmorph
 from ckptcases import FIXTURES, require_format
 from helpers import require
-from modelmorph import Model
 from modelmorph.cli import main
 from modelmorph.storage import filecopy
 from modelmorph_tfckpt.bundle import BundleReader
@@ -105,7 +104,6 @@ def test_keras_tensors_are_read_once_for_both_crcs(tmp_path, monkeypatch):
     source = FIXTURES / "keras3" / "mobilenetv2.keras"
     tensors = _tensor_ranges(source)
     assert max(n for _, n in tensors) > 2 * bundle_module._COPY_PIECE  # copied in several pieces
-    monkeypatch.setattr(Model, "start_checks", lambda self: None)  # no thread before the claims
     reads = []
     original = filecopy.crc32_range
 
@@ -137,7 +135,6 @@ def test_a_flipped_byte_in_a_claimed_keras_tensor_leaves_no_output(which, tmp_pa
         byte = f.read(1)[0]
         f.seek(offset + nbytes // 2)
         f.write(bytes([byte ^ 0x10]))
-    monkeypatch.setattr(Model, "start_checks", lambda self: None)
     out = tmp_path / "out"
     out.mkdir()
     assert main(["convert", str(source), str(out / "ckpt"), "--to", "tf-checkpoint"]) == 4

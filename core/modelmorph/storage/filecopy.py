@@ -11,10 +11,11 @@ copied this way by writers that store the same bytes: no numpy, no decoding.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import threading
 import zlib
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, NamedTuple
 
 try:  # zlib-ng computes CRC-32 with carry-less multiplication: tens of GB/s where zlib 1.2 does ~2.5
     from zlib_ng.zlib_ng import crc32 as _fast_crc32
@@ -258,48 +259,97 @@ class BackgroundRanges:
 COPY_PIECE = 1 << 18
 
 
-#: From this size a copy is shared by two threads (see :func:`copy_range_crc32`).
-SPLIT_FROM = 1 << 23
+#: Copies are cut into units of at most this size, which two threads share (see
+#: :func:`copy_ranges_crc32`): a model's many small tensors and its few large ones alike keep
+#: both cores busy, and a unit is large enough that its CRC combination costs nothing.
+COPY_UNIT = 1 << 23
+
+
+class CopyJob(NamedTuple):
+    """One range to copy: ``nbytes`` of ``src`` from ``src_offset`` to ``dst_offset``; ``feed``
+    (optional) gets each piece read, with its position in the range (a source's own check:
+    ``ByteRange.claim_check``), possibly from two threads at once."""
+
+    src: Any
+    src_offset: int
+    dst_offset: int
+    nbytes: int
+    feed: Callable[[memoryview, int], None] | None = None
 
 
 def copy_range_crc32(src: BinaryIO, src_offset: int, dst: BinaryIO, dst_offset: int, nbytes: int,
                      crc: int = 0, feed: Callable[[memoryview, int], None] | None = None) -> int:
     """:func:`copy_range` that also returns the CRC-32 of the bytes copied (continuing from
-    ``crc``), computed on the way through one small buffer: no second read of either file for a
-    checksum, and the copy itself costs no more than ``copy_file_range`` (see ``COPY_PIECE``).
-    ``feed`` gets each piece too, with its position in the range (a source's own check:
-    ``ByteRange.claim_check``). From ``SPLIT_FROM`` bytes, a second thread copies the second half meanwhile
-    (positioned reads and writes, CRC and all release the GIL: measured at 1 GiB on two cores,
-    about a fifth less wall time for the same CPU time) and the halves' CRCs are combined.
-    Same contract as :func:`copy_range` (descriptors, positions unmoved, EOFError)."""
-    if nbytes < SPLIT_FROM or not _has_descriptor(src):
-        return _copy_crc32(src, src_offset, dst, dst_offset, nbytes, crc, feed)
-    half = nbytes // 2 // COPY_PIECE * COPY_PIECE
-    rest: list = []  # the second half's CRC, or what it raised
+    ``crc``): one job of :func:`copy_ranges_crc32`."""
+    return crc32_combine(crc, copy_ranges_crc32([CopyJob(src, src_offset, dst_offset, nbytes, feed)], dst)[0], nbytes)
 
-    def second_half() -> None:
-        try:
-            rest.append(_copy_crc32(src, src_offset + half, dst, dst_offset + half, nbytes - half, 0, feed, half))
-        except BaseException as exc:  # raised in the caller's thread, below
-            rest.append(exc)
 
-    thread = threading.Thread(target=second_half, name="modelmorph-copy", daemon=True)
-    thread.start()
+def copy_ranges_crc32(jobs: list[CopyJob], dst: BinaryIO, advance: Callable[[int], None] | None = None) -> list[int]:
+    """Copy every job's range to ``dst`` and return the CRC-32 of each, computed on the way
+    through one small buffer per thread: no second read of either file for a checksum, and the
+    copy itself costs no more than ``copy_file_range`` (see ``COPY_PIECE``).
+
+    The ranges are cut into units of at most ``COPY_UNIT`` bytes, taken in order by two threads
+    (positioned reads and writes, CRCs and all release the GIL: on two cores about half the wall
+    time for the same CPU time); a job's CRC is combined from its units'. ``advance(nbytes)`` is
+    called as units are done (from either thread, never at once). Same contract as
+    :func:`copy_range` (descriptors, positions unmoved, EOFError); on a failure the first error
+    is raised once both threads have stopped."""
+    shared, own = [], []  # units: (job index, offset in the job, length)
+    for index, job in enumerate(jobs):
+        if isinstance(job.src, io.BytesIO):  # one position to seek: the caller's thread reads it, whole
+            own.append((index, 0, job.nbytes))
+        else:
+            shared += [(index, at, min(COPY_UNIT, job.nbytes - at)) for at in range(0, job.nbytes, COPY_UNIT)]
+    crcs: dict[tuple[int, int], int] = {}
+    lock = threading.Lock()
+    state: dict[str, Any] = {"next": 0, "error": None}
+
+    def work(units: list[tuple[int, int, int]], shared_units: bool) -> None:
+        mine = iter(units)
+        while True:
+            with lock:
+                if state["error"] is not None:
+                    return
+                if shared_units:
+                    if state["next"] == len(units):
+                        return
+                    unit = units[state["next"]]
+                    state["next"] += 1
+                else:
+                    unit = next(mine, None)
+                    if unit is None:
+                        return
+            index, at, length = unit
+            job = jobs[index]
+            try:
+                crc = _copy_crc32(job.src, job.src_offset + at, dst, job.dst_offset + at, length, 0, job.feed, at)
+            except BaseException as exc:
+                with lock:
+                    if state["error"] is None:
+                        state["error"] = exc
+                return
+            with lock:
+                crcs[(index, at)] = crc
+                if advance is not None:
+                    advance(length)
+
+    helper = None
+    if len(shared) > 1:
+        helper = threading.Thread(target=work, args=(shared, True), name="modelmorph-copy", daemon=True)
+        helper.start()
     try:
-        first = _copy_crc32(src, src_offset, dst, dst_offset, half, crc, feed)
+        work(own, False)
+        work(shared, True)
     finally:
-        thread.join()
-    if isinstance(rest[0], BaseException):
-        raise rest[0]
-    return crc32_combine(first, rest[0], nbytes - half)
-
-
-def _has_descriptor(file) -> bool:
-    try:
-        file.fileno()
-    except (OSError, ValueError):  # an in-memory file: one position, one thread
-        return False
-    return True
+        if helper is not None:
+            helper.join()
+    if state["error"] is not None:
+        raise state["error"]
+    out = [0] * len(jobs)
+    for index, at, length in sorted(own + shared):
+        out[index] = crc32_combine(out[index], crcs[(index, at)], length)
+    return out
 
 
 def _copy_crc32(src, src_offset: int, dst: BinaryIO, dst_offset: int, nbytes: int, crc: int,
@@ -314,39 +364,53 @@ def _copy_crc32(src, src_offset: int, dst: BinaryIO, dst_offset: int, nbytes: in
     return crc
 
 
+def stored_as_is(weight, nbytes: int) -> bool:
+    """Whether ``weight.raw`` holds exactly the ``nbytes`` a writer stores for it, as they are
+    stored (plain, little-endian): then they are copied file to file, never decoded."""
+    raw = weight.raw
+    return raw is not None and raw.layout == "plain" and raw.nbytes == nbytes
+
+
 class CopyClaims:
     """The checks of their sources that a writer takes over for the tensors it copies, so that
     each byte is read once: a zip's CRC-32 (``ByteRange.claim_crc32``), a checkpoint's CRC-32C
-    (``ByteRange.claim_check``). Made for all of a file's weights before the first copy starts
-    (a source's check thread then leaves them to the copies); :meth:`copy` copies one and gives
-    its source what it computed; :meth:`release` gives back the rest (a write that failed), so
-    no check is left claimed and never done."""
+    (``ByteRange.claim_check``). Made for all of a file's weights before the first copy starts;
+    :meth:`copy` copies them and gives each source what it computed; :meth:`release` gives back
+    the rest (a write that failed), so no check is left claimed and never done."""
 
     def __init__(self, weights: Iterable):
         self._claims: dict[int, tuple[Callable | None, Callable | None]] = {}
         for weight in weights:
-            raw = weight.raw
-            if raw is None or raw.layout != "plain" or raw.nbytes != weight.nbytes:
+            if not stored_as_is(weight, weight.nbytes):
                 continue
+            raw = weight.raw
             report = raw.claim_crc32() if raw.claim_crc32 is not None else None
             feed = raw.claim_check() if raw.claim_check is not None else None
             if report is not None or feed is not None:
                 self._claims[id(weight)] = (report, feed)
 
-    def copy(self, weight, dst: BinaryIO, dst_offset: int) -> int:
-        """Copy ``weight.raw``'s bytes to ``dst`` at ``dst_offset`` (:func:`copy_range_crc32`);
-        returns their CRC-32. Raises the source's ReadError if its check failed on them."""
-        raw = weight.raw
-        report, feed = self._claims.pop(id(weight), (None, None))
-        crc = None
+    def copy(self, placed: list[tuple[Any, int]], dst: BinaryIO, advance: Callable[[int], None] | None = None) -> list[int]:
+        """Copy each ``(weight, dst_offset)``'s ``weight.raw`` bytes to ``dst`` at ``dst_offset``
+        (:func:`copy_ranges_crc32`); returns their CRC-32s. Raises the source's ReadError if its
+        check failed on them (once all are copied: the output is not kept either way)."""
+        claims = [self._claims.pop(id(weight), (None, None)) for weight, _ in placed]
+        jobs = [CopyJob(w.raw.file, w.raw.offset, at, w.raw.nbytes, feed) for (w, at), (_, feed) in zip(placed, claims)]
+        crcs = None
         try:
-            crc = copy_range_crc32(raw.file, raw.offset, dst, dst_offset, raw.nbytes, feed=feed)
+            crcs = copy_ranges_crc32(jobs, dst, advance)
         finally:
-            if report is not None:
-                report(crc)
-            if feed is not None:
-                feed(None)  # the check's verdict (or, after a failed copy, the check given back)
-        return crc
+            verdict = None
+            for index, (report, feed) in enumerate(claims):
+                if report is not None:
+                    report(crcs[index] if crcs is not None else None)
+                if feed is not None:
+                    try:
+                        feed(None)  # the check's verdict (or, after a failed copy, the check given back)
+                    except BaseException as exc:
+                        verdict = verdict or exc
+            if verdict is not None and crcs is not None:
+                raise verdict
+        return crcs
 
     def release(self) -> None:
         claims, self._claims = self._claims, {}

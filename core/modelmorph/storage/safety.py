@@ -100,6 +100,19 @@ def inside(folder: Path, relative: str, source: str | Path) -> Path:
     return target
 
 
+def check_destination(destination: str | Path, force: bool = False) -> Path:
+    """Raise the WriteError :func:`atomic_output` would raise at once (no folder to write in,
+    an existing file without ``force``); returns the folder. A conversion asks first, so that
+    a long read is not wasted on an output it may not write."""
+    dst = Path(destination)
+    parent = dst.parent if str(dst.parent) else Path(".")
+    if not parent.is_dir():
+        raise WriteError(dst, f"folder {parent} does not exist")
+    if (dst.exists() or dst.is_symlink()) and not force:
+        raise WriteError(dst, "already exists; use --force to replace it")
+    return parent
+
+
 @contextlib.contextmanager
 def atomic_output(destination: str | Path, force: bool = False, replaceable: Iterable[str] = ()) -> Iterator[Path]:
     """Yield a path to write ``destination`` at, inside a private temporary folder next to it.
@@ -112,11 +125,7 @@ def atomic_output(destination: str | Path, force: bool = False, replaceable: Ite
     """
     dst = Path(destination)
     replaceable = frozenset(replaceable)
-    parent = dst.parent if str(dst.parent) else Path(".")
-    if not parent.is_dir():
-        raise WriteError(dst, f"folder {parent} does not exist")
-    if (dst.exists() or dst.is_symlink()) and not force:
-        raise WriteError(dst, "already exists; use --force to replace it")
+    parent = check_destination(dst, force)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=".modelmorph-", dir=parent))
     except OSError as exc:
