@@ -85,6 +85,21 @@ def test_convert_refuses_to_overwrite_without_force(tmp_path, capsys):
     assert code == EXIT_OK and json.loads(out.read_text())["class_name"] == "Sequential"
 
 
+def test_convert_refuses_an_existing_output_before_reading(tmp_path, capsys, monkeypatch):
+    """The refusal comes first: a long read is not wasted on an output that cannot be written."""
+    from modelmorph import registry
+
+    reads = []
+    real = registry.Format.load_reader
+    monkeypatch.setattr(registry.Format, "load_reader", lambda self: reads.append(self.name) or real(self))
+    out = tmp_path / "m.json"
+    out.write_text("keep me")
+    code, _, err = run(capsys, "convert", MLP2, out)
+    assert code == EXIT_WRITE and "already exists" in err and reads == []
+    code, _, _ = run(capsys, "convert", MLP2, tmp_path / "new.json")
+    assert code == EXIT_OK and reads  # the spy sees reads
+
+
 def test_unknown_target_format(tmp_path, capsys):
     code, _, err = run(capsys, "convert", MLP3, tmp_path / "m.xyz")
     assert code == EXIT_UNKNOWN_FORMAT and "--to" in err and "json" in err
