@@ -34,11 +34,22 @@ def test_help_teaches(capsys):
 
 
 def test_help_loads_no_heavy_module():
-    """`modelmorph --help` must answer at once: no numpy, h5py, protobuf or plugin import."""
+    """`modelmorph --help` must answer at once: no numpy, h5py, protobuf, plugin or pluggy import."""
     code = ("import sys; from modelmorph.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('numpy', 'h5py', 'google.protobuf', 'onnx', 'modelmorph_json') if m in sys.modules]\n"
+            "heavy = [m for m in ('numpy', 'h5py', 'google.protobuf', 'onnx', 'modelmorph_json', 'pluggy')"
+            " if m in sys.modules]\n"
             "print(heavy, file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_info_loads_no_writer():
+    """`modelmorph info` only reads: none of the writing code of a .keras archive loads."""
+    writers = ("modelmorph.storage.plainh5.writer", "modelmorph_keras.storedzip", "modelmorph_keras.weightsfile")
+    code = ("import sys; from modelmorph.cli import main\n"
+            f"assert main(['info', {str(FIXTURES / 'keras3' / 'mlp_adam.keras')!r}]) == 0\n"
+            f"print([m for m in {writers!r} if m in sys.modules], file=sys.stderr)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stderr.strip().splitlines()[-1] == "[]"
 

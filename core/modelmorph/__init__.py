@@ -5,7 +5,8 @@
     with modelmorph.read("new.keras") as model:
         print(model.weight_count())
 
-Names load lazily so that ``import modelmorph`` and ``modelmorph --help`` stay fast.
+Names load lazily so that ``import modelmorph`` and ``modelmorph --help`` stay fast
+(even pluggy loads only with the plugins).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .hookspecs import hookimpl, hookspec
-
 __version__ = "0.1.0"
 
 _LAZY = {
+    # writing a plugin
+    "hookimpl": "hookspecs", "hookspec": "hookspecs",
     # the Python API
     "read": "api", "write": "api", "convert": "api", "verify": "commands.verify", "VerifyResult": "commands.verify",
     # the IR
@@ -34,7 +35,7 @@ _LAZY = {
     "UnknownFormatError": "errors", "StrictError": "errors", "CannotHandle": "errors",
 }
 
-__all__ = ["hookimpl", "hookspec", "__version__", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from .commands.verify import VerifyResult, verify
     from .keras.catalogue import Child, LayerClass, LayerSpec, Var
     from .diagnostics import Diagnostic, Diagnostics
+    from .hookspecs import hookimpl, hookspec
     from .errors import (CannotHandle, ModelmorphError, ReadError, StrictError, UnknownFormatError, UsageError,
                          WriteError)
     from .ir import (DTYPES, Asset, ByteRange, Layer, Model, Node, OptimizerSlot, OptimizerState, TensorRef, Weight,

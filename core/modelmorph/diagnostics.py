@@ -18,6 +18,8 @@ KINDS: tuple[str, ...] = ("lossy", "unsupported", "contains-code")
 
 @dataclass(frozen=True)
 class Diagnostic:
+    """One fact about a conversion: its :data:`Kind`, what happened, and where if about one place."""
+
     kind: Kind
     message: str
     where: str | None = None  # a layer or weight path, when it is about one
@@ -29,6 +31,8 @@ class Diagnostic:
 
 @dataclass
 class Diagnostics:
+    """The diagnostics of one read, write or conversion, in the order they were added, each once."""
+
     items: list[Diagnostic] = field(default_factory=list)
 
     def add(self, kind: Kind, message: str, where: str | None = None) -> None:

@@ -15,10 +15,12 @@ _MARKS = ("model_config", "layer_names", "layer_names0")
 
 
 def sniff(probe: "modelmorph.Probe") -> int:
-    from modelmorph.storage import h5file, hdf5
+    from modelmorph.storage import hdf5
 
     if probe.is_dir or not hdf5.is_hdf5_header(probe.header):
         return NO
+    from modelmorph.storage import h5file  # with the plain-HDF5 reader: for HDF5 files only
+
     # A Keras 3 weights file (also `.weights.h5`) has `vars` groups and none of these marks.
     # Only the root group is read (numpy and h5py do not load for the files Keras writes).
     try:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import io
 import functools
 import json
 import os
 import shutil
 import struct
-import tempfile
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -35,8 +34,6 @@ from modelmorph.storage.safety import inside, parse_json, read_json_file, safe_m
 
 from .h5store import VarsStore
 from .mapping import attach
-from .storedzip import StoredZip, local_header_size
-from .weightsfile import write_weights
 
 CONFIG, METADATA, WEIGHTS, WEIGHTS_NPZ, ASSETS = "config.json", "metadata.json", "model.weights.h5", "model.weights.npz", "assets"
 #: The Keras release whose archive layout modelmorph writes (and is tested against), used as
@@ -271,6 +268,8 @@ class ZipArchive:
     def _extract_weights(self, info: zipfile.ZipInfo) -> h5file.H5File:
         # A deflated member (an archive re-zipped by hand) cannot be read in place: copy it out,
         # bounded by its declared size (zipfile stops there and checks the CRC).
+        import tempfile
+
         tmp = tempfile.NamedTemporaryFile(prefix="modelmorph-", suffix=".weights.h5", delete=False)
         try:
             with tmp, self.zip.open(info) as member:
@@ -401,7 +400,7 @@ def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, 
     version = model.metadata.get("keras_version")
     metadata = json.dumps({
         "keras_version": version if isinstance(version, str) and version.startswith("3.") else KERAS_VERSION,
-        "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
+        "date_saved": time.strftime("%Y-%m-%d@%H:%M:%S"),  # local time, as Keras writes it
     })
     progress = progress or Progress()
     if zipped:
@@ -411,6 +410,10 @@ def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, 
 
 
 def _write_zip(model: Model, path: Path, metadata: str, config: str, diagnostics: Diagnostics, progress: Progress) -> None:
+    # Imported here: reading an archive (info, a conversion from .keras) does without them.
+    from .storedzip import StoredZip, local_header_size
+    from .weightsfile import write_weights
+
     # HDF5 writes the weights in place, after a user block that then receives metadata.json,
     # config.json and the weights' zip header (see storedzip). The header always has zip64
     # sizes: its length must be known before the size is. config.json ends in blanks (valid
@@ -445,6 +448,8 @@ def _write_zip(model: Model, path: Path, metadata: str, config: str, diagnostics
 
 def _write_folder(model: Model, path: Path, metadata: str, config: str, diagnostics: Diagnostics,
                   progress: Progress) -> None:
+    from .weightsfile import write_weights
+
     (path / ASSETS).mkdir(parents=True)
     (path / METADATA).write_text(metadata)
     (path / CONFIG).write_text(config)

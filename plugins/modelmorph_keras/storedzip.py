@@ -35,6 +35,8 @@ def local_header_size(name: str, size: int, zip64: bool = False) -> int:
 
 @dataclass
 class _Entry:
+    """A member written so far, as the central directory lists it."""
+
     name: bytes
     crc: int
     size: int

@@ -12,6 +12,8 @@ from ..ir import Model
 
 @dataclass
 class DiffReport:
+    """What :func:`diff_models` found; ``equal`` when nothing differs beyond ``atol``."""
+
     architecture: list[str] = field(default_factory=list)  # differences, one line each
     weights: list[tuple[str, float | None, str]] = field(default_factory=list)  # (path, max abs diff, note)
     atol: float = 0.0

@@ -31,12 +31,16 @@ UNVERIFIED = "unverified"  # verification failed and the output was kept (--keep
 
 @dataclass(frozen=True)
 class Job:
+    """One file to convert, and where its output goes."""
+
     source: Path
     destination: Path
 
 
 @dataclass(frozen=True)
 class Outcome:
+    """What became of one job: its status (``converted``, ``failed``...) and exit code."""
+
     job: Job
     status: str
     detail: str = ""  # the first diagnostic, or why the file failed or was skipped

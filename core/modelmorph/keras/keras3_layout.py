@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 from .catalogue import Var, follow, get, variables_of
 from ..ir import Layer, Model
@@ -54,8 +54,7 @@ def visit_key(path: str) -> tuple[str, ...]:
 
 
 # -- layers ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Place:
+class Place(NamedTuple):
     """A layer and where its object lives in the weights file."""
 
     h5_path: str  # e.g. "layers/sequential/layers/dense"; its variables are in "<h5_path>/vars"
@@ -173,8 +172,7 @@ def is_list(layer: Layer, sub: str) -> bool:
 
 
 # -- the optimizer ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class OptimizerEntry:
+class OptimizerEntry(NamedTuple):
     """One variable of ``optimizer/vars``: the optimizer's own (``variable`` None) or the slot
     ``name`` of model variable ``variable`` (full path, as ``Model.iter_weights`` gives it)."""
 

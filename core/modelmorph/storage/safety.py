@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator
 
@@ -123,6 +122,8 @@ def atomic_output(destination: str | Path, force: bool = False, replaceable: Ite
     except the siblings named in ``replaceable`` (a checkpoint's ``checkpoint`` state file,
     which only says which checkpoint of the folder is the newest, as TensorFlow rewrites it).
     """
+    import tempfile  # only writing needs it: info and diff start without it
+
     dst = Path(destination)
     replaceable = frozenset(replaceable)
     parent = check_destination(dst, force)

@@ -68,6 +68,8 @@ class Dataset:
 
 @dataclass
 class Group:
+    """A group: its attributes and the names of its members."""
+
     path: str  # "" for the root group
     attrs: dict[str, AttrValue] = field(default_factory=dict)
     children: list[str] = field(default_factory=list)  # member names, in HDF5's (byte) order
@@ -88,5 +90,13 @@ class PlainFile:
         return self.groups[""].attrs
 
 
-from .reader import read  # noqa: E402  (they use the definitions above)
-from .writer import FixedStrings, PlainWriter  # noqa: E402
+from .reader import read  # noqa: E402  (it uses the definitions above)
+
+
+def __getattr__(name: str):
+    # The writer loads when first asked for: reading (info, diff...) never needs it.
+    if name in ("FixedStrings", "PlainWriter"):
+        from . import writer
+
+        return getattr(writer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
