@@ -7,6 +7,7 @@ source gives its CRC-32C (a checkpoint), else through one small buffer that give
 and the CRC-32 a zip source's check would otherwise read the bytes again for. A checkpoint's
 string tensors are copied as they lie; where the source lets the copy do its check
 (``ByteRange.claim_check``), through one small buffer that feeds it: one read, not two.
+No protobuf: the index, the object graph and the state file are encoded here (``.bundle``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from modelmorph import Diagnostics, Model, Progress, ReadError, UsageError, Weight, WriteError
+from modelmorph.storage import protowire as wire
 
 from . import naming
 from .bundle import BundleError, BundleWriter, TrackableNode, build_object_graph, write_checkpoint_state
@@ -196,11 +198,24 @@ def _recorded_keys(model: Model) -> list[tuple[str, Weight]] | None:
     return out
 
 
+def _keys_all_in(graph: bytes, written: set[str]) -> bool:
+    """Whether every checkpoint key the serialized object graph names is in ``written``
+    (TrackableObjectGraph: nodes = 1; each node's attributes = 2; each one's checkpoint_key = 3)."""
+    try:
+        return all(wire.text(attribute, 3) in written
+                   for node in wire.messages(wire.parse(graph), 1) for attribute in wire.messages(node, 2))
+    except wire.WireError:  # protobuf's parse below decides, as it did
+        return False
+
+
 def _pruned_graph(data: bytes | None, written: set[str], diagnostics: Diagnostics):
     """The source's object graph, without the attributes of variables no longer written
-    (TensorFlow fails on a key the graph names and the bundle lacks)."""
+    (TensorFlow fails on a key the graph names and the bundle lacks): its bytes as they are
+    when it names none, else a message."""
     if not isinstance(data, bytes):
         return None
+    if _keys_all_in(data, written):
+        return data  # as it came: no protobuf import (tens of ms) to write the same bytes
     from .bundle.protos.trackable_object_graph_pb2 import TrackableObjectGraph  # protobuf: when needed only
 
     graph = TrackableObjectGraph.FromString(data)

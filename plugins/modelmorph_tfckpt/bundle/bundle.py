@@ -19,7 +19,7 @@ import os
 import struct
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 from modelmorph.storage import protowire as wire
@@ -27,6 +27,7 @@ from modelmorph.storage import protowire as wire
 from . import strings
 from .ordered_code import decode_slice_key, encode_slice_key
 from .strings import StringLayout
+from .wirewrite import fixed32_field, message_field, varint_field
 from .table import (
     BundleError,
     TableReader,
@@ -71,8 +72,9 @@ class _LazyModule:
     """A module imported on first use, then bound to ``alias`` in this module. Tensors whose bytes
     a writer copies as they are never need numpy, and ml_dtypes (bfloat16, float8) costs seconds
     to import: both load only when a tensor is decoded or encoded. Reading parses the index and
-    the object graph from their wire format (:mod:`modelmorph.storage.protowire`): protobuf and
-    the message classes load only to write a checkpoint (or for :meth:`BundleReader.object_graph`)."""
+    the object graph from their wire format (:mod:`modelmorph.storage.protowire`), and writing
+    encodes its messages itself (:mod:`.wirewrite`): protobuf and the message classes load only
+    for :meth:`BundleReader.object_graph`."""
 
     def __init__(self, name: str, alias: str):
         self._name, self._alias = name, alias
@@ -86,10 +88,9 @@ class _LazyModule:
 if TYPE_CHECKING:
     import numpy as np
 
-    from .protos import tensor_bundle_pb2, trackable_object_graph_pb2
+    from .protos import trackable_object_graph_pb2
 else:
     np = _LazyModule("numpy", "np")
-    tensor_bundle_pb2 = _LazyModule(f"{__package__}.protos.tensor_bundle_pb2", "tensor_bundle_pb2")
     trackable_object_graph_pb2 = _LazyModule(f"{__package__}.protos.trackable_object_graph_pb2",
                                              "trackable_object_graph_pb2")
 
@@ -852,10 +853,37 @@ def _copy_pieces(src, sfd: int | None, src_offset: int, dst_fd: int, dst_offset:
     return crc, zip_crc
 
 
-def _shape_proto(proto, shape) -> None:
-    proto.SetInParent()  # a scalar's shape is present but empty, as TensorFlow writes it
-    for dim in shape:
-        proto.dim.add(size=int(dim))
+# --------------------------------------------------------------------------- index entries, written
+# Encoded here (:mod:`.wirewrite`), not by protobuf, whose import costs more than the whole index.
+
+
+@dataclass
+class _IndexEntry:
+    """One ``BundleEntryProto`` of the index being written (:meth:`encode` gives its bytes)."""
+
+    dtype: int
+    shape: tuple[int, ...]
+    shard_id: int = 0
+    offset: int = 0
+    size: int = 0
+    crc32c: int = 0  # masked, as stored
+    slices: list[tuple[tuple[int, int], ...]] = field(default_factory=list)  # each: (start, length) per dim
+
+    def encode(self) -> bytes:
+        # TensorShapeProto (dim = 2, each Dim: size = 1), present even for a scalar as TensorFlow writes it
+        shape = b"".join(message_field(2, varint_field(1, d)) for d in self.shape)
+        out = [varint_field(1, self.dtype), message_field(2, shape), varint_field(3, self.shard_id),
+               varint_field(4, self.offset), varint_field(5, self.size), fixed32_field(6, self.crc32c)]
+        for extents in self.slices:  # TensorSliceProto: extent = 1; each: start = 1, length = 2 (a oneof: always)
+            extent = b"".join(message_field(1, varint_field(1, start) + encode_varint(2 << 3) + encode_varint(length))
+                              for start, length in extents)
+            out.append(message_field(7, extent))
+        return b"".join(out)
+
+
+def _header_bytes(num_shards: int) -> bytes:
+    """The ``BundleHeaderProto``: shard count, little-endian (0: left out), version.producer."""
+    return varint_field(1, num_shards) + message_field(3, varint_field(1, _BUNDLE_VERSION))
 
 
 def _lengths_crc(lengths: list[int]) -> int:
@@ -908,8 +936,8 @@ class BundleWriter:
         self._f = None
         self._background = None  # BackgroundRanges of the current shard, once a copy needs one
         self._pending: list = []  # (entry proto, its CRC-32C once computed) of copies of this shard
-        self._entries: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
-        self._partitioned: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
+        self._entries: dict[bytes, _IndexEntry] = {}
+        self._partitioned: dict[bytes, _IndexEntry] = {}
         self._done = False
         self._new_shard()
 
@@ -1017,17 +1045,13 @@ class BundleWriter:
         if slice_key in self._entries:
             raise ValueError(f"slice {extents} of {key!r} added twice")
         proto = self._write_tensor(arr, dtype)
-        if proto.dtype == tensor_bundle_pb2.DT_STRING:
+        if proto.dtype == _DT_STRING:
             raise ValueError("string variables cannot be partitioned")
         if full is None:
-            full = tensor_bundle_pb2.BundleEntryProto(dtype=proto.dtype)
-            _shape_proto(full.shape, full_shape)
-            self._partitioned[k] = full
-        elif full.dtype != proto.dtype or tuple(d.size for d in full.shape.dim) != full_shape:
+            full = self._partitioned[k] = _IndexEntry(proto.dtype, full_shape)
+        elif full.dtype != proto.dtype or full.shape != full_shape:
             raise ValueError(f"slices of {key!r} disagree on dtype or full shape")
-        sp = full.slices.add()
-        for s, n in extents:  # TensorFlow writes explicit lengths, start omitted when 0
-            sp.extent.add(start=s, length=n)
+        full.slices.append(extents)  # TensorFlow writes explicit lengths, start omitted when 0
         self._entries[slice_key] = proto
         return self._entry_of(key, proto, extents)
 
@@ -1086,12 +1110,11 @@ class BundleWriter:
             if report_crc32 is not None:
                 report_crc32(zip_crc)
         self._shard_sizes[-1] += pad + size
-        p = tensor_bundle_pb2.BundleEntryProto(dtype=target.enum, shard_id=shard, offset=at, size=size)
+        p = _IndexEntry(target.enum, shape, shard, at, size)
         if crc is not None:
             p.crc32c = mask_crc(crc)
         else:  # read back by a thread while the next tensors are copied; filled in before the index
             self._pending.append((p, self._copies().add(at, size)))
-        _shape_proto(p.shape, shape)
         self._entries[k] = p
         return self._entry_of(key, p)
 
@@ -1138,9 +1161,7 @@ class BundleWriter:
             self._f.truncate()
             raise
         self._shard_sizes[-1] += pad + nbytes
-        p = tensor_bundle_pb2.BundleEntryProto(dtype=tensor_bundle_pb2.DT_STRING, shard_id=shard, offset=at,
-                                               size=nbytes, crc32c=mask_crc(crc))
-        _shape_proto(p.shape, shape)
+        p = _IndexEntry(_DT_STRING, shape, shard, at, nbytes, mask_crc(crc))
         self._entries[k] = p
         return self._entry_of(key, p)
 
@@ -1170,7 +1191,7 @@ class BundleWriter:
         return Entry(
             key=key if isinstance(key, str) else _key_to_str(key),
             dtype=_dtype_name(p.dtype),
-            shape=tuple(d.size for d in p.shape.dim),
+            shape=p.shape,
             shard_id=p.shard_id,
             offset=p.offset,
             size=p.size,
@@ -1179,7 +1200,7 @@ class BundleWriter:
             dtype_enum=p.dtype,
         )
 
-    def _write_tensor(self, value, dtype) -> tensor_bundle_pb2.BundleEntryProto:
+    def _write_tensor(self, value, dtype) -> _IndexEntry:
         target = _resolve_dtype(dtype) if dtype is not None else None
         if isinstance(value, (bytes, str)) and (target is None or target.name == "string"):
             value = np.array(value, dtype=object)
@@ -1213,16 +1234,12 @@ class BundleWriter:
             self._f.truncate()
             raise
         self._shard_sizes[-1] += size
-        p = tensor_bundle_pb2.BundleEntryProto(
-            dtype=target.enum, shard_id=shard, offset=offset, size=size, crc32c=mask_crc(crc)
-        )
-        _shape_proto(p.shape, shape)
-        return p
+        return _IndexEntry(target.enum, tuple(int(d) for d in shape), shard, offset, size, mask_crc(crc))
 
-    def _write_strings(self, arr) -> tensor_bundle_pb2.BundleEntryProto:
+    def _write_strings(self, arr) -> _IndexEntry:
         return self._write_string_items(*_string_elements(arr))
 
-    def _write_string_items(self, items: list[bytes], shape: tuple[int, ...]) -> tensor_bundle_pb2.BundleEntryProto:
+    def _write_string_items(self, items: list[bytes], shape: tuple[int, ...]) -> _IndexEntry:
         header = bytearray()
         for s in items:
             header += encode_varint(len(s))
@@ -1250,11 +1267,7 @@ class BundleWriter:
             self._f.truncate()
             raise
         self._shard_sizes[-1] += size
-        p = tensor_bundle_pb2.BundleEntryProto(
-            dtype=tensor_bundle_pb2.DT_STRING, shard_id=shard, offset=offset, size=size, crc32c=mask_crc(crc)
-        )
-        _shape_proto(p.shape, shape)
-        return p
+        return _IndexEntry(_DT_STRING, tuple(int(d) for d in shape), shard, offset, size, mask_crc(crc))
 
     # -- finishing ---------------------------------------------------------------------
     def finish(self) -> list[str]:
@@ -1274,17 +1287,15 @@ class BundleWriter:
         for tmp, final in zip(self._tmp_paths, finals):
             os.replace(tmp, final)
         self._tmp_paths = []
-        header = tensor_bundle_pb2.BundleHeaderProto(num_shards=n)
-        header.version.producer = _BUNDLE_VERSION
         items = {**self._entries, **self._partitioned}
         index_path = index_filename(self.prefix)
         tmp_index = f"{index_path}.tmp{self._token}"
         try:
             with open(tmp_index, "wb") as f:
                 table = TableWriter(f)
-                table.add(_HEADER_KEY, header.SerializeToString())
+                table.add(_HEADER_KEY, _header_bytes(n))
                 for key in sorted(items):
-                    table.add(key, items[key].SerializeToString())
+                    table.add(key, items[key].encode())
                 table.finish()
             os.replace(tmp_index, index_path)
         except BaseException:
@@ -1377,11 +1388,9 @@ def write_checkpoint_state(
     last_preserved_timestamp: float | None = None,
 ) -> str:
     """Write ``<directory>/checkpoint`` naming the latest checkpoint (paths are stored
-    relative to ``directory`` when they lie inside it).  Returns the file's path."""
-    from google.protobuf import text_format
-
-    from .protos import checkpoint_state_pb2
-
+    relative to ``directory`` when they lie inside it).  Returns the file's path.
+    The ``CheckpointState`` is written in protobuf's text format as ``text_format`` writes it
+    (field order, escapes, proto3 defaults left out), without importing protobuf (~30 ms)."""
     directory = os.fspath(directory)
 
     def rel(p: str) -> str:
@@ -1390,19 +1399,30 @@ def write_checkpoint_state(
             return os.path.relpath(p, directory)
         return p
 
-    state = checkpoint_state_pb2.CheckpointState(model_checkpoint_path=rel(model_checkpoint_path))
+    model_path = rel(model_checkpoint_path)
     paths = list(all_model_checkpoint_paths) if all_model_checkpoint_paths is not None else [model_checkpoint_path]
-    state.all_model_checkpoint_paths.extend(rel(p) for p in paths)
-    if all_model_checkpoint_timestamps:
-        state.all_model_checkpoint_timestamps.extend(float(t) for t in all_model_checkpoint_timestamps)
-    if last_preserved_timestamp is not None:
-        state.last_preserved_timestamp = float(last_preserved_timestamp)
+    lines = [f"model_checkpoint_path: {_text_string(model_path)}"] if model_path else []
+    lines += [f"all_model_checkpoint_paths: {_text_string(rel(p))}" for p in paths]
+    lines += [f"all_model_checkpoint_timestamps: {float(t)!r}" for t in all_model_checkpoint_timestamps or ()]
+    if last_preserved_timestamp:  # a double field: 0 is its default, left out
+        lines.append(f"last_preserved_timestamp: {float(last_preserved_timestamp)!r}")
     path = os.path.join(directory, "checkpoint")
     tmp = f"{path}.tmp{os.urandom(4).hex()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text_format.MessageToString(state))
+        f.write("".join(line + "\n" for line in lines))
     os.replace(tmp, path)
     return path
+
+
+#: protobuf's text-format escapes of a string field (its ``CEscape`` with UTF-8 output): ASCII
+#: control characters in octal, quotes and backslash escaped; other characters as they are.
+_TEXT_ESCAPES = {**{i: f"\\{i:03o}" for i in (*range(32), 127)},
+                 **{ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r", ord('"'): '\\"', ord("'"): "\\'",
+                    ord("\\"): "\\\\"}}
+
+
+def _text_string(value: str) -> str:
+    return '"' + value.translate(_TEXT_ESCAPES) + '"'
 
 
 def _inside(path: str, folder: str) -> bool:
