@@ -273,7 +273,7 @@ class Checkpoint:
                 return unmask_crc(stored) if stored is not None else None
 
             claim = None
-            if layout == "plain" and stored is not None:
+            if stored is not None:  # a string tensor's too: check_crc32c takes the CRC of its stored bytes
                 claim = functools.partial(self._claim_check, key, tensor, checked, size)
             raw = ByteRange(checked, offset, size, crc32=lambda: self.prefetch.wait(tensor), crc32c=crc32c,
                             claim_check=claim, layout=layout)

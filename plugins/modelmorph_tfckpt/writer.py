@@ -4,7 +4,10 @@ graph TensorFlow restores by, and the ``checkpoint`` state file naming it the la
 Tensors are streamed one at a time: each weight is read, written and dropped; a weight whose
 bytes lie in a file (``Weight.raw``) is copied file to file instead: by the kernel when the
 source gives its CRC-32C (a checkpoint), else through one small buffer that gives the CRC-32C,
-and the CRC-32 a zip source's check would otherwise read the bytes again for.
+and the CRC-32 a zip source's check would otherwise read the bytes again for. A checkpoint's
+string tensors are copied as they lie; where the source lets the copy do its check
+(``ByteRange.claim_check``), through one small buffer that feeds it: one read, not two.
+No protobuf: the index, the object graph and the state file are encoded here (``.bundle``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from modelmorph import Diagnostics, Model, Progress, ReadError, UsageError, Weight, WriteError
+from modelmorph.storage import protowire as wire
 
 from . import naming
 from .bundle import BundleError, BundleWriter, TrackableNode, build_object_graph, write_checkpoint_state
@@ -30,17 +34,22 @@ def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, 
     if not prefix.name:
         raise UsageError(f"{path.name}: a checkpoint needs a prefix name before .index")
     max_shard_size = options.get("max_shard_size")
-    claims = _claim_copies(_weights(model))  # first: the source's check thread is already running
+    weights = _weights(model)
+    claims = _claim_copies(weights)  # first: the source's check thread may be running
+    checks = _claim_string_checks(weights)
     try:
-        _write(model, prefix, max_shard_size, options, diagnostics, progress, claims, path)
+        _write(model, prefix, max_shard_size, options, diagnostics, progress, claims, checks, path)
     finally:
         for report in claims.values():  # not copied after all: the check reads them itself
             report(None)
+        for check in checks.values():
+            check(None)  # likewise: given back unfed
     write_checkpoint_state(prefix.parent, prefix.name)
 
 
 def _write(model: Model, prefix: Path, max_shard_size: int | None, options: dict, diagnostics: Diagnostics,
-           progress: Progress, claims: dict[int, Callable[[int | None], None]], path: Path) -> None:
+           progress: Progress, claims: dict[int, Callable[[int | None], None]],
+           checks: dict[int, Callable[..., None]], path: Path) -> None:
     tensors, graph = _plan(model, options.get("naming"), diagnostics)
     progress.start(sum(w.nbytes for _, w in tensors), f"writing {prefix.name}")
     with BundleWriter(prefix, max_shard_size=max_shard_size) as bundle:
@@ -48,8 +57,8 @@ def _write(model: Model, prefix: Path, max_shard_size: int | None, options: dict
             raw = weight.raw
             if raw is not None and raw.layout == "tf-string" and weight.dtype == "string":
                 try:  # stored as a checkpoint stores strings: copied as it lies, the entry's CRC with it
-                    bundle.add_string_bytes(key, weight.shape, raw.file, raw.offset, raw.nbytes,
-                                            crc32c=raw.crc32c() if raw.crc32c is not None else None)
+                    bundle.add_string_bytes(key, weight.shape, raw.file, raw.offset, raw.nbytes, crc32c=raw.crc32c,
+                                            check=checks.pop(id(weight), None))
                 except EOFError:
                     raise ReadError(getattr(raw.file, "name", path), f"variable {key!r}: its data ends early") from None
                 except BundleError as exc:  # only when the source gave no CRC: the copy's layout is bad
@@ -103,6 +112,20 @@ def _claim_copies(weights) -> dict[int, Callable[[int | None], None]]:
             if report is not None:
                 claims[id(weight)] = report
     return claims
+
+
+def _claim_string_checks(weights) -> dict[int, Callable[..., None]]:
+    """Take over the source's CRC-32C check of the string tensors copied as they lie, where it
+    offers it (``ByteRange.claim_check``): the copy reads their bytes once, for itself and for
+    the check, instead of waiting for the check to read them first. By ``id`` of the weight."""
+    checks = {}
+    for weight in weights:
+        raw = weight.raw
+        if raw is not None and raw.layout == "tf-string" and weight.dtype == "string" and raw.claim_check is not None:
+            feed = raw.claim_check()
+            if feed is not None:
+                checks[id(weight)] = feed
+    return checks
 
 
 def _plan(model: Model, scheme: str | None, diagnostics: Diagnostics) -> tuple[list[tuple[str, Weight]], object]:
@@ -175,11 +198,24 @@ def _recorded_keys(model: Model) -> list[tuple[str, Weight]] | None:
     return out
 
 
+def _keys_all_in(graph: bytes, written: set[str]) -> bool:
+    """Whether every checkpoint key the serialized object graph names is in ``written``
+    (TrackableObjectGraph: nodes = 1; each node's attributes = 2; each one's checkpoint_key = 3)."""
+    try:
+        return all(wire.text(attribute, 3) in written
+                   for node in wire.messages(wire.parse(graph), 1) for attribute in wire.messages(node, 2))
+    except wire.WireError:  # protobuf's parse below decides, as it did
+        return False
+
+
 def _pruned_graph(data: bytes | None, written: set[str], diagnostics: Diagnostics):
     """The source's object graph, without the attributes of variables no longer written
-    (TensorFlow fails on a key the graph names and the bundle lacks)."""
+    (TensorFlow fails on a key the graph names and the bundle lacks): its bytes as they are
+    when it names none, else a message."""
     if not isinstance(data, bytes):
         return None
+    if _keys_all_in(data, written):
+        return data  # as it came: no protobuf import (tens of ms) to write the same bytes
     from .bundle.protos.trackable_object_graph_pb2 import TrackableObjectGraph  # protobuf: when needed only
 
     graph = TrackableObjectGraph.FromString(data)

@@ -87,7 +87,30 @@ def test_the_reader_decodes_every_varint_width_as_tensorflow_does(varied):
             assert got == theirs["long" + VALUE].reshape(-1).tolist()
 
 
-def test_checkpoint_to_checkpoint_copies_string_tensors_as_they_lie(varied, tmp_path):
+@pytest.fixture(params=["reader-checks", "copy-checks", "copy-checks-split"])
+def check(request, monkeypatch):
+    """Who checks a string tensor on its way to a checkpoint: the reader, before the kernel
+    copies it (its check thread took it first), or the copy, which feeds the reader's check
+    (``ByteRange.claim_check``) from one thread or, from 256 KiB here, two; in any case once.
+    Gives the keys whose check a copy computed."""
+    from modelmorph import Model
+    from modelmorph_tfckpt.bundle import bundle
+    from modelmorph_tfckpt.source import Checkpoint
+
+    if request.param == "reader-checks":
+        monkeypatch.setattr(Checkpoint, "_claim_check", lambda self, *args: None)
+    else:
+        monkeypatch.setattr(Model, "start_checks", lambda self: None)  # no check thread before the claims
+    if request.param == "copy-checks-split":
+        monkeypatch.setattr(bundle, "_SPLIT_FROM", bundle._COPY_PIECE)
+    by_copy: list[str] = []
+    checked = BundleReader.check_crc32c
+    monkeypatch.setattr(BundleReader, "check_crc32c", lambda self, key, crc: by_copy.append(key) or
+                        checked(self, key, crc))
+    return request.param, by_copy
+
+
+def test_checkpoint_to_checkpoint_copies_string_tensors_as_they_lie(varied, check, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     assert main(["convert", "-q", str(varied), str(out / "ckpt"), "--to", "tf-checkpoint"]) == 0
@@ -96,6 +119,9 @@ def test_checkpoint_to_checkpoint_copies_string_tensors_as_they_lie(varied, tmp_
     for key in theirs:
         assert _same(ours[key], theirs[key]), key
     assert filecmp.cmp(_data(varied), _data(out / "ckpt"), shallow=False)
+    mode, by_copy = check
+    strings = sorted(k for k in theirs if np.asarray(theirs[k]).dtype.kind in "OS")  # a scalar: bytes
+    assert sorted(by_copy) == (strings if mode != "reader-checks" else []), by_copy
 
 
 def test_short_strings_are_checked_and_copied_without_numpy(tmp_path):
@@ -133,7 +159,7 @@ def test_strings_written_to_legacy_h5_are_tensorflows(varied, tmp_path):
 
 @pytest.mark.parametrize("where", ["data", "lengths", "lengths-crc"])
 @pytest.mark.parametrize("target", ["ckpt", "out.h5"])
-def test_a_flipped_byte_in_a_string_tensor_leaves_no_output(varied, where, target, tmp_path, capsys):
+def test_a_flipped_byte_in_a_string_tensor_leaves_no_output(varied, where, target, check, tmp_path, capsys):
     src = tmp_path / "src"
     src.mkdir()
     for f in varied.parent.iterdir():
@@ -156,6 +182,9 @@ def test_a_flipped_byte_in_a_string_tensor_leaves_no_output(varied, where, targe
     assert err.count("\n") == 1 and err.startswith("modelmorph: error: ") and problem in err, err
     assert f"{data.name}: " in err, err  # the data file, where the bytes are
     assert list(out.iterdir()) == []
+    mode, by_copy = check
+    if target == "ckpt":  # the copy's check failed (an HDF5 target splits strings: the reader checks them)
+        assert by_copy == (["long" + VALUE] if mode != "reader-checks" else []), by_copy
 
 
 def _peak_mib(argv: list[str]) -> float:

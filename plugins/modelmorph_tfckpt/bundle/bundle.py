@@ -19,7 +19,7 @@ import os
 import struct
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 from modelmorph.storage import protowire as wire
@@ -27,6 +27,7 @@ from modelmorph.storage import protowire as wire
 from . import strings
 from .ordered_code import decode_slice_key, encode_slice_key
 from .strings import StringLayout
+from .wirewrite import fixed32_field, message_field, varint_field
 from .table import (
     BundleError,
     TableReader,
@@ -71,8 +72,9 @@ class _LazyModule:
     """A module imported on first use, then bound to ``alias`` in this module. Tensors whose bytes
     a writer copies as they are never need numpy, and ml_dtypes (bfloat16, float8) costs seconds
     to import: both load only when a tensor is decoded or encoded. Reading parses the index and
-    the object graph from their wire format (:mod:`modelmorph.storage.protowire`): protobuf and
-    the message classes load only to write a checkpoint (or for :meth:`BundleReader.object_graph`)."""
+    the object graph from their wire format (:mod:`modelmorph.storage.protowire`), and writing
+    encodes its messages itself (:mod:`.wirewrite`): protobuf and the message classes load only
+    for :meth:`BundleReader.object_graph`."""
 
     def __init__(self, name: str, alias: str):
         self._name, self._alias = name, alias
@@ -86,10 +88,9 @@ class _LazyModule:
 if TYPE_CHECKING:
     import numpy as np
 
-    from .protos import tensor_bundle_pb2, trackable_object_graph_pb2
+    from .protos import trackable_object_graph_pb2
 else:
     np = _LazyModule("numpy", "np")
-    tensor_bundle_pb2 = _LazyModule(f"{__package__}.protos.tensor_bundle_pb2", "tensor_bundle_pb2")
     trackable_object_graph_pb2 = _LazyModule(f"{__package__}.protos.trackable_object_graph_pb2",
                                              "trackable_object_graph_pb2")
 
@@ -546,9 +547,11 @@ class BundleReader:
             f, _ = self._check_region(e, short_repr(key))
         return f, e.offset, e.size
 
-    def _string_layout(self, e: Entry, label: str, verify: bool) -> tuple[object, StringLayout]:
+    def _string_layout(self, e: Entry, label: str, verify: bool,
+                       stored_crc: int | None = None) -> tuple[object, StringLayout]:
         """Check a string tensor's structure (and with ``verify``, its CRCs) reading only its
-        lengths and streaming its bytes; no string becomes a Python object."""
+        lengths and streaming its bytes; no string becomes a Python object. With ``stored_crc``
+        (the CRC-32C of its stored bytes, from a copy) the bytes are not read at all."""
         with self._lock:
             f, path = self._check_region(e, label)
         fd = f.fileno()
@@ -560,7 +563,9 @@ class BundleReader:
             if layout.stored_lengths_crc != mask_crc(layout.lengths_crc):
                 raise BundleError(f"checksum mismatch in the string lengths of tensor {label}: data corrupted", path)
             try:
-                actual = mask_crc(strings.entry_crc32c(fd, layout, e.offset + e.size))
+                end = e.offset + e.size
+                actual = mask_crc(strings.entry_crc32c(fd, layout, end) if stored_crc is None
+                                  else strings.entry_crc32c_of_stored(layout, stored_crc, end))
             except BundleError as err:
                 raise BundleError(f"tensor {label}: {err.problem}", path) from None
             self._check_crc(e, label, actual, path)
@@ -591,10 +596,16 @@ class BundleReader:
 
     def check_crc32c(self, key: str, crc: int) -> None:
         """Raise :class:`BundleError` unless ``crc``, the (unmasked) CRC-32C of tensor ``key``'s
-        stored bytes as a copy of them computed it, is the one the index holds."""
+        stored bytes as a copy of them computed it, is the one the index holds. For a string
+        tensor (whose entry CRC is not that of its stored bytes) its lengths are read and
+        checked, and the entry's CRC follows from ``crc`` (:func:`.strings.entry_crc32c_of_stored`)."""
         e = self._entry(key)
-        if self.verify_checksums:
-            self._check_crc(e, short_repr(key), mask_crc(crc), self._shard(e.shard_id)[2])
+        if not self.verify_checksums:
+            return
+        if e.dtype_enum == _DT_STRING and not e.slices:
+            self._string_layout(e, short_repr(key), verify=True, stored_crc=crc)
+            return
+        self._check_crc(e, short_repr(key), mask_crc(crc), self._shard(e.shard_id)[2])
 
     def _read_plain(self, e: Entry, key: str) -> np.ndarray:
         label = short_repr(key)
@@ -770,11 +781,14 @@ _SPLIT_FROM = 1 << 23  # a copy this large is shared by two threads
 
 
 def _copy_checksummed(src, src_offset: int, dst_fd: int, dst_offset: int, nbytes: int,
-                      with_crc32: bool = False) -> tuple[int, int | None]:
+                      with_crc32: bool = False, feed: Callable[[memoryview, int], None] | None = None,
+                      ) -> tuple[int, int | None]:
     """Copy ``nbytes`` of ``src`` (an open binary file, or an in-memory one) from ``src_offset``
     to ``dst_fd`` at ``dst_offset``; returns the (unmasked) CRC-32C of the bytes written and, with
     ``with_crc32``, their CRC-32 (zip's), both computed from the buffer they pass through: the
-    source is read once and the copy never. From ``_SPLIT_FROM`` bytes a second thread copies the
+    source is read once and the copy never. With ``feed`` (a source's check the writer claimed:
+    ``ByteRange.claim_check``) each piece goes to it with its position in the range instead, and
+    the CRC-32C returned is 0: the check computes it. From ``_SPLIT_FROM`` bytes a second thread copies the
     second half meanwhile (the calls it makes release the GIL; the file system still takes the
     writes one at a time: measured at 1 GiB on two cores, 20-25% less wall time for the same CPU
     time) and the halves' CRCs are combined. Raises EOFError if ``src`` ends early."""
@@ -783,7 +797,7 @@ def _copy_checksummed(src, src_offset: int, dst_fd: int, dst_offset: int, nbytes
     except (OSError, ValueError):  # io.UnsupportedOperation: an in-memory file (one position: one thread)
         sfd = None
     if sfd is None or nbytes < _SPLIT_FROM:
-        return _copy_pieces(src, sfd, src_offset, dst_fd, dst_offset, nbytes, with_crc32)
+        return _copy_pieces(src, sfd, src_offset, dst_fd, dst_offset, nbytes, with_crc32, feed)
     from modelmorph.storage.filecopy import crc32_combine
 
     half = nbytes // 2 // _COPY_PIECE * _COPY_PIECE
@@ -792,14 +806,14 @@ def _copy_checksummed(src, src_offset: int, dst_fd: int, dst_offset: int, nbytes
     def second_half() -> None:
         try:
             rest.append(_copy_pieces(src, sfd, src_offset + half, dst_fd, dst_offset + half, nbytes - half,
-                                     with_crc32))
+                                     with_crc32, feed, half))
         except BaseException as exc:  # raised by the caller's thread, below
             rest.append(exc)
 
     thread = threading.Thread(target=second_half, name="modelmorph-copy", daemon=True)
     thread.start()
     try:
-        crc, zip_crc = _copy_pieces(src, sfd, src_offset, dst_fd, dst_offset, half, with_crc32)
+        crc, zip_crc = _copy_pieces(src, sfd, src_offset, dst_fd, dst_offset, half, with_crc32, feed)
     finally:
         thread.join()
     if isinstance(rest[0], BaseException):
@@ -810,8 +824,10 @@ def _copy_checksummed(src, src_offset: int, dst_fd: int, dst_offset: int, nbytes
 
 
 def _copy_pieces(src, sfd: int | None, src_offset: int, dst_fd: int, dst_offset: int, nbytes: int,
-                 with_crc32: bool) -> tuple[int, int | None]:
-    """:func:`_copy_checksummed` in one thread (``sfd``: ``src``'s descriptor, None: in memory)."""
+                 with_crc32: bool, feed: Callable[[memoryview, int], None] | None = None,
+                 position: int = 0) -> tuple[int, int | None]:
+    """:func:`_copy_checksummed` in one thread (``sfd``: ``src``'s descriptor, None: in memory;
+    ``position``: that of ``src_offset`` in the range a ``feed`` checks)."""
     from modelmorph.storage.filecopy import crc32 as zip_crc32, read_pieces
 
     crc, zip_crc = 0, 0 if with_crc32 else None
@@ -823,7 +839,12 @@ def _copy_pieces(src, sfd: int | None, src_offset: int, dst_fd: int, dst_offset:
     at = dst_offset
     for got in read_pieces(src if sfd is None else sfd, src_offset, nbytes, memoryview(buffer)):
         n = len(got)
-        crc = extend(crc, address, n) if extend is not None else crc32c_extend(crc, bytes(got))
+        if feed is not None:
+            feed(got, position + at - dst_offset)
+        elif extend is not None:
+            crc = extend(crc, address, n)
+        else:
+            crc = crc32c_extend(crc, bytes(got))
         if zip_crc is not None:
             zip_crc = zip_crc32(got, zip_crc)
         while got:
@@ -832,10 +853,37 @@ def _copy_pieces(src, sfd: int | None, src_offset: int, dst_fd: int, dst_offset:
     return crc, zip_crc
 
 
-def _shape_proto(proto, shape) -> None:
-    proto.SetInParent()  # a scalar's shape is present but empty, as TensorFlow writes it
-    for dim in shape:
-        proto.dim.add(size=int(dim))
+# --------------------------------------------------------------------------- index entries, written
+# Encoded here (:mod:`.wirewrite`), not by protobuf, whose import costs more than the whole index.
+
+
+@dataclass
+class _IndexEntry:
+    """One ``BundleEntryProto`` of the index being written (:meth:`encode` gives its bytes)."""
+
+    dtype: int
+    shape: tuple[int, ...]
+    shard_id: int = 0
+    offset: int = 0
+    size: int = 0
+    crc32c: int = 0  # masked, as stored
+    slices: list[tuple[tuple[int, int], ...]] = field(default_factory=list)  # each: (start, length) per dim
+
+    def encode(self) -> bytes:
+        # TensorShapeProto (dim = 2, each Dim: size = 1), present even for a scalar as TensorFlow writes it
+        shape = b"".join(message_field(2, varint_field(1, d)) for d in self.shape)
+        out = [varint_field(1, self.dtype), message_field(2, shape), varint_field(3, self.shard_id),
+               varint_field(4, self.offset), varint_field(5, self.size), fixed32_field(6, self.crc32c)]
+        for extents in self.slices:  # TensorSliceProto: extent = 1; each: start = 1, length = 2 (a oneof: always)
+            extent = b"".join(message_field(1, varint_field(1, start) + encode_varint(2 << 3) + encode_varint(length))
+                              for start, length in extents)
+            out.append(message_field(7, extent))
+        return b"".join(out)
+
+
+def _header_bytes(num_shards: int) -> bytes:
+    """The ``BundleHeaderProto``: shard count, little-endian (0: left out), version.producer."""
+    return varint_field(1, num_shards) + message_field(3, varint_field(1, _BUNDLE_VERSION))
 
 
 def _lengths_crc(lengths: list[int]) -> int:
@@ -888,8 +936,8 @@ class BundleWriter:
         self._f = None
         self._background = None  # BackgroundRanges of the current shard, once a copy needs one
         self._pending: list = []  # (entry proto, its CRC-32C once computed) of copies of this shard
-        self._entries: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
-        self._partitioned: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
+        self._entries: dict[bytes, _IndexEntry] = {}
+        self._partitioned: dict[bytes, _IndexEntry] = {}
         self._done = False
         self._new_shard()
 
@@ -997,17 +1045,13 @@ class BundleWriter:
         if slice_key in self._entries:
             raise ValueError(f"slice {extents} of {key!r} added twice")
         proto = self._write_tensor(arr, dtype)
-        if proto.dtype == tensor_bundle_pb2.DT_STRING:
+        if proto.dtype == _DT_STRING:
             raise ValueError("string variables cannot be partitioned")
         if full is None:
-            full = tensor_bundle_pb2.BundleEntryProto(dtype=proto.dtype)
-            _shape_proto(full.shape, full_shape)
-            self._partitioned[k] = full
-        elif full.dtype != proto.dtype or tuple(d.size for d in full.shape.dim) != full_shape:
+            full = self._partitioned[k] = _IndexEntry(proto.dtype, full_shape)
+        elif full.dtype != proto.dtype or full.shape != full_shape:
             raise ValueError(f"slices of {key!r} disagree on dtype or full shape")
-        sp = full.slices.add()
-        for s, n in extents:  # TensorFlow writes explicit lengths, start omitted when 0
-            sp.extent.add(start=s, length=n)
+        full.slices.append(extents)  # TensorFlow writes explicit lengths, start omitted when 0
         self._entries[slice_key] = proto
         return self._entry_of(key, proto, extents)
 
@@ -1066,42 +1110,58 @@ class BundleWriter:
             if report_crc32 is not None:
                 report_crc32(zip_crc)
         self._shard_sizes[-1] += pad + size
-        p = tensor_bundle_pb2.BundleEntryProto(dtype=target.enum, shard_id=shard, offset=at, size=size)
+        p = _IndexEntry(target.enum, shape, shard, at, size)
         if crc is not None:
             p.crc32c = mask_crc(crc)
         else:  # read back by a thread while the next tensors are copied; filled in before the index
             self._pending.append((p, self._copies().add(at, size)))
-        _shape_proto(p.shape, shape)
         self._entries[k] = p
         return self._entry_of(key, p)
 
     def add_string_bytes(self, key: str, shape: Sequence[int], file, offset: int, nbytes: int,
-                         crc32c: int | None = None) -> Entry:
+                         crc32c: Callable[[], int | None] | None = None,
+                         check: Callable[..., None] | None = None) -> Entry:
         """Write one string tensor whose stored form (TensorFlow's layout: lengths, their CRC,
         the bytes) lies in ``file`` from ``offset``, as a checkpoint stores it: copied file to
-        file, never split into strings. ``crc32c`` is the source entry's (unmasked) checked
-        CRC-32C; without it the copy is scanned for it (which also checks its structure)."""
+        file, never split into strings. ``crc32c`` returns the source entry's (unmasked) checked
+        CRC-32C once the copy is made; without it (or if it returns None) the copy is scanned
+        for it, which also checks its structure. With ``check`` (the source's check, claimed:
+        ``ByteRange.claim_check``) the bytes pass through one small buffer that feeds it, read
+        once for copy and check alike; its verdict (a raised error) comes before the entry is
+        added. Without it the kernel copies them, after the source checked them on its own."""
         from modelmorph.storage.filecopy import copy_range
 
         k = self._check_key(key)
         shape = tuple(int(d) for d in shape)
-        shard, start, pad = self._reserve_copy(nbytes, offset)
+        if check is None:
+            shard, start, pad = self._reserve_copy(nbytes, offset)
+        else:
+            (shard, start), pad = self._reserve(nbytes), 0
+            self._f.flush()  # the copy writes through the descriptor
         at = start + pad
+        copied = False
         try:
-            copy_range(file, offset, self._f, at, nbytes)
-            if crc32c is None:
+            if check is None:
+                copy_range(file, offset, self._f, at, nbytes)
+            else:
+                _copy_checksummed(file, offset, self._f.fileno(), at, nbytes, feed=check)
+            copied = True
+            if check is not None:
+                check(None)  # the verdict: raises the source's error if its bytes were bad
+            crc = crc32c() if crc32c is not None else None
+            if crc is None:
                 fd = self._f.fileno()
                 layout = strings.scan(fd, at, nbytes, math.prod(shape))
-                crc32c = strings.entry_crc32c(fd, layout, at + nbytes)
+                crc = strings.entry_crc32c(fd, layout, at + nbytes)
             self._f.seek(at + nbytes)
         except BaseException:
+            if check is not None and not copied:
+                check(None)  # the copy stopped early: the check is the source's again
             self._f.seek(start)  # drop the partial tensor so later offsets stay right
             self._f.truncate()
             raise
         self._shard_sizes[-1] += pad + nbytes
-        p = tensor_bundle_pb2.BundleEntryProto(dtype=tensor_bundle_pb2.DT_STRING, shard_id=shard, offset=at,
-                                               size=nbytes, crc32c=mask_crc(crc32c))
-        _shape_proto(p.shape, shape)
+        p = _IndexEntry(_DT_STRING, shape, shard, at, nbytes, mask_crc(crc))
         self._entries[k] = p
         return self._entry_of(key, p)
 
@@ -1131,7 +1191,7 @@ class BundleWriter:
         return Entry(
             key=key if isinstance(key, str) else _key_to_str(key),
             dtype=_dtype_name(p.dtype),
-            shape=tuple(d.size for d in p.shape.dim),
+            shape=p.shape,
             shard_id=p.shard_id,
             offset=p.offset,
             size=p.size,
@@ -1140,7 +1200,7 @@ class BundleWriter:
             dtype_enum=p.dtype,
         )
 
-    def _write_tensor(self, value, dtype) -> tensor_bundle_pb2.BundleEntryProto:
+    def _write_tensor(self, value, dtype) -> _IndexEntry:
         target = _resolve_dtype(dtype) if dtype is not None else None
         if isinstance(value, (bytes, str)) and (target is None or target.name == "string"):
             value = np.array(value, dtype=object)
@@ -1174,16 +1234,12 @@ class BundleWriter:
             self._f.truncate()
             raise
         self._shard_sizes[-1] += size
-        p = tensor_bundle_pb2.BundleEntryProto(
-            dtype=target.enum, shard_id=shard, offset=offset, size=size, crc32c=mask_crc(crc)
-        )
-        _shape_proto(p.shape, shape)
-        return p
+        return _IndexEntry(target.enum, tuple(int(d) for d in shape), shard, offset, size, mask_crc(crc))
 
-    def _write_strings(self, arr) -> tensor_bundle_pb2.BundleEntryProto:
+    def _write_strings(self, arr) -> _IndexEntry:
         return self._write_string_items(*_string_elements(arr))
 
-    def _write_string_items(self, items: list[bytes], shape: tuple[int, ...]) -> tensor_bundle_pb2.BundleEntryProto:
+    def _write_string_items(self, items: list[bytes], shape: tuple[int, ...]) -> _IndexEntry:
         header = bytearray()
         for s in items:
             header += encode_varint(len(s))
@@ -1211,11 +1267,7 @@ class BundleWriter:
             self._f.truncate()
             raise
         self._shard_sizes[-1] += size
-        p = tensor_bundle_pb2.BundleEntryProto(
-            dtype=tensor_bundle_pb2.DT_STRING, shard_id=shard, offset=offset, size=size, crc32c=mask_crc(crc)
-        )
-        _shape_proto(p.shape, shape)
-        return p
+        return _IndexEntry(_DT_STRING, tuple(int(d) for d in shape), shard, offset, size, mask_crc(crc))
 
     # -- finishing ---------------------------------------------------------------------
     def finish(self) -> list[str]:
@@ -1235,17 +1287,15 @@ class BundleWriter:
         for tmp, final in zip(self._tmp_paths, finals):
             os.replace(tmp, final)
         self._tmp_paths = []
-        header = tensor_bundle_pb2.BundleHeaderProto(num_shards=n)
-        header.version.producer = _BUNDLE_VERSION
         items = {**self._entries, **self._partitioned}
         index_path = index_filename(self.prefix)
         tmp_index = f"{index_path}.tmp{self._token}"
         try:
             with open(tmp_index, "wb") as f:
                 table = TableWriter(f)
-                table.add(_HEADER_KEY, header.SerializeToString())
+                table.add(_HEADER_KEY, _header_bytes(n))
                 for key in sorted(items):
-                    table.add(key, items[key].SerializeToString())
+                    table.add(key, items[key].encode())
                 table.finish()
             os.replace(tmp_index, index_path)
         except BaseException:
@@ -1338,11 +1388,9 @@ def write_checkpoint_state(
     last_preserved_timestamp: float | None = None,
 ) -> str:
     """Write ``<directory>/checkpoint`` naming the latest checkpoint (paths are stored
-    relative to ``directory`` when they lie inside it).  Returns the file's path."""
-    from google.protobuf import text_format
-
-    from .protos import checkpoint_state_pb2
-
+    relative to ``directory`` when they lie inside it).  Returns the file's path.
+    The ``CheckpointState`` is written in protobuf's text format as ``text_format`` writes it
+    (field order, escapes, proto3 defaults left out), without importing protobuf (~30 ms)."""
     directory = os.fspath(directory)
 
     def rel(p: str) -> str:
@@ -1351,19 +1399,30 @@ def write_checkpoint_state(
             return os.path.relpath(p, directory)
         return p
 
-    state = checkpoint_state_pb2.CheckpointState(model_checkpoint_path=rel(model_checkpoint_path))
+    model_path = rel(model_checkpoint_path)
     paths = list(all_model_checkpoint_paths) if all_model_checkpoint_paths is not None else [model_checkpoint_path]
-    state.all_model_checkpoint_paths.extend(rel(p) for p in paths)
-    if all_model_checkpoint_timestamps:
-        state.all_model_checkpoint_timestamps.extend(float(t) for t in all_model_checkpoint_timestamps)
-    if last_preserved_timestamp is not None:
-        state.last_preserved_timestamp = float(last_preserved_timestamp)
+    lines = [f"model_checkpoint_path: {_text_string(model_path)}"] if model_path else []
+    lines += [f"all_model_checkpoint_paths: {_text_string(rel(p))}" for p in paths]
+    lines += [f"all_model_checkpoint_timestamps: {float(t)!r}" for t in all_model_checkpoint_timestamps or ()]
+    if last_preserved_timestamp:  # a double field: 0 is its default, left out
+        lines.append(f"last_preserved_timestamp: {float(last_preserved_timestamp)!r}")
     path = os.path.join(directory, "checkpoint")
     tmp = f"{path}.tmp{os.urandom(4).hex()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text_format.MessageToString(state))
+        f.write("".join(line + "\n" for line in lines))
     os.replace(tmp, path)
     return path
+
+
+#: protobuf's text-format escapes of a string field (its ``CEscape`` with UTF-8 output): ASCII
+#: control characters in octal, quotes and backslash escaped; other characters as they are.
+_TEXT_ESCAPES = {**{i: f"\\{i:03o}" for i in (*range(32), 127)},
+                 **{ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r", ord('"'): '\\"', ord("'"): "\\'",
+                    ord("\\"): "\\\\"}}
+
+
+def _text_string(value: str) -> str:
+    return '"' + value.translate(_TEXT_ESCAPES) + '"'
 
 
 def _inside(path: str, folder: str) -> bool:

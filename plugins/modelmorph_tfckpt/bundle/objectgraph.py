@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
 from .table import BundleError, short_repr
+from .wirewrite import message_field, string_field, varint_field
 
 __all__ = [
     "VARIABLE_VALUE",
@@ -197,12 +198,12 @@ def tree_to_nodes(tree: Mapping[str, Any] | TrackableNode) -> TrackableNode:
 class BuiltGraph:
     """Result of :func:`build_object_graph`.
 
-    ``graph`` is the ``TrackableObjectGraph`` message, ``nodes`` the serialized
+    ``graph`` is the serialized ``TrackableObjectGraph`` (bytes), ``nodes`` the serialized
     :class:`TrackableNode` s in node-id order, ``keys`` maps each checkpoint key to its
     variable node (slot variables included).
     """
 
-    graph: Any
+    graph: bytes
     nodes: list[TrackableNode]
     keys: dict[str, TrackableNode]
 
@@ -247,46 +248,51 @@ def build_object_graph(root: TrackableNode | Mapping[str, Any], *, mark_has_chec
             object_names[slot_id] = _slot_object_name(paths[orig_id], paths[opt_id], slot_name)
             slot_refs.append((opt_id, orig_id, slot_name, slot_id))
 
-    from .protos.trackable_object_graph_pb2 import TrackableObjectGraph
-
-    graph = TrackableObjectGraph()
+    # The TrackableObjectGraph, encoded here (.wirewrite: no protobuf import). Each node:
+    # children = 1 (node_id = 1, local_name = 2), attributes = 2 (name = 1, full_name = 2,
+    # checkpoint_key = 3), slot_variables = 3 (original_variable_node_id = 1, slot_name = 2,
+    # slot_variable_node_id = 3), has_checkpoint_values = 5 (a BoolValue: value = 1).
+    slots: dict[int, list[bytes]] = {}
+    for opt_id, orig_id, slot_name, slot_id in slot_refs:
+        slots.setdefault(opt_id, []).append(message_field(3, varint_field(1, orig_id) + string_field(2, slot_name) +
+                                                          varint_field(3, slot_id)))
+    marked = _with_checkpoint_values(nodes, ids, slots) if mark_has_checkpoint_values else None
     keys: dict[str, TrackableNode] = {}
+    encoded = []
     for node_id, node in enumerate(nodes):
-        proto = graph.nodes.add()
-        for name, child in node.children.items():
-            proto.children.add(node_id=ids[id(child)], local_name=name)
+        fields = [message_field(1, varint_field(1, ids[id(child)]) + string_field(2, name))
+                  for name, child in node.children.items()]
         if node.is_variable:
             key = f"{object_names[node_id]}/{OBJECT_ATTRIBUTES}/{VARIABLE_VALUE}"
             if key in keys:
                 raise ValueError(f"two variables would share the checkpoint key {key!r}")
             keys[key] = node
-            proto.attributes.add(name=VARIABLE_VALUE, full_name=node.full_name, checkpoint_key=key)
-    for opt_id, orig_id, slot_name, slot_id in slot_refs:
-        graph.nodes[opt_id].slot_variables.add(
-            original_variable_node_id=orig_id, slot_name=slot_name, slot_variable_node_id=slot_id
-        )
-    if mark_has_checkpoint_values:
-        _mark_has_checkpoint_values(graph)
-    return BuiltGraph(graph=graph, nodes=nodes, keys=keys)
+            fields.append(message_field(2, string_field(1, VARIABLE_VALUE) + string_field(2, node.full_name) +
+                                        string_field(3, key)))
+        fields += slots.get(node_id, [])
+        if marked is not None:  # set on every node, false ones too (an empty BoolValue)
+            fields.append(message_field(5, varint_field(1, node_id in marked)))
+        encoded.append(message_field(1, b"".join(fields)))
+    return BuiltGraph(graph=b"".join(encoded), nodes=nodes, keys=keys)
 
 
-def _mark_has_checkpoint_values(graph) -> None:
-    """A node has checkpoint values if it or anything below it stores something."""
+def _with_checkpoint_values(nodes: list[TrackableNode], ids: dict[int, int], slots: dict[int, list]) -> set[int]:
+    """The ids of the nodes that have checkpoint values: those that store something (a variable's
+    value, slot variables), and every node above one of them."""
     parents: dict[int, set[int]] = {}
     marked = set()
-    for i, n in enumerate(graph.nodes):
-        if n.attributes or n.slot_variables or n.HasField("registered_saver"):
+    for i, node in enumerate(nodes):
+        if node.is_variable or i in slots:
             marked.add(i)
-        for ref in n.children:
-            parents.setdefault(ref.node_id, set()).add(i)
+        for child in node.children.values():
+            parents.setdefault(ids[id(child)], set()).add(i)
     todo = list(marked)
     while todo:
         for p in parents.pop(todo.pop(), ()):
             if p not in marked:
                 marked.add(p)
                 todo.append(p)
-    for i, n in enumerate(graph.nodes):
-        n.has_checkpoint_values.value = i in marked
+    return marked
 
 
 # --------------------------------------------------------------------------- reading

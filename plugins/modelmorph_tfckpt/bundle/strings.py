@@ -15,7 +15,7 @@ import os
 import struct
 from typing import Iterator, NamedTuple
 
-from .table import BundleError, crc32c_extend
+from .table import BundleError, crc32c_combine, crc32c_extend
 
 _LENGTHS_CHUNK = 1 << 18  # varint bytes decoded at a time (numpy's temporaries: ~40 bytes each)
 _DATA_CHUNK = 1 << 22  # bytes read at a time when checksumming the strings' data
@@ -26,17 +26,19 @@ class StringLayout(NamedTuple):
     data_start: int  # file offset of the first string's bytes (after the lengths and their CRC)
     lengths_crc: int  # unmasked CRC-32C of the lengths as fixed-width integers
     stored_lengths_crc: int  # the masked CRC stored after the lengths
+    varints_crc: int  # unmasked CRC-32C of the varint bytes as stored (see entry_crc32c_of_stored)
 
 
 class _Lengths:
     """The ``count`` varint lengths from file offset ``offset`` (none read past ``end``), decoded
     a chunk at a time: iterating yields them as ``bytes`` (every length below 128: each byte is
-    one) or a numpy uint64 array. ``crc`` (fixed-width CRC-32C so far), ``total`` and ``pos``
-    (the offset just past the last varint decoded) follow the iteration."""
+    one) or a numpy uint64 array. ``crc`` (fixed-width CRC-32C so far), ``varints_crc`` (that
+    of the varint bytes), ``total`` and ``pos`` (the offset just past the last varint decoded)
+    follow the iteration."""
 
     def __init__(self, fd: int, offset: int, end: int, count: int, chunk: int = _LENGTHS_CHUNK):
         self.fd, self.pos, self.end, self.left, self.chunk = fd, offset, end, count, chunk
-        self.crc = self.total = 0
+        self.crc = self.varints_crc = self.total = 0
 
     def __iter__(self) -> Iterator:
         carry, at = b"", self.pos
@@ -73,6 +75,7 @@ class _Lengths:
 
     def _took(self, buf: bytes, fixed: bytes, total: int, count: int, used: int) -> None:
         self.crc = crc32c_extend(self.crc, fixed)
+        self.varints_crc = crc32c_extend(self.varints_crc, memoryview(buf)[:used])
         self.total += total
         self.left -= count
         self.pos += used
@@ -117,7 +120,7 @@ def scan(fd: int, offset: int, size: int, count: int) -> StringLayout:
         raise BundleError("data file ended early")
     if lengths.pos + 4 + lengths.total != end:
         raise BundleError("string lengths do not add up to the stored size")
-    return StringLayout(lengths.pos + 4, lengths.crc, struct.unpack("<I", stored)[0])
+    return StringLayout(lengths.pos + 4, lengths.crc, struct.unpack("<I", stored)[0], lengths.varints_crc)
 
 
 def entry_crc32c(fd: int, layout: StringLayout, end: int) -> int:
@@ -132,6 +135,17 @@ def entry_crc32c(fd: int, layout: StringLayout, end: int) -> int:
         crc = crc32c_extend(crc, chunk)
         at += len(chunk)
     return crc
+
+
+def entry_crc32c_of_stored(layout: StringLayout, stored_crc: int, end: int) -> int:
+    """:func:`entry_crc32c` from ``stored_crc``, the CRC-32C of the tensor's stored bytes (up
+    to ``end``) as a copy of them computed it: no byte is read again. CRCs are linear: that of
+    the stored bytes is the varints' shifted past the rest, xor the rest's; so the rest's (the
+    stored lengths CRC and the data) comes out without reading it, and is chained after the
+    lengths as fixed-width integers instead of varints."""
+    rest = end - (layout.data_start - 4)
+    rest_crc = stored_crc ^ crc32c_combine(layout.varints_crc, 0, rest)
+    return crc32c_combine(layout.lengths_crc, rest_crc, rest)
 
 
 def iter_blocks(fd: int, offset: int, size: int, count: int, layout: StringLayout,
