@@ -81,7 +81,8 @@ class ByteRange:
     #: position in the range (a memoryview, valid during the call; from several threads, in any
     #: order, each byte once), then None once done; that last call raises the reader's ReadError
     #: if the check failed. Stopping early, the writer still calls it with None: the check is
-    #: then the reader's again. None from the call: the reader checks them.
+    #: then the reader's again. None from the call: the reader checks them. A checkpoint offers
+    #: it for ``"tf-string"`` ranges too, fed the stored bytes (only its own writer copies those).
     claim_check: Callable[[], Callable[..., None] | None] | None = field(default=None, compare=False, repr=False)
     #: How the bytes hold the value: ``"plain"`` (as above), or ``"tf-string"``: a string tensor
     #: as a TF checkpoint stores it (varint lengths, their CRC, the bytes), which only a
