@@ -124,8 +124,8 @@ def _match_level(graph: ObjectGraph, ckpt: Checkpoint, model: Model, base: int, 
 def _match_named(graph: ObjectGraph, ckpt: Checkpoint, obj: naming.LayerObject, node: int | None,
                  wanted: list[Expected], match: Match) -> None:
     found = []
-    for variable in wanted:
-        relative = naming.variable_path(obj.layer, variable.path, match.scheme)
+    relatives = naming.variable_paths(obj.layer, [variable.path for variable in wanted], match.scheme)
+    for variable, relative in zip(wanted, relatives):
         where = "/".join((*obj.path, *relative))
         vnode = graph.walk(node, relative) if node is not None else None
         key = graph.keys[vnode] if vnode is not None else None
