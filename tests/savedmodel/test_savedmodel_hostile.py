@@ -59,6 +59,12 @@ def _module_in_dropped_lookup_key(meta):
     lookup["config"]["vocabulary_size"] = {"class_name": "system", "module": "os", "config": {}}
 
 
+def _module_in_stand_in_config(meta):
+    """No model_config: the root's own config is the architecture, and checked as one."""
+    del meta["model_config"]
+    meta["config"]["layers"][1].update(module="os", class_name="system")
+
+
 def _encoded_root(meta):
     """The root metadata as tf_keras' encoder writes a tuple: a list once decoded, not an object."""
     meta.clear()
@@ -130,6 +136,9 @@ def _break(kind, folder, tmp_path):
     if kind == "module in a dropped lookup key":
         _edit_root_metadata(folder, _module_in_dropped_lookup_key)
         return "keras_metadata.pb", "model_config names module 'os'"
+    if kind == "module in the config standing in for model_config":
+        _edit_root_metadata(folder, _module_in_stand_in_config)
+        return "keras_metadata.pb", "config names module 'os'"
     if kind == "root metadata an encoded tuple":
         _edit_root_metadata(folder, _encoded_root)
         return "keras_metadata.pb", "not a JSON object"
@@ -180,6 +189,7 @@ CASES = {
     "modules in both configs": "multi_io_shared",
     "module in a dropped lookup key": "string_lookup",
     "root metadata an encoded tuple": "mlp_adam",
+    "module in the config standing in for model_config": "multi_io_shared",
     "deep metadata": "mlp_adam",
     "metadata object missing from the graph": "mlp_adam",
     "variables of another model": "mlp_adam",

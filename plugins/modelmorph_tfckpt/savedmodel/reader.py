@@ -96,7 +96,7 @@ def _keras_config(directory: Directory, diags: Diagnostics) -> tuple[dict | None
     meta = parse_json(root.metadata, where, "the root object's metadata")
     if not isinstance(meta, dict) or _encoded_sequence(meta):  # the latter is a list once decoded
         raise ReadError(where, "the root object's metadata is not a JSON object")
-    lookups = _prepare(meta, where)
+    lookups = _prepare(meta, where, ("model_config", "training_config"), check=True)
     class_name = meta.get("class_name")
     paths = [n.node_path for n in proto.nodes if n.node_path.startswith("root.") and n.identifier.startswith("_tf_keras")
              and ".keras_api." not in n.node_path]
@@ -104,48 +104,53 @@ def _keras_config(directory: Directory, diags: Diagnostics) -> tuple[dict | None
         return None, meta, (f"its root object is a Keras {root.identifier or 'object'} "
                             f"({class_name or 'unknown class'}), not a model"), paths
     config = meta.get("model_config")
-    if not isinstance(config, dict) or "config" not in config:
-        config, lookups = {"class_name": class_name, "config": meta.get("config")}, None
+    fallback = not isinstance(config, dict) or "config" not in config
+    if fallback:  # the root's own config stands in for a missing model_config
+        _prepare(meta, where, ("config",), check=False)
+        config = {"class_name": class_name, "config": meta.get("config")}
     inner = config.get("config")
     if config.get("class_name") not in ("Functional", "Sequential", "Model") or not isinstance(inner, dict) \
             or not isinstance(inner.get("layers"), list):
         return None, meta, (f"a subclassed Keras model (class {config.get('class_name') or class_name!r}): "
                             "tf_keras saved no config it can be rebuilt from, only its variables and traced "
                             "functions; join its variables with an equivalent architecture using --arch"), paths
-    if lookups is None:  # the root's own config stands in for a missing model_config
-        _strip_lookup_keys(config)
-    else:
-        for entry in lookups:
-            _strip_lookup(entry)
+    if fallback:  # the architecture after all: checked as a model_config is
+        lookups = _prepare(meta, where, ("config",), check=True)
+    for entry in lookups:
+        _strip_lookup(entry)
     return config, meta, "", paths
 
 
-def _prepare(meta: dict, where: Path) -> list[dict]:
-    """Make the root object's metadata what a ``.h5``'s model_config spells, and check it, in
-    one walk of each top-level value (a ResNet50's metadata holds ~6,000 dicts and lists:
-    walking them once instead of three times saves milliseconds). On the way:
+def _prepare(meta: dict, where: Path, keys: tuple[str, ...], check: bool) -> list[dict]:
+    """Make the values of the root object's metadata under ``keys`` what a ``.h5``'s
+    model_config spells, and with ``check``, check them, in one walk of each: only the values
+    read later are walked (``model_config`` and ``training_config``; ``config``, as large as
+    ``model_config``, when it stands in for it), each once (a ResNet50's model_config holds
+    ~4,000 dicts and lists: one walk instead of three saves milliseconds). On the way:
 
     - tf_keras' SavedModel encoder writes tuples as ``{"class_name": "__tuple__", "items": [...]}``
       and shapes as ``{"class_name": "TensorShape", "items": [...]}``, where
       ``model.save("x.h5")`` writes lists: they become lists;
-    - ``model_config`` and ``training_config`` must name no module outside Keras (loading it
-      would import that module): refused, the first problem of model_config first;
-    - the lookup layers of ``model_config`` are returned, for :func:`_strip_lookup` once every
-      value was checked (what it drops is checked too).
+    - a config must name no module outside Keras (loading it would import that module):
+      refused, the first problem of the first of ``keys`` first;
+    - the lookup layers of the first of ``keys`` (the model config) are returned when checked,
+      for :func:`_strip_lookup` once every value was checked (what it drops is checked too).
 
     Iterative: the depth was bounded when parsing, but the walk need not recurse."""
-    _push_children(meta, [])  # the top-level values first: each is then walked knowing its key
     lookups: list[dict] = []
-    problems = {key: _walk(value, key in _MODULES_CHECKED, lookups if key == "model_config" else None)
-                for key, value in meta.items() if type(value) is dict or type(value) is list}
-    for key in _MODULES_CHECKED:
+    problems = {}
+    for key in keys:
+        value = meta.get(key)
+        if type(value) is dict and _encoded_sequence(value):
+            value = meta[key] = _as_list(value)
+        if type(value) is dict or type(value) is list:
+            problems[key] = _walk(value, check, lookups if check and key == keys[0] else None)
+    for key in keys:
         if problems.get(key):
             raise ReadError(where, f"{key}{problems[key]}")
     return lookups
 
 
-#: The metadata's top-level values whose modules are checked (in this order).
-_MODULES_CHECKED = ("model_config", "training_config")
 #: How tf_keras' SavedModel JSON encoder writes tuples and shapes (``{"class_name", "items"}``).
 _ENCODED_SEQUENCES = ("__tuple__", "TensorShape")
 #: The top-level packages of :data:`_KERAS_MODULES`.
@@ -153,14 +158,24 @@ _KERAS_PACKAGES = frozenset(m.split(".")[0] for m in _KERAS_MODULES)
 
 
 def _walk(root: dict | list, check_modules: bool, lookups: list[dict] | None) -> str | None:
-    """:func:`_prepare` below one top-level value: the first module problem found (in the order
-    of a depth-first walk), if ``check_modules``; lookup layers appended to ``lookups``."""
+    """:func:`_prepare` below one value: the first module problem found (in the order of a
+    depth-first walk), if ``check_modules``; lookup layers appended to ``lookups``. Only
+    containers are stacked, the other values are looked at in place."""
     problem = None
     stack = [root]
     while stack:
         container = stack.pop()
-        _push_children(container, stack)
-        if type(container) is not dict:
+        is_dict = type(container) is dict
+        for key, item in (container.items() if is_dict else enumerate(container)):
+            if type(item) is dict:  # JSON gives plain dicts and lists; replacing a value keeps the size
+                if item.get("class_name") in _ENCODED_SEQUENCES and _encoded_sequence(item):
+                    item = container[key] = _as_list(item)
+                    if item is None:
+                        continue
+                stack.append(item)
+            elif type(item) is list:
+                stack.append(item)
+        if not is_dict:
             continue
         if check_modules and problem is None:
             problem = _module_problem(container)
@@ -169,24 +184,14 @@ def _walk(root: dict | list, check_modules: bool, lookups: list[dict] | None) ->
     return problem
 
 
-def _push_children(container: dict | list, stack: list) -> None:
-    """Push the dicts and lists among ``container``'s values, encoded sequences replaced by
-    lists (in ``container`` too: JSON gives plain dicts and lists; replacing a value keeps the
-    size). Only containers are stacked, the other values are looked at in place."""
-    for key, item in (container.items() if type(container) is dict else enumerate(container)):
-        if type(item) is dict:
-            if _encoded_sequence(item):
-                items = item.get("items")
-                item = container[key] = list(items) if type(items) is list else None
-                if item is None:
-                    continue
-            stack.append(item)
-        elif type(item) is list:
-            stack.append(item)
-
-
 def _encoded_sequence(item: dict) -> bool:
     return item.get("class_name") in _ENCODED_SEQUENCES and item.keys() <= {"class_name", "items"}
+
+
+def _as_list(encoded: dict) -> list | None:
+    """An encoded sequence's items (None if they are not a list)."""
+    items = encoded.get("items")
+    return list(items) if type(items) is list else None
 
 
 def _module_problem(item: dict) -> str | None:
@@ -261,19 +266,6 @@ def _read_keras(directory: Directory, ckpt: _Variables | None, config: dict, met
     model.assets = _assets(directory)
     _restore_vocabularies(directory, model, meta, diags)
     return model
-
-
-def _strip_lookup_keys(config: Any) -> None:
-    """:func:`_strip_lookup` every lookup layer of ``config``."""
-    stack = [config]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if item.get("class_name") in _LOOKUPS and isinstance(item.get("config"), dict):
-                _strip_lookup(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
 
 
 def _strip_lookup(entry: dict) -> None:
