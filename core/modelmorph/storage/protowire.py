@@ -134,10 +134,13 @@ def varint_then_text(data: bytes) -> tuple[int, str] | None:
     end = len(data)
     if end < 4 or data[0] != 0x08:
         return None
-    try:
-        number, pos = read_varint(data, 1, end)
-    except WireError:
-        return None
+    if data[1] < 0x80:  # a one-byte number skips read_varint, as in parse
+        number, pos = data[1], 2
+    else:
+        try:
+            number, pos = read_varint(data, 1, end)
+        except WireError:
+            return None
     if pos + 2 > end or data[pos] != 0x12 or data[pos + 1] >= 0x80 or pos + 2 + data[pos + 1] != end:
         return None
     return number, _utf8(data[pos + 2:])
