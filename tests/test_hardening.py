@@ -93,6 +93,24 @@ def test_json_value_budget_in_process():
         safety.parse_json(b"[" + b"[]," * 3_000_000 + b"0]", "x")
 
 
+@pytest.mark.parametrize("outer, inner", [("[", "]"), ('{"k":', "}")])
+def test_json_depth_bound_in_process(outer, inner):
+    """MAX_JSON_DEPTH levels of arrays or objects parse, one more is refused; a value at the
+    deepest level does not count as a level (only containers nest)."""
+    from modelmorph.errors import ReadError
+    from modelmorph.storage import safety
+
+    def nested(levels: int, leaf: str) -> str:
+        return outer * (levels - 1) + f"[{leaf}]" + inner * (levels - 1)
+
+    assert safety.parse_json(nested(safety.MAX_JSON_DEPTH, '1, "x", null'), "x") is not None
+    assert safety.parse_json(nested(safety.MAX_JSON_DEPTH - 1, "{}"), "x") is not None
+    with pytest.raises(ReadError, match="nested more than 128 levels deep"):
+        safety.parse_json(nested(safety.MAX_JSON_DEPTH, "[]"), "x")
+    with pytest.raises(ReadError, match="nested more than 128 levels deep"):
+        safety.parse_json(nested(safety.MAX_JSON_DEPTH, "{}"), "x")
+
+
 # -- 2. corrupted global heap objects: refused, never given to libhdf5 ------------------------------
 
 def _global_heap_objects(data: bytes) -> list[tuple[int, int, int]]:

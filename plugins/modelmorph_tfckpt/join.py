@@ -124,12 +124,11 @@ def _match_level(graph: ObjectGraph, ckpt: Checkpoint, model: Model, base: int, 
 def _match_named(graph: ObjectGraph, ckpt: Checkpoint, obj: naming.LayerObject, node: int | None,
                  wanted: list[Expected], match: Match) -> None:
     found = []
-    for variable in wanted:
-        relative = naming.variable_path(obj.layer, variable.path, match.scheme)
-        where = "/".join((*obj.path, *relative))
+    relatives = naming.variable_paths(obj.layer, [variable.path for variable in wanted], match.scheme)
+    for variable, relative in zip(wanted, relatives):
         vnode = graph.walk(node, relative) if node is not None else None
         key = graph.keys[vnode] if vnode is not None else None
-        problem = _check(ckpt, obj, variable, key, where)
+        problem = _check(ckpt, obj, variable, key, (*obj.path, *relative))
         if problem:
             match.problems.append(problem)
             continue
@@ -153,7 +152,7 @@ def _match_positional(graph: ObjectGraph, ckpt: Checkpoint, obj: naming.LayerObj
     found = []
     for index, child in enumerate(children):
         variable = wanted[index] if wanted is not None else Expected(str(index), True, None)
-        problem = _check(ckpt, obj, variable, graph.keys[child], "/".join(obj.path))
+        problem = _check(ckpt, obj, variable, graph.keys[child], obj.path)
         if problem:
             match.problems.append(problem)
             return
@@ -163,11 +162,16 @@ def _match_positional(graph: ObjectGraph, ckpt: Checkpoint, obj: naming.LayerObj
     match.found += len(found)
 
 
-def _check(ckpt: Checkpoint, obj: naming.LayerObject, variable: Expected, key: str | None, where: str) -> str | None:
+def _check(ckpt: Checkpoint, obj: naming.LayerObject, variable: Expected, key: str | None,
+           where: tuple[str, ...]) -> str | None:
+    """The problem with the variable found under ``key`` (None: not found) at object path
+    ``where``; None if there is none."""
+    entry = ckpt.entries.get(key) if key is not None else None
+    if entry is not None and (variable.shape is None or tuple(entry.shape) == variable.shape):
+        return None  # the usual case, once per variable: no message is made
     what = f"layer {obj.layer_path!r} ({obj.layer.class_name}): variable {variable.path!r}"
     if key is None:
-        return f"{what} not found in the checkpoint (no object at {where})"
-    entry = ckpt.entries.get(key)
+        return f"{what} not found in the checkpoint (no object at {'/'.join(where)})"
     if entry is None:
         return f"{what}: the object graph names key {key!r}, which the checkpoint does not hold"
     if variable.shape is not None and tuple(entry.shape) != variable.shape:

@@ -128,12 +128,25 @@ def variable_path(layer: Layer, weight_path: str, scheme: str) -> Path | None:
     """Child names from ``layer``'s object to the variable at IR ``weight_path``; None when
     the scheme cannot name it (a positional weight of a class the catalogue does not know,
     unless the source recorded the names Keras 2 gave its variables)."""
-    parts = weight_path.split("/")
+    return variable_paths(layer, [weight_path], scheme)[0]
+
+
+def variable_paths(layer: Layer, weight_paths: "list[str]", scheme: str) -> "list[Path | None]":
+    """:func:`variable_path` of each of ``layer``'s ``weight_paths``. A join asks for all of a
+    layer's variables at once: whether its class is known is then looked up once per layer,
+    not once per variable (for a BatchNormalization that builds its variable list each time)."""
     if scheme == "module":
-        return tuple(parts)
+        return [tuple(path.split("/")) for path in weight_paths]
     if is_positional(layer):
         named = recorded_names(layer) if scheme == "keras2" else None
-        return (named[weight_path],) if named is not None and weight_path in named else None
+        return [(named[path],) if named is not None and path in named else None for path in weight_paths]
+    return [_attribute_path(layer, path, scheme) for path in weight_paths]
+
+
+def _attribute_path(layer: Layer, weight_path: str, scheme: str) -> Path:
+    """The child names to a variable of a class the catalogue knows: its sub-objects' (private)
+    attributes, then the variable's own attribute name."""
+    parts = weight_path.split("/")
     out, child, _ = catalogue.follow(layer.class_name, layer.config or {}, parts[:-1])
     owner = layer.class_name if len(parts) == 1 else child.class_name if child is not None else None
     described = catalogue.get(owner) if owner is not None else None

@@ -94,10 +94,12 @@ class _WireNodes:
             try:
                 fields = wire.parse(self._data, start, end)
                 node = WireNode(fields)
-                saver = wire.message(fields, 4)  # registered_saver and has_checkpoint_values (5):
-                if saver is not None:            # not used, but checked as protobuf would
-                    wire.text(saver, 1), wire.text(saver, 2)
-                wire.message(fields, 5)
+                if 4 in fields:  # registered_saver and has_checkpoint_values (5): not used,
+                    saver = wire.message(fields, 4)  # but checked as protobuf would
+                    if saver is not None:
+                        wire.text(saver, 1), wire.text(saver, 2)
+                if 5 in fields:
+                    wire.message(fields, 5)
                 self._done[index] = node
             except wire.WireError as exc:
                 raise self._error(f"unparsable {OBJECT_GRAPH_KEY}: object {index}: {exc}") from None
@@ -116,11 +118,13 @@ class WireNode:
     __slots__ = ("children", "attributes", "slot_variables")
 
     def __init__(self, fields: "wire.Fields"):
-        self.children = [_reference(value) for kind, value in fields.get(1, ()) if kind == wire.LENGTH]
+        # A join parses hundreds of nodes (a layer's, each of its variables'): a field a node
+        # lacks (most have no slot variables, a variable no children) costs no call.
+        self.children = [_reference(value) for kind, value in fields[1] if kind == wire.LENGTH] if 1 in fields else []
         self.attributes = [SerializedTensor(wire.text(f, 1), wire.text(f, 2), wire.text(f, 3))
-                           for f in wire.messages(fields, 2)]
+                           for f in wire.messages(fields, 2)] if 2 in fields else []
         self.slot_variables = [SlotVariableReference(wire.int32(f, 1), wire.text(f, 2), wire.int32(f, 3))
-                               for f in wire.messages(fields, 3)]
+                               for f in wire.messages(fields, 3)] if 3 in fields else []
 
 
 def _reference(data: bytes) -> "ObjectReference":

@@ -198,3 +198,30 @@ def test_keras_2_2_sequential_config_is_a_layer_list():
     layers = dialects.to_keras3(old)["config"]["layers"]
     assert [(e["class_name"], e["config"]["name"]) for e in layers] == [("InputLayer", "dense_1_input"), ("Dense", "dense_1")]
     assert layers[0]["config"]["batch_shape"] == [None, 4]
+
+
+def test_config_copies_share_no_container_with_their_source():
+    """to_keras3 translates a copy (the caller's config is never changed): every dict and list
+    is new at every level, tuples and other objects are copied as deepcopy copies them."""
+    from collections import OrderedDict
+
+    from modelmorph.keras.dialects.common import copy_config
+
+    class Named(str):
+        pass
+
+    source = {"a": [1, 2.5, None, True, "s", {"b": [[], {}]}], "t": (1, [2]), "o": OrderedDict(x=[3]),
+              "n": Named("v"), "set": {4}}
+    copied = copy_config(source)
+    assert copied == source
+    assert type(copied["o"]) is dict and type(copied["t"]) is tuple and copied["n"] == "v"
+
+    def containers(value, out):
+        if isinstance(value, (dict, list, tuple, set)):
+            out.append(value)
+            for item in value.values() if isinstance(value, dict) else value:
+                containers(item, out)
+        return out
+
+    theirs = {id(c) for c in containers(source, []) if not isinstance(c, tuple)}
+    assert not theirs & {id(c) for c in containers(copied, []) if not isinstance(c, tuple)}

@@ -43,6 +43,34 @@ def _lambda_function(meta):
         "name": "dense", "function": "check_call", "function_type": "function", "module": "subprocess"})
 
 
+def _modules_in_both_configs(meta):
+    """Bad modules in training_config and model_config, training_config written first: the
+    model_config's is the one reported (it is checked first, whatever the key order)."""
+    _module_os(meta)
+    training = {"optimizer_config": {"class_name": "Adam", "module": "subprocess", "config": {}}}
+    rest = dict(meta)
+    meta.clear()
+    meta.update(training_config=training, **{k: v for k, v in rest.items() if k != "training_config"})
+
+
+def _module_in_dropped_lookup_key(meta):
+    """A module hidden in a value the reader drops (a lookup layer's vocabulary_size) is refused all the same."""
+    lookup = next(layer for layer in _layers(meta) if layer["class_name"] == "StringLookup")
+    lookup["config"]["vocabulary_size"] = {"class_name": "system", "module": "os", "config": {}}
+
+
+def _module_in_stand_in_config(meta):
+    """No model_config: the root's own config is the architecture, and checked as one."""
+    del meta["model_config"]
+    meta["config"]["layers"][1].update(module="os", class_name="system")
+
+
+def _encoded_root(meta):
+    """The root metadata as tf_keras' encoder writes a tuple: a list once decoded, not an object."""
+    meta.clear()
+    meta.update({"class_name": "__tuple__", "items": [1, 2]})
+
+
 def _deep(meta):
     value = {}
     for _ in range(500):
@@ -102,6 +130,18 @@ def _break(kind, folder, tmp_path):
     if kind == "lambda names a function":
         _edit_root_metadata(folder, _lambda_function)
         return "keras_metadata.pb", "subprocess"
+    if kind == "modules in both configs":
+        _edit_root_metadata(folder, _modules_in_both_configs)
+        return "keras_metadata.pb", "model_config names module 'os'"
+    if kind == "module in a dropped lookup key":
+        _edit_root_metadata(folder, _module_in_dropped_lookup_key)
+        return "keras_metadata.pb", "model_config names module 'os'"
+    if kind == "module in the config standing in for model_config":
+        _edit_root_metadata(folder, _module_in_stand_in_config)
+        return "keras_metadata.pb", "config names module 'os'"
+    if kind == "root metadata an encoded tuple":
+        _edit_root_metadata(folder, _encoded_root)
+        return "keras_metadata.pb", "not a JSON object"
     if kind == "deep metadata":
         _edit_root_metadata(folder, _deep)
         return "keras_metadata.pb", "nested more than"
@@ -146,6 +186,10 @@ CASES = {
     "truncated saved_model.pb": "mlp_adam",
     "module os": "multi_io_shared",
     "lambda names a function": "multi_io_shared",
+    "modules in both configs": "multi_io_shared",
+    "module in a dropped lookup key": "string_lookup",
+    "root metadata an encoded tuple": "mlp_adam",
+    "module in the config standing in for model_config": "multi_io_shared",
     "deep metadata": "mlp_adam",
     "metadata object missing from the graph": "mlp_adam",
     "variables of another model": "mlp_adam",

@@ -55,6 +55,27 @@ def test_the_vocabulary_asset_returns_to_the_lookup_layer():
             ("assets/vocab.txt", b"apple\nbanana\ncherry\ndate\nelder\nfig\ngrape\n")]
 
 
+def test_without_model_config_the_root_config_is_the_architecture(tmp_path):
+    """A root object whose metadata has no model_config: its own config (tuples and shapes
+    still encoded the SavedModel way) is read as the model config, lookup keys stripped."""
+    from modelmorph_tfckpt.savedmodel.protos.saved_metadata_pb2 import SavedMetadata
+
+    folder = tmp_path / "string_lookup"
+    shutil.copytree(case_dir("string_lookup"), folder)
+    proto = SavedMetadata.FromString((folder / "keras_metadata.pb").read_bytes())
+    root = next(n for n in proto.nodes if n.node_path == "root")
+    meta = json.loads(root.metadata)
+    del meta["model_config"]
+    root.metadata = json.dumps(meta)
+    (folder / "keras_metadata.pb").write_bytes(proto.SerializeToString())
+    with modelmorph.read(case_dir("string_lookup")) as reference, modelmorph.read(folder) as model:
+        # (The root's config records the path the vocabulary was read from, not null: not compared.)
+        ours, theirs = (dict(m.layer("lookup").config, vocabulary=None) for m in (model, reference))
+        assert model.has_architecture and ours == theirs
+        assert [layer.name for layer in model.layers] == [layer.name for layer in reference.layers]
+        assert "__tuple__" not in json.dumps([layer.config for layer in model.layers])
+
+
 @pytest.mark.parametrize("case, reason", [("subclassed", "subclassed Keras model (class 'Subclassed')"),
                                           ("tf_module", "no keras_metadata.pb")])
 def test_without_keras_metadata_the_directory_reads_as_weights_and_info_says_why(case, reason, capsys):

@@ -171,17 +171,18 @@ def test_a_variable_the_checkpoint_lacks_is_a_read_error_naming_it():
     arch = modelmorph.read(TF_KERAS / "seq_cnn_bn.json")
     with pytest.raises(modelmorph.ReadError) as err:
         modelmorph.read(keras2_ckpt("mlp_adam"), arch=arch)
-    assert str(err.value).startswith(f"{keras2_ckpt('mlp_adam')}: layer 'batch_normalization' (BatchNormalization): "
-                                     "variable 'gamma' not found in the checkpoint")
+    assert str(err.value) == (f"{keras2_ckpt('mlp_adam')}: layer 'batch_normalization' (BatchNormalization): "
+                              "variable 'gamma' not found in the checkpoint (no object at layer_with_weights-1/gamma) "
+                              "(closest naming: keras2, 2 of 10 variables found)")
 
 
 def test_a_shape_the_architecture_contradicts_is_a_read_error(capsys):
     require_format("h5")
-    arch = modelmorph.read(TF_KERAS / "mlp_adam.h5")
-    kernel = arch.layer("dense").weight("kernel")
-    kernel.shape = (3, 3)
-    with pytest.raises(modelmorph.ReadError) as err:
-        modelmorph.read(keras2_ckpt("mlp_adam"), arch=arch)
+    with modelmorph.read(TF_KERAS / "mlp_adam.h5") as arch:  # closed: a file left to the GC warns in a later test
+        kernel = arch.layer("dense").weight("kernel")
+        kernel.shape = (3, 3)
+        with pytest.raises(modelmorph.ReadError) as err:
+            modelmorph.read(keras2_ckpt("mlp_adam"), arch=arch)
     assert "layer 'dense' (Dense): variable 'kernel' has shape [8, 16] in the checkpoint, the architecture " \
            "expects [3, 3]" in str(err.value)
     assert "\n" not in str(err.value)

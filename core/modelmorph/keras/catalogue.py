@@ -155,6 +155,8 @@ def follow(class_name: str, config: dict, parts: "list[str] | tuple[str, ...]") 
     ``class_name``: the attribute names a TF checkpoint follows (private ones, list members by
     index: ``cell/cells/0``) and the sub-object reached. Parts it cannot resolve are kept as
     they are."""
+    if not parts:  # a layer's own variable (the usual case, asked once per variable of a model)
+        return Followed((), None, False)
     from .keras3_layout import snake_case, unique_name
 
     out: list[str] = []

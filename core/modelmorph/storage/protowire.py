@@ -97,14 +97,21 @@ def offsets(data: bytes, number: int) -> list[tuple[int, int]]:
     out = []
     end, pos = len(data), 0
     while pos < end:
-        key, pos = read_varint(data, pos, end)
+        key = data[pos]  # one-byte keys (the usual case) skip read_varint, as in parse
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = read_varint(data, pos, end)
         kind = key & 7
         if key >> 3 == 0:
             raise WireError("field number 0")
         if kind == VARINT:
             _, pos = read_varint(data, pos, end)
         elif kind == LENGTH:
-            length, pos = read_varint(data, pos, end)
+            if pos < end and data[pos] < 0x80:
+                length, pos = data[pos], pos + 1
+            else:
+                length, pos = read_varint(data, pos, end)
             if length > end - pos:
                 raise WireError("a field runs past the end of its message")
             if key >> 3 == number:
@@ -127,10 +134,13 @@ def varint_then_text(data: bytes) -> tuple[int, str] | None:
     end = len(data)
     if end < 4 or data[0] != 0x08:
         return None
-    try:
-        number, pos = read_varint(data, 1, end)
-    except WireError:
-        return None
+    if data[1] < 0x80:  # a one-byte number skips read_varint, as in parse
+        number, pos = data[1], 2
+    else:
+        try:
+            number, pos = read_varint(data, 1, end)
+        except WireError:
+            return None
     if pos + 2 > end or data[pos] != 0x12 or data[pos + 1] >= 0x80 or pos + 2 + data[pos + 1] != end:
         return None
     return number, _utf8(data[pos + 2:])

@@ -57,15 +57,18 @@ def parse_json(data: bytes | str, source: str | Path, what: str = "JSON") -> Any
 def _check_depth(value: Any, source: str | Path, what: str) -> None:
     # json.loads itself stops at Python's recursion limit; the code that walks a config later
     # is recursive too, so nesting is bounded well below that (iteratively: no recursion here,
-    # one level of containers at a time, so that no tuple is made per value).
+    # one level of containers at a time, so that no tuple is made per value). json.loads makes
+    # plain dicts and lists only: exact type tests, in a plain loop, take a third of the time
+    # of isinstance in a comprehension (2 ms of a ResNet50 SavedModel's metadata, measured).
     level, depth = [value], 1
     while level:
         if depth > MAX_JSON_DEPTH:
             raise ReadError(source, f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
         below: list[Any] = []
         for item in level:
-            below += [child for child in (item.values() if isinstance(item, dict) else item)
-                      if isinstance(child, (dict, list))]
+            for child in (item.values() if type(item) is dict else item):
+                if type(child) is dict or type(child) is list:
+                    below.append(child)
         level, depth = below, depth + 1
 
 

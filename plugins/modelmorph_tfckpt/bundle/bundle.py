@@ -357,7 +357,7 @@ class BundleReader:
             if rank > _MAX_RANK:
                 raise self._error(f"{label}: rank {rank} exceeds {_MAX_RANK}")
             shape = tuple(wire.int64(d, 1) for d in wire.messages(dims, 2))
-            slices = tuple(_extents(s) for s in wire.messages(p, 7))
+            slices = tuple(_extents(s) for s in wire.messages(p, 7)) if 7 in p else ()  # (rare: no call otherwise)
             dtype = wire.int32(p, 1)
             entry = Entry(
                 key=name,
@@ -373,7 +373,7 @@ class BundleReader:
             )
         except wire.WireError:
             raise self._error(f"{label}: unparsable BundleEntryProto") from None
-        if any(d < 0 for d in shape):
+        if shape and min(shape) < 0:
             raise self._error(f"{label}: negative or unknown dimension in shape {list(shape)}")
         if not slices:  # a partitioned variable's own entry stores no data
             if not 0 <= entry.shard_id < self.num_shards:

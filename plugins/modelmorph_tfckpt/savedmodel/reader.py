@@ -94,11 +94,9 @@ def _keras_config(directory: Directory, diags: Diagnostics) -> tuple[dict | None
         raise ReadError(where, f"expected one root object, found {len(roots)}")
     root = roots[0]
     meta = parse_json(root.metadata, where, "the root object's metadata")
-    if not isinstance(meta, dict):
+    if not isinstance(meta, dict) or _encoded_sequence(meta):  # the latter is a list once decoded
         raise ReadError(where, "the root object's metadata is not a JSON object")
-    meta = _plain(meta)
-    _check_modules(meta.get("model_config"), where, "model_config")
-    _check_modules(meta.get("training_config"), where, "training_config")
+    lookups = _prepare(meta, where, ("model_config", "training_config"), check=True)
     class_name = meta.get("class_name")
     paths = [n.node_path for n in proto.nodes if n.node_path.startswith("root.") and n.identifier.startswith("_tf_keras")
              and ".keras_api." not in n.node_path]
@@ -106,7 +104,9 @@ def _keras_config(directory: Directory, diags: Diagnostics) -> tuple[dict | None
         return None, meta, (f"its root object is a Keras {root.identifier or 'object'} "
                             f"({class_name or 'unknown class'}), not a model"), paths
     config = meta.get("model_config")
-    if not isinstance(config, dict) or "config" not in config:
+    fallback = not isinstance(config, dict) or "config" not in config
+    if fallback:  # the root's own config stands in for a missing model_config
+        _prepare(meta, where, ("config",), check=False)
         config = {"class_name": class_name, "config": meta.get("config")}
     inner = config.get("config")
     if config.get("class_name") not in ("Functional", "Sequential", "Model") or not isinstance(inner, dict) \
@@ -114,60 +114,102 @@ def _keras_config(directory: Directory, diags: Diagnostics) -> tuple[dict | None
         return None, meta, (f"a subclassed Keras model (class {config.get('class_name') or class_name!r}): "
                             "tf_keras saved no config it can be rebuilt from, only its variables and traced "
                             "functions; join its variables with an equivalent architecture using --arch"), paths
+    if fallback:  # the architecture after all: checked as a model_config is
+        lookups = _prepare(meta, where, ("config",), check=True)
+    for entry in lookups:
+        _strip_lookup(entry)
     return config, meta, "", paths
 
 
-def _plain(value: Any) -> Any:
-    """The metadata JSON as a ``.h5``'s model_config spells it: tf_keras' SavedModel encoder
-    writes tuples as ``{"class_name": "__tuple__", "items": [...]}`` and shapes as
-    ``{"class_name": "TensorShape", "items": [...]}``, where ``model.save("x.h5")`` writes
-    lists. (Iterative: the depth was bounded when parsing, but the walk need not recurse.
-    Only containers are stacked, the values of a dict or list are looked at in place: a
-    ResNet50's config costs a millisecond, not ten.)"""
-    root: list[Any] = [value]
-    stack: list[Any] = [root]
+def _prepare(meta: dict, where: Path, keys: tuple[str, ...], check: bool) -> list[dict]:
+    """Make the values of the root object's metadata under ``keys`` what a ``.h5``'s
+    model_config spells, and with ``check``, check them, in one walk of each: only the values
+    read later are walked (``model_config`` and ``training_config``; ``config``, as large as
+    ``model_config``, when it stands in for it), each once (a ResNet50's model_config holds
+    ~4,000 dicts and lists: one walk instead of three saves milliseconds). On the way:
+
+    - tf_keras' SavedModel encoder writes tuples as ``{"class_name": "__tuple__", "items": [...]}``
+      and shapes as ``{"class_name": "TensorShape", "items": [...]}``, where
+      ``model.save("x.h5")`` writes lists: they become lists;
+    - a config must name no module outside Keras (loading it would import that module):
+      refused, the first problem of the first of ``keys`` first;
+    - the lookup layers of the first of ``keys`` (the model config) are returned when checked,
+      for :func:`_strip_lookup` once every value was checked (what it drops is checked too).
+
+    Iterative: the depth was bounded when parsing, but the walk need not recurse."""
+    lookups: list[dict] = []
+    problems = {}
+    for key in keys:
+        value = meta.get(key)
+        if type(value) is dict and _encoded_sequence(value):
+            value = meta[key] = _as_list(value)
+        if type(value) is dict or type(value) is list:
+            problems[key] = _walk(value, check, lookups if check and key == keys[0] else None)
+    for key in keys:
+        if problems.get(key):
+            raise ReadError(where, f"{key}{problems[key]}")
+    return lookups
+
+
+#: How tf_keras' SavedModel JSON encoder writes tuples and shapes (``{"class_name", "items"}``).
+_ENCODED_SEQUENCES = ("__tuple__", "TensorShape")
+#: The top-level packages of :data:`_KERAS_MODULES`.
+_KERAS_PACKAGES = frozenset(m.split(".")[0] for m in _KERAS_MODULES)
+
+
+def _walk(root: dict | list, check_modules: bool, lookups: list[dict] | None) -> str | None:
+    """:func:`_prepare` below one value: the first module problem found (in the order of a
+    depth-first walk), if ``check_modules``; lookup layers appended to ``lookups``. Only
+    containers are stacked, the other values are looked at in place."""
+    problem = None
+    stack = [root]
     while stack:
         container = stack.pop()
-        for key, item in (container.items() if type(container) is dict else enumerate(container)):
+        is_dict = type(container) is dict
+        for key, item in (container.items() if is_dict else enumerate(container)):
             if type(item) is dict:  # JSON gives plain dicts and lists; replacing a value keeps the size
-                if item.get("class_name") in _ENCODED_SEQUENCES and item.keys() <= {"class_name", "items"}:
-                    items = item.get("items")
-                    item = container[key] = list(items) if type(items) is list else None
+                if item.get("class_name") in _ENCODED_SEQUENCES and _encoded_sequence(item):
+                    item = container[key] = _as_list(item)
                     if item is None:
                         continue
                 stack.append(item)
             elif type(item) is list:
                 stack.append(item)
-    return root[0]
+        if not is_dict:
+            continue
+        if check_modules and problem is None:
+            problem = _module_problem(container)
+        if lookups is not None and container.get("class_name") in _LOOKUPS and isinstance(container.get("config"), dict):
+            lookups.append(container)
+    return problem
 
 
-#: How tf_keras' SavedModel JSON encoder writes tuples and shapes (``{"class_name", "items"}``).
-_ENCODED_SEQUENCES = ("__tuple__", "TensorShape")
+def _encoded_sequence(item: dict) -> bool:
+    return item.get("class_name") in _ENCODED_SEQUENCES and item.keys() <= {"class_name", "items"}
 
 
-def _check_modules(value: Any, where: Path, what: str) -> None:
-    """Refuse configs naming modules outside Keras: loading them would import that module."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            # A bytecode Lambda records where it was defined ("__main__"): carried as data,
-            # never imported (the core flags it contains-code).
-            keys = () if item.get("function_type") == "lambda" else ("module",)
-            keys += () if item.get("output_shape_type") == "lambda" else ("output_shape_module",)
-            for key in keys:
-                module = item.get(key)
-                if isinstance(module, str) and module and module.split(".")[0] not in \
-                        {m.split(".")[0] for m in _KERAS_MODULES}:
-                    raise ReadError(where, f"{what} names module {module!r}: a Keras config never needs a module "
-                                           "outside Keras (loading it would import that module); refused")
-            if item.get("function_type") == "function" and isinstance(item.get("module"), str) \
-                    and not item["module"].startswith(_KERAS_MODULES):
-                raise ReadError(where, f"{what}: a Lambda names function {item.get('function')!r} of module "
-                                       f"{item['module']!r}; refused")
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+def _as_list(encoded: dict) -> list | None:
+    """An encoded sequence's items (None if they are not a list)."""
+    items = encoded.get("items")
+    return list(items) if type(items) is list else None
+
+
+def _module_problem(item: dict) -> str | None:
+    """Why a config entry is refused (the text after the config's name), or None: a Keras
+    config never names a module outside Keras."""
+    # A bytecode Lambda records where it was defined ("__main__"): carried as data,
+    # never imported (the core flags it contains-code).
+    keys = () if item.get("function_type") == "lambda" else ("module",)
+    keys += () if item.get("output_shape_type") == "lambda" else ("output_shape_module",)
+    for key in keys:
+        module = item.get(key)
+        if isinstance(module, str) and module and module.split(".")[0] not in _KERAS_PACKAGES:
+            return (f" names module {module!r}: a Keras config never needs a module outside Keras (loading it "
+                    "would import that module); refused")
+    if item.get("function_type") == "function" and isinstance(item.get("module"), str) \
+            and not item["module"].startswith(_KERAS_MODULES):
+        return f": a Lambda names function {item.get('function')!r} of module {item['module']!r}; refused"
+    return None
 
 
 def _check_objects(directory: Directory, ckpt: "_Variables", proto_paths: list[str]) -> None:
@@ -202,7 +244,6 @@ def _open_variables(directory: Directory) -> _Variables | None:
 def _read_keras(directory: Directory, ckpt: _Variables | None, config: dict, meta: dict, paths: list[str],
                 arch: Model | None, diags: Diagnostics) -> Model:
     where = directory.path / KERAS_METADATA
-    _strip_lookup_keys(config)
     try:
         structure = kerasconfig.model_from_config(dialects.to_keras3(config, diags))
         training = meta.get("training_config")
@@ -227,21 +268,14 @@ def _read_keras(directory: Directory, ckpt: _Variables | None, config: dict, met
     return model
 
 
-def _strip_lookup_keys(config: Any) -> None:
-    """Lookup layers' ``vocabulary_size`` (derived from the vocabulary) and the
+def _strip_lookup(entry: dict) -> None:
+    """A lookup layer's ``vocabulary_size`` (derived from the vocabulary) and the
     ``has_input_vocabulary`` flag tf_keras adds in SavedModels only: both tf_keras and
     Keras 3 derive them again, and Keras 3 refuses them as arguments."""
-    stack = [config]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if item.get("class_name") in _LOOKUPS and isinstance(item.get("config"), dict):
-                item["config"].pop("vocabulary_size", None)
-                if item["config"].pop("has_input_vocabulary", None) and item["config"].get("vocabulary") is None:
-                    item["config"]["vocabulary"] = _MISSING
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+    config = entry["config"]
+    config.pop("vocabulary_size", None)
+    if config.pop("has_input_vocabulary", None) and config.get("vocabulary") is None:
+        config["vocabulary"] = _MISSING
 
 
 def _expected_weights(model: Model):

@@ -154,7 +154,8 @@ def _layer_config_to_keras3(class_name: str, config: dict, diags: Diagnostics) -
         _lambda_to_keras3(config)
     check_activations(config, "keras2", diags, name)
     for key, value in list(config.items()):
-        config[key] = _value_to_keras3(key, value, diags)
+        if isinstance(value, (dict, list)):  # only these are translated (most values are not: no call for them)
+            config[key] = _value_to_keras3(key, value, diags)
     accepted = layer_args()["keras3"].get(class_name)
     if accepted is not None:
         for key in [k for k in config if k not in accepted]:
