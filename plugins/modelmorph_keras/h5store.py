@@ -172,7 +172,7 @@ def write_plain(path: Path, groups: list[Group], progress: Progress, userblock: 
                     known.append((ds.offset, ds.nbytes, crc))
                 progress.advance(weight.nbytes)
             crcs = claims.copy(copies, f, progress.advance)
-            known += [(offset, weight.nbytes, crc) for (weight, offset), crc in zip(copies, crcs)]
+            known += [(offset, weight.raw.nbytes, crc) for (weight, offset), crc in zip(copies, crcs)]
             if f.seek(0, os.SEEK_END) < end:
                 f.truncate(end)  # trailing empty datasets: the file still ends where HDF5 says
             return assemble_crc32(f, userblock, end, known) if checksum else None
