@@ -111,6 +111,24 @@ def test_convert_refuses_an_existing_output_before_reading(tmp_path, capsys, mon
     assert code == EXIT_OK and reads  # the spy sees reads
 
 
+@pytest.mark.parametrize("name", ["ck", "ck.index"])
+def test_convert_refuses_an_existing_checkpoint_index_before_reading(tmp_path, capsys, monkeypatch, name):
+    """A checkpoint's output is several files: the .index that writing the prefix (or naming its
+    .index) surely produces is refused before the read too, not after a long copy."""
+    from modelmorph import registry
+
+    reads = []
+    real = registry.Format.load_reader
+    monkeypatch.setattr(registry.Format, "load_reader", lambda self: reads.append(self.name) or real(self))
+    src = FIXTURES / "keras3" / "mlp_adam.keras"
+    (tmp_path / "ck.index").write_bytes(b"keep me")
+    code, _, err = run(capsys, "convert", src, tmp_path / name, "--to", "tf-checkpoint")
+    assert code == EXIT_WRITE and "ck.index: already exists" in err and reads == []
+    assert (tmp_path / "ck.index").read_bytes() == b"keep me"
+    code, _, _ = run(capsys, "convert", src, tmp_path / name, "--to", "tf-checkpoint", "--force")
+    assert code == EXIT_OK and reads and (tmp_path / "ck.index").read_bytes() != b"keep me"
+
+
 def test_unknown_target_format(tmp_path, capsys):
     code, _, err = run(capsys, "convert", MLP3, tmp_path / "m.xyz")
     assert code == EXIT_UNKNOWN_FORMAT and "--to" in err and "json" in err

@@ -183,7 +183,9 @@ def convert(
     reg.source_candidates(source, from_format)  # an unknown source fails before the overwrite check
     if Path(source).resolve() == Path(destination).resolve():
         raise UsageError(f"{destination}: the output would overwrite the input")
-    check_destination(destination, force)  # before the read, which may be long
+    # Before the read, which may be long: the output and the files its writer surely adds.
+    for path in (destination, *(dst_fmt.siblings(Path(destination)) if dst_fmt.siblings else ())):
+        check_destination(path, force)
     with catalogue.activate(reg.catalogue):  # the registry's layer classes, for reader and writer
         model, src_fmt = _read(reg, source, from_format, arch, arch_format, options_for, diags)
         with model:

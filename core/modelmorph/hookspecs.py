@@ -54,7 +54,9 @@ def modelmorph_formats() -> "list[Format]":
     taking a `Probe(path, header, is_dir, exists)` and returning `CERTAIN`, `PLAUSIBLE` or
     `NO`), `options` (its `-O` options: `modelmorph.Option` items, see below) and
     `replaceable` (names of sibling files its writer produces that may replace existing
-    ones without `--force`, such as a checkpoint's `checkpoint` state file).
+    ones without `--force`, such as a checkpoint's `checkpoint` state file) and `siblings`
+    (a callable naming, for an output path, the other files writing it surely produces, such as
+    a checkpoint prefix's `.index`: `convert` refuses an existing one before reading the source).
 
     - Reader: `read(path, *, options, diagnostics, arch) -> Model`. `arch` is an
       architecture model to join weights-only files with, or `None`. Raise

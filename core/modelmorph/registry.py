@@ -74,7 +74,9 @@ class Format:
     items (a ``{key: help}`` dict is still accepted: each key is then a ``str`` option of
     both sides); it is kept as a dict by option name. ``replaceable`` names sibling files
     the writer produces that may replace existing ones without ``force`` (a checkpoint's
-    ``checkpoint`` state file, which only points at the newest checkpoint).
+    ``checkpoint`` state file, which only points at the newest checkpoint). ``siblings(path)``
+    (optional) names the files besides ``path`` that writing ``path`` surely produces (a
+    checkpoint prefix's ``.index``): a conversion refuses an existing one before it reads.
     """
 
     name: str
@@ -88,6 +90,7 @@ class Format:
     sniff: Sniffer | None = None
     options: Mapping[str, Option] | Iterable[Option] = field(default_factory=dict)
     replaceable: tuple[str, ...] = ()
+    siblings: Callable[[Path], Iterable[Path]] | None = None
     plugin: str = ""
 
     def __post_init__(self) -> None:

@@ -54,6 +54,13 @@ def _footer(path) -> bytes:
         return f.read()
 
 
+def _siblings(path):
+    """A checkpoint written at ``path`` (its prefix, or the prefix's ``.index``) always has its
+    ``.index``: an existing one is refused before the source is read."""
+    name = path.name[: -len(".index")] if path.name.endswith(".index") else path.name
+    return [path.with_name(f"{name}.index")] if name else []
+
+
 @modelmorph.hookimpl
 def modelmorph_formats():
     return [
@@ -75,6 +82,7 @@ def modelmorph_formats():
                                   help="largest data shard (default: one shard; a tensor is never split)"),
             ),
             replaceable=("checkpoint",),
+            siblings=_siblings,
         ),
         modelmorph.Format(
             name="savedmodel",
