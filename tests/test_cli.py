@@ -24,6 +24,15 @@ def run(capsys, *argv):
     return code, out.out, out.err
 
 
+def test_version_is_the_installed_distributions(capsys):
+    """--version prints the package's constant (no importlib.metadata at start-up): it must be
+    the version the distribution was installed as, from pyproject.toml."""
+    from importlib.metadata import version
+
+    code, out, _ = run(capsys, "--version")
+    assert code == EXIT_OK and out.split() == ["modelmorph", version("modelmorph")]
+
+
 def test_help_teaches(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])

@@ -6,6 +6,7 @@ Shared by every format plugin so that each one gets the same guarantees.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -125,13 +126,11 @@ def atomic_output(destination: str | Path, force: bool = False, replaceable: Ite
     except the siblings named in ``replaceable`` (a checkpoint's ``checkpoint`` state file,
     which only says which checkpoint of the folder is the newest, as TensorFlow rewrites it).
     """
-    import tempfile  # only writing needs it: info and diff start without it
-
     dst = Path(destination)
     replaceable = frozenset(replaceable)
     parent = check_destination(dst, force)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=".modelmorph-", dir=parent))
+        tmp = _private_folder(parent)
     except OSError as exc:
         raise WriteError(dst, f"cannot write in {parent}: {exc.strerror}") from None
     try:
@@ -147,6 +146,19 @@ def atomic_output(destination: str | Path, force: bool = False, replaceable: Ite
             _replace(item, parent / item.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _private_folder(parent: Path) -> Path:
+    """A new folder in ``parent`` that only this process uses (mode 0700, a random name), as
+    ``tempfile.mkdtemp`` makes it: without importing tempfile and random (~2 ms of start-up)."""
+    for _ in range(100):
+        folder = parent / f".modelmorph-{os.urandom(8).hex()}"
+        try:
+            os.mkdir(folder, 0o700)
+            return folder
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused name for a temporary folder")
 
 
 def _replace(src: Path, dst: Path) -> None:

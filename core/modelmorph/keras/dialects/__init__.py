@@ -18,11 +18,25 @@ names mean different things on each side), :mod:`.names` (layer names Keras 3 re
 from __future__ import annotations
 
 from .common import FUNCTIONAL_MODULE, complete_keras3, detect, layer_args, policy
-from .tfops import TF_OPS, TFOP_CLASSES
-from .to_keras2 import to_keras2
-from .to_keras3 import to_keras3
-from .training import (compile_to_keras2, compile_to_keras3, keras2_compile_config_to_keras3, optimizer_class,
-                       optimizer_to_keras2, optimizer_to_keras3, slot_name_to_keras2, slot_name_to_keras3)
+
+# The translators load on first use (PEP 562): a Keras 3 file written as Keras 3 never needs
+# them, and they cost a few milliseconds of start-up (tfops alone defines ~60 ops).
+_LAZY = {"TF_OPS": "tfops", "TFOP_CLASSES": "tfops", "to_keras2": "to_keras2", "to_keras3": "to_keras3",
+         **dict.fromkeys(("compile_to_keras2", "compile_to_keras3", "keras2_compile_config_to_keras3", "optimizer_class",
+                          "optimizer_to_keras2", "optimizer_to_keras3", "slot_name_to_keras2", "slot_name_to_keras3"),
+                         "training")}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["FUNCTIONAL_MODULE", "TFOP_CLASSES", "TF_OPS", "complete_keras3", "compile_to_keras2", "compile_to_keras3",
            "detect", "keras2_compile_config_to_keras3", "layer_args", "optimizer_class", "optimizer_to_keras2", "optimizer_to_keras3", "policy",
