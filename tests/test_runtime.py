@@ -35,3 +35,18 @@ def test_installed_top_level_names_are_ours():
     import modelmorph
 
     assert Path(modelmorph.__file__).parent.name == "modelmorph"
+
+
+def test_dialect_names_are_never_submodules():
+    """The dialects package loads its translators lazily; a submodule named like one of its
+    functions would replace the function once anything imported that submodule (CI saw
+    'module' object is not callable, depending on test order)."""
+    code = (
+        "import importlib, pkgutil, types\n"
+        "import modelmorph.keras.dialects as d\n"
+        "for info in pkgutil.iter_modules(d.__path__):\n"
+        "    importlib.import_module(f'{d.__name__}.{info.name}')\n"
+        "print([n for n in d.__all__ if isinstance(getattr(d, n), types.ModuleType)])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"

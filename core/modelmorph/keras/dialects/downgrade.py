@@ -12,7 +12,7 @@ from .lambdas import _LAMBDA_CALLABLES, _lambda_to_keras2
 from .masks import drop_mask_operations
 from .nodes import _node_to_keras2, _shift_refs
 from .tfops import TFOP_CLASSES, _OPS_MODULE, _operation_to_keras2
-from .to_keras3 import _is_functional
+from .upgrade import _is_functional
 
 
 # -- Keras 3 → Keras 2 ---------------------------------------------------------------------
