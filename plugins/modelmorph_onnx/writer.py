@@ -65,10 +65,10 @@ def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, 
             else:
                 builder.op("Identity", [builder.channels_last(value).name], [name])
                 declared.append((name, shape, value.dtype))
-        graph = proto.GraphProto(name=model.name or "model", node=builder.nodes)
-        graph.input.extend(_value_info(name, shape, dtype) for name, shape, dtype in exporter.inputs)
-        graph.output.extend(_value_info(name, shape, dtype) for name, shape, dtype in declared)
-        header = proto.model(graph.name, opset, "modelmorph", modelmorph.__version__, {
+        graph = proto.graph(model.name or "model", builder.nodes,
+                            [_value_info(name, shape, dtype) for name, shape, dtype in exporter.inputs],
+                            [_value_info(name, shape, dtype) for name, shape, dtype in declared])
+        header = proto.model(opset, "modelmorph", modelmorph.__version__, {
             "converted_by": f"modelmorph {modelmorph.__version__}",
             "source_format": str(model.metadata.get("source_format", "")),
             "keras_dialect": str(model.metadata.get("dialect", "keras3")),

@@ -1,4 +1,4 @@
-"""Protocol Buffers messages read by hand from their wire format, without the protobuf package.
+"""Protocol Buffers messages read and written by hand in their wire format, without the protobuf package.
 
 Importing protobuf and building its message classes costs more than a small message's parse:
 a reader that needs a few fields of a few small messages (a checkpoint's index entries, the
@@ -15,6 +15,7 @@ one-line error naming the file. Nothing here allocates more than the input it is
 
 from __future__ import annotations
 
+import struct
 from typing import Callable
 
 VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
@@ -258,3 +259,49 @@ def _utf8(value: bytes) -> str:
         return value.decode("utf-8")
     except UnicodeDecodeError:
         raise WireError("a string field is not valid UTF-8") from None
+
+
+# -- writing ---------------------------------------------------------------------------------
+# A message is its fields' encodings joined (protobuf writes them in field-number order; a
+# reader accepts any order). These write every field they are given, zero or empty included:
+# proto2's explicit presence. A proto3 writer leaves zero values out itself.
+def encode_varint(value: int) -> bytes:
+    """``value`` as a varint; a negative one as its 64-bit two's complement (ten bytes), as
+    protobuf writes negative int32 and int64 values."""
+    value &= 0xFFFFFFFFFFFFFFFF
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def varint_field(number: int, value: int) -> bytes:
+    """An int32/int64/uint/enum/bool field."""
+    return encode_varint(number << 3 | VARINT) + encode_varint(value)
+
+
+def fixed32_field(number: int, value: int) -> bytes:
+    return encode_varint(number << 3 | FIXED32) + struct.pack("<I", value)
+
+
+def float_field(number: int, value: float) -> bytes:
+    return encode_varint(number << 3 | FIXED32) + struct.pack("<f", value)
+
+
+def bytes_field(number: int, value: bytes) -> bytes:
+    """A bytes or message field (``value``: the message's encoding), present even when empty."""
+    return encode_varint(number << 3 | LENGTH) + encode_varint(len(value)) + value
+
+
+def string_field(number: int, value: str) -> bytes:
+    return bytes_field(number, value.encode("utf-8"))
+
+
+def length_prefix(number: int, length: int) -> bytes:
+    """The start of a length-delimited field whose ``length`` bytes follow (a message written
+    piece by piece)."""
+    return encode_varint(number << 3 | LENGTH) + encode_varint(length)
