@@ -2,8 +2,8 @@
 small export) or the ``onnx`` package (half a second).
 
 Each function returns a message's encoding in protobuf's wire format, with the field numbers
-of ``onnx.proto`` (``protos/onnx_subset.proto`` lists those we use; ``onnx.proto`` is proto2, so
-every field given is written, zero or empty included). A model is written in one pass with at
+of ``onnx.proto`` (proto2, so every field given is written, zero or empty included; the onnx
+package judges every encoding in ``tests/onnx/test_onnx_wire_writer.py``). A model is written in one pass with at
 most one tensor in memory: a ``ModelProto`` is its other fields, then field ``graph``, whose
 length must come first; so the initializers are encoded as they come into a temporary file, and
 the graph's length is known when the nodes are done.

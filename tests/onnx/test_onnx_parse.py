@@ -1,5 +1,5 @@
-"""ONNX import without the ``onnx`` package where it is not needed: the file is parsed with the
-plugin's own subset of onnx.proto, tensors are decoded by the reader itself (judged here against
+"""ONNX import without the ``onnx`` package where it is not needed: the file is parsed by the
+plugin's own reader (:mod:`modelmorph_onnx.reader.messages`), tensors are decoded by the reader itself (judged here against
 onnx's numpy_helper), and ONNX shape inference runs only when a shape is looked up that neither
 the file nor the walk knows."""
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from helpers import FIXTURES, require
-from modelmorph_onnx.protos import onnx_subset_pb2
-from modelmorph_onnx.reader import load
+from modelmorph.storage import protowire
+from modelmorph_onnx.reader import load, messages
 from modelmorph_onnx.reader.shapes import Shapes
 
 
@@ -53,7 +53,7 @@ def test_tensors_decode_as_onnx_decodes_them(data_type, value, raw):
 
     proto = helper.make_tensor("t", data_type, value.shape,
                                value.tobytes() if raw else value.reshape(-1).tolist(), raw=raw)
-    ours = onnx_subset_pb2.TensorProto.FromString(proto.SerializeToString())
+    ours = messages.Tensor(protowire.parse(proto.SerializeToString()))
     got = load.tensor_loader(FIXTURES, ours)()
     want = numpy_helper.to_array(onnx.TensorProto.FromString(proto.SerializeToString()))
     assert got.dtype == want.dtype == value.dtype and got.shape == want.shape == value.shape

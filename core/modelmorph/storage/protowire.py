@@ -240,6 +240,20 @@ def repeated_ints(fields: Fields, number: int, convert: Callable[[int], int] | N
     return [convert(v) for v in out] if convert is not None else out
 
 
+def repeated_fixed(fields: Fields, number: int, size: int) -> bytes:
+    """A ``repeated`` fixed-size field's values (``size`` 4: float/fixed32, 8: double/fixed64),
+    packed or not, as their little-endian bytes joined (for ``numpy.frombuffer`` or ``struct``)."""
+    out = []
+    for kind, value in fields.get(number, ()):
+        if kind == LENGTH:
+            if len(value) % size:
+                raise WireError("a packed field's length is not a whole number of values")
+            out.append(value)
+        elif kind == (FIXED32 if size == 4 else FIXED64):
+            out.append(value.to_bytes(size, "little"))
+    return out[0] if len(out) == 1 else b"".join(out)
+
+
 def to_int32(value: int) -> int:
     return _signed(value & 0xFFFFFFFF, 32)
 

@@ -175,6 +175,7 @@ def _fix_input_dims(src: Onnx, fixed: dict[str, list[int | None]]) -> None:
                                      f"not {want}")
             elif i > 0:
                 d.dim_value = want  # clears dim_param (a oneof)
+                src.fixed_dims[name, i] = want
 
 
 def _symbolic_hint(src: Onnx, fixed: dict) -> str:

@@ -33,11 +33,14 @@ DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int3
 
 
 class Onnx:
-    """A parsed model: the ModelProto, its opset, and the initializers by name as loaders."""
+    """A parsed model: the ModelProto (:mod:`.messages`), its opset, the initializers by name
+    as loaders, and the bytes parsed (``data``, for ONNX shape inference, with the input dims
+    ``-O input_shape`` fixed in ``fixed_dims``: (input name, axis) → size)."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.model, raw = _parse(path)
+        self.model, raw, self.data = _parse(path)
+        self.fixed_dims: dict[tuple[str, int], int] = {}
         self.graph = self.model.graph
         self.opset = _opset(path, self.model)
         self.tensors: dict[str, Callable[[], np.ndarray]] = {}
@@ -48,18 +51,17 @@ class Onnx:
 
 
 def _parse(path: Path):
-    """The ModelProto (large initializers' raw data left in the file: see :mod:`.wire`) and
-    where that data is, by initializer position. The plugin's own subset of onnx.proto parses it
-    (the ``onnx`` package costs half a second to import); the fields it leaves out are kept as
-    unknown fields, so :mod:`.shapes` can hand the same model to ONNX shape inference."""
-    from google.protobuf.message import DecodeError
+    """The ModelProto (large initializers' raw data left in the file: see :mod:`.wire`), where
+    that data is by initializer position, and the bytes parsed. The importer reads its own
+    classes (:mod:`.messages`: protobuf costs ~40 ms to import, the ``onnx`` package half a
+    second); shape inference is given the bytes (:mod:`.shapes`)."""
+    from modelmorph.storage.protowire import WireError
 
-    from ..protos.onnx_subset_pb2 import ModelProto
+    from .messages import parse_model
 
     size = path.stat().st_size
     if size >= 1 << 31:  # protobuf's own limit: a larger file is not an ONNX model
         raise ReadError(path, f"{size} bytes: an ONNX protobuf cannot exceed 2 GB")
-    model = ModelProto()
     raw: dict[int, tuple[int, int]] = {}
     try:
         if size >= STREAM_FROM:
@@ -70,12 +72,12 @@ def _parse(path: Path):
             data, raw = stripped.data, stripped.raw
         else:
             data = path.read_bytes()
-        model.ParseFromString(data)
-    except (DecodeError, RuntimeError, ValueError) as exc:
-        raise ReadError(path, f"not an ONNX model: malformed protobuf ({str(exc).splitlines()[0] if str(exc) else 'decode error'})") from None
+        model = parse_model(data)
+    except WireError as exc:
+        raise ReadError(path, f"not an ONNX model: malformed protobuf ({exc})") from None
     if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.output:
         raise ReadError(path, "not an ONNX model: no IR version or no graph with outputs")
-    return model, raw
+    return model, raw, data
 
 
 def _opset(path: Path, model) -> int:

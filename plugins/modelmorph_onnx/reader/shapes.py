@@ -58,7 +58,11 @@ class Shapes(dict):
         import onnx
 
         try:
-            model = onnx.ModelProto.FromString(self.src.model.SerializeToString())
+            model = onnx.ModelProto.FromString(self.src.data)
+            for vi in model.graph.input:  # the dims -O input_shape fixed, fixed here too
+                for i, d in enumerate(vi.type.tensor_type.shape.dim):
+                    if (vi.name, i) in self.src.fixed_dims:
+                        d.dim_value = self.src.fixed_dims[vi.name, i]
             inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
         except Exception:  # inference is a help: the file's own value_info is used when it fails
             return

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelmorph.storage.protowire import bytes_field
+
 #: raw_data at least this long is read from the file when used, not parsed.
 STRIP_AT = 4096
 
@@ -74,16 +76,6 @@ def _varint(buf, pos: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
-def _encode_varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _fields(buf, start: int, end: int):
     """(field number, wire type, field start, value start, value end) of each field in buf[start:end]."""
     pos = start
@@ -108,10 +100,6 @@ def _fields(buf, start: int, end: int):
         if pos > end or number == 0:
             raise Malformed("a field runs past its message")
         yield number, wire, field_start, value_start, value_end
-
-
-def _len_field(number: int, payload: bytes) -> bytes:
-    return _encode_varint(number << 3 | _LEN) + _encode_varint(len(payload)) + payload
 
 
 def strip(path: Path) -> Stripped:
@@ -141,7 +129,7 @@ def strip(path: Path) -> Stripped:
                     raw[index] = (data[1], data[2] - data[1])
                 elif data is not None:
                     tensor += buf[data[0]:data[2]]
-                graph += _len_field(_GRAPH_INITIALIZER, bytes(tensor))
+                graph += bytes_field(_GRAPH_INITIALIZER, bytes(tensor))
                 index += 1
-            out += _len_field(_MODEL_GRAPH, bytes(graph))
+            out += bytes_field(_MODEL_GRAPH, bytes(graph))
         return Stripped(bytes(out), raw)

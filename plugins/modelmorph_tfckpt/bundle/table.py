@@ -29,6 +29,8 @@ from typing import BinaryIO, Callable, Iterator
 
 import google_crc32c
 
+from modelmorph.storage import protowire
+
 __all__ = [
     "BundleError",
     "TableReader",
@@ -177,12 +179,7 @@ def encode_varint(value: int) -> bytes:
     """LEB128 encoding of a non-negative integer (< 2**64)."""
     if value < 0 or value >= 1 << 64:
         raise ValueError(f"varint out of range: {value}")
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    return protowire.encode_varint(value)
 
 
 def decode_varint(buf, pos: int, limit: int, bits: int = 64, what: str = "varint") -> tuple[int, int]:
