@@ -7,6 +7,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from helpers import FIXTURES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,16 +39,19 @@ def test_installed_top_level_names_are_ours():
     assert Path(modelmorph.__file__).parent.name == "modelmorph"
 
 
-def test_dialect_names_are_never_submodules():
-    """The dialects package loads its translators lazily; a submodule named like one of its
-    functions would replace the function once anything imported that submodule (CI saw
-    'module' object is not callable, depending on test order)."""
+@pytest.mark.parametrize("package,names", [("modelmorph", None), ("modelmorph.keras.dialects", None),
+                                           ("modelmorph.storage.plainh5", ["read", "FixedStrings", "PlainWriter"])])
+def test_lazy_names_are_never_hidden_by_submodules(package, names):
+    """These packages load some of their names on first use (PEP 562 ``__getattr__``); a
+    submodule named like one of them would replace it once anything imported that submodule
+    (CI saw 'module' object is not callable for dialects.to_keras3, depending on test order)."""
     code = (
         "import importlib, pkgutil, types\n"
-        "import modelmorph.keras.dialects as d\n"
-        "for info in pkgutil.iter_modules(d.__path__):\n"
-        "    importlib.import_module(f'{d.__name__}.{info.name}')\n"
-        "print([n for n in d.__all__ if isinstance(getattr(d, n), types.ModuleType)])\n"
+        f"p = importlib.import_module({package!r})\n"
+        "for info in pkgutil.iter_modules(p.__path__):\n"
+        "    if info.name != '__main__':  # the CLI\n"
+        "        importlib.import_module(f'{p.__name__}.{info.name}')\n"
+        f"print([n for n in {names!r} or p.__all__ if isinstance(getattr(p, n), types.ModuleType)])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
