@@ -78,3 +78,21 @@ def _refs(value):
     from modelmorph.keras.kerasconfig import iter_refs
 
     return list(iter_refs(value))
+
+
+def test_numpy_constants_are_leaves_never_walked_or_copied():
+    """An imported constant operand may hold millions of numbers: the walks over call arguments
+    (refs, encoding, decoding, shifting) pass the ``__numpy__`` record on as it is, once."""
+    from modelmorph.ir import TensorRef
+    from modelmorph.keras import kerasconfig
+
+    constant = {"class_name": "__numpy__", "config": {"value": [[1.0, 2.0], [3.0, 4.0]], "dtype": "float32"}}
+    args = [TensorRef("x", 0, 0), constant]
+    assert kerasconfig.encode_tensors(args)[1] is constant
+    assert kerasconfig.decode_tensors(kerasconfig.encode_tensors(args))[1] is constant
+    assert kerasconfig.map_leaves(args, lambda ref: ref)[1] is constant
+    assert kerasconfig._shift(args, {"x"}, +1)[1] is constant
+    assert list(kerasconfig.iter_refs(args)) == [TensorRef("x", 0, 0)]
+    # and a record of the same shape that is not a constant is still walked
+    tensor_in_dict = {"class_name": "other", "config": {"value": TensorRef("x", 0, 0)}}
+    assert list(kerasconfig.iter_refs(tensor_in_dict)) == [TensorRef("x", 0, 0)]

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from ..diagnostics import Diagnostics
 
 KERAS_TENSOR = "__keras_tensor__"
+#: Keras 3's record of a numpy constant in a call's arguments: ``{"class_name": "__numpy__",
+#: "config": {"value": nested lists, "dtype": ...}}``. It holds numbers only, so the walks over
+#: call arguments below treat it as a leaf: an imported constant may hold millions of them.
+NUMPY_CONSTANT = "__numpy__"
 _GRAPH_KEYS = ("layers", "input_layers", "output_layers")
 _ENTRY_KEYS = ("module", "class_name", "config", "registered_name", "build_config", "name", "inbound_nodes")
 _EXTRA = "keras:"  # namespace of top-level entry keys we carry without understanding
@@ -167,6 +171,8 @@ def decode_tensors(value: Any) -> Any:
             shape = cfg.get("shape")
             return TensorRef(history[0], history[1], history[2],
                              tuple(shape) if isinstance(shape, list) else None, cfg.get("dtype"))
+        if value.get("class_name") == NUMPY_CONSTANT:
+            return value
         return {k: decode_tensors(v) for k, v in value.items()}
     return value
 
@@ -186,6 +192,11 @@ def _is_ref_triple(value: Any) -> bool:
             and isinstance(value[1], int) and isinstance(value[2], int))
 
 
+def is_constant(value: Any) -> bool:
+    """Whether ``value`` is a ``__numpy__`` constant record (see :data:`NUMPY_CONSTANT`)."""
+    return isinstance(value, dict) and value.get("class_name") == NUMPY_CONSTANT
+
+
 def map_leaves(value: Any, fn: Any, leaf_type: type = TensorRef) -> Any:
     """``value`` with every ``leaf_type`` leaf (a :class:`TensorRef` unless said) replaced by
     ``fn(leaf)``: the lists, tuples and dicts of a call's arguments rebuilt around them."""
@@ -195,7 +206,7 @@ def map_leaves(value: Any, fn: Any, leaf_type: type = TensorRef) -> Any:
         return [map_leaves(v, fn, leaf_type) for v in value]
     if isinstance(value, tuple):
         return tuple(map_leaves(v, fn, leaf_type) for v in value)
-    if isinstance(value, dict):
+    if isinstance(value, dict) and not is_constant(value):
         return {k: map_leaves(v, fn, leaf_type) for k, v in value.items()}
     return value
 
@@ -207,7 +218,7 @@ def iter_refs(value: Any):
     elif isinstance(value, (list, tuple)):
         for v in value:
             yield from iter_refs(v)
-    elif isinstance(value, dict):
+    elif isinstance(value, dict) and not is_constant(value):
         for v in value.values():
             yield from iter_refs(v)
 
@@ -269,7 +280,7 @@ def encode_tensors(value: Any) -> Any:
         return [encode_tensors(v) for v in value]
     if isinstance(value, tuple):
         return [encode_tensors(v) for v in value]
-    if isinstance(value, dict):
+    if isinstance(value, dict) and not is_constant(value):
         return {k: encode_tensors(v) for k, v in value.items()}
     return value
 
@@ -283,7 +294,7 @@ def _shift(value: Any, names: set, delta: int) -> Any:
         return dataclasses.replace(value, node_index=value.node_index + delta) if value.layer in names else value
     if isinstance(value, (list, tuple)):
         return [_shift(v, names, delta) for v in value]
-    if isinstance(value, dict):
+    if isinstance(value, dict) and not is_constant(value):
         return {k: _shift(v, names, delta) for k, v in value.items()}
     return value
 

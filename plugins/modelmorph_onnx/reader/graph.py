@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from modelmorph import ReadError
+from modelmorph.keras import kerasconfig
 
 from .fold import is_symbolic, run_fold, topological
 from .load import DTYPES, Onnx, attributes
@@ -479,7 +480,7 @@ def _keras_order(entries: list[dict], inputs: list[str], outputs: list[tuple[str
             if isinstance(value, dict) and value.get("class_name") == "__keras_tensor__":
                 history = value["config"]["keras_history"]
                 out.append((history[0], int(history[1])))
-            elif isinstance(value, dict):
+            elif isinstance(value, dict) and not kerasconfig.is_constant(value):
                 for k in sorted(value):  # tree.flatten visits dict keys sorted
                     walk(value[k])
             elif isinstance(value, list):
