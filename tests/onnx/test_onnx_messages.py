@@ -168,3 +168,20 @@ def test_a_written_model_parses_with_onnx(tmp_path):
     assert model.ir_version == 8 and model.opset_import[0].version == 17
     assert {p.key: p.value for p in model.metadata_props}["source_format"] == "keras"
     assert len(model.graph.initializer) == 4 and model.graph.node
+
+
+def test_a_constant_tensor_is_a_view_of_the_bytes_read_never_a_copy():
+    """Five levels down (model, graph, node, attribute, tensor), a Constant's data is still the
+    file's bytes: a large one is held once, not once per level."""
+    onnx = require("onnx")
+    from onnx import helper, numpy_helper
+
+    value = numpy_helper.from_array(np.arange(1000, dtype=np.float32), "c")
+    graph = helper.make_graph([helper.make_node("Constant", [], ["y"], value=value)], "g", [],
+                              [helper.make_tensor_value_info("y", 1, [1000])])
+    data = helper.make_model(graph).SerializeToString()
+    tensor = messages.parse_model(data).graph.node[0].attribute[0].t
+    assert isinstance(tensor.raw_data, memoryview) and tensor.raw_data.obj is data
+    assert np.array_equal(load.tensor_value(tensor), np.arange(1000, dtype=np.float32))
+    assert tensor.name == "c" and isinstance(tensor.name, str)
+    assert onnx.ModelProto.FromString(data).graph.node[0].attribute[0].t.raw_data == tensor.raw_data

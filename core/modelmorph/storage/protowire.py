@@ -51,8 +51,10 @@ def read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
-def parse(data: bytes, start: int = 0, end: int | None = None) -> Fields:
-    """The fields of the message in ``data[start:end]``."""
+def parse(data: bytes | memoryview, start: int = 0, end: int | None = None) -> Fields:
+    """The fields of the message in ``data[start:end]``. Given a memoryview, its length-delimited
+    values are views of it, not copies (a large message nested several levels deep is then
+    held once); :func:`text` and :func:`texts` still give ``str``."""
     end = len(data) if end is None else end
     fields: Fields = {}
     pos = start
@@ -266,7 +268,9 @@ def _signed(value: int, bits: int) -> int:
     return value - (1 << bits) if value >> (bits - 1) else value
 
 
-def _utf8(value: bytes) -> str:
+def _utf8(value: bytes | memoryview) -> str:
+    if type(value) is not bytes:  # a message parsed from a memoryview: its values are views
+        value = bytes(value)
     if value.isascii():  # most names: no validation to do
         return value.decode("ascii")
     try:

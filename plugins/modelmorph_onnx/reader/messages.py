@@ -119,12 +119,12 @@ class Attribute:
         self.type = wire.int32(fields, _ATTR["type"])
         self.f = struct.unpack("<f", wire.fixed32(fields, _ATTR["f"]).to_bytes(4, "little"))[0]
         self.i = wire.int64(fields, _ATTR["i"])
-        self.s = wire.raw(fields, _ATTR["s"])
+        self.s = bytes(wire.raw(fields, _ATTR["s"]))
         self.t = Tensor(_message(fields, _ATTR["t"]))
         floats = wire.repeated_fixed(fields, _ATTR["floats"], 4)
         self.floats = list(struct.unpack(f"<{len(floats) // 4}f", floats))
         self.ints = _int64s(fields, _ATTR["ints"])
-        self.strings = [value for kind, value in fields.get(_ATTR["strings"], ()) if kind == wire.LENGTH]
+        self.strings = [bytes(value) for kind, value in fields.get(_ATTR["strings"], ()) if kind == wire.LENGTH]
 
 
 class Tensor:
@@ -137,7 +137,7 @@ class Tensor:
         self.dims = _int64s(fields, _TENSOR["dims"])
         self.data_type = wire.int32(fields, _TENSOR["data_type"])
         self.name = wire.text(fields, _TENSOR["name"])
-        self.raw_data = wire.raw(fields, _TENSOR["raw_data"], None)  # None: absent
+        self.raw_data = wire.raw(fields, _TENSOR["raw_data"], None)  # None: absent; else a view of the file's bytes
         self.float_data = np.frombuffer(wire.repeated_fixed(fields, _TENSOR["float_data"], 4), "<f4")
         self.double_data = np.frombuffer(wire.repeated_fixed(fields, _TENSOR["double_data"], 8), "<f8")
         self.int32_data = np.array(wire.repeated_ints(fields, _TENSOR["int32_data"], wire.to_int32), np.int32)
@@ -233,8 +233,10 @@ class Dimension:
 
 
 def parse_model(data: bytes) -> Model:
-    """The ModelProto in ``data``; raises :class:`~modelmorph.storage.protowire.WireError`."""
-    return Model(wire.parse(data))
+    """The ModelProto in ``data``; raises :class:`~modelmorph.storage.protowire.WireError`.
+    Parsed through a memoryview: a tensor's bytes, however deep (a Constant node's), are views
+    of ``data``, never copied level by level."""
+    return Model(wire.parse(memoryview(data)))
 
 
 __all__ = ["FIELDS", "Model", "parse_model"]
