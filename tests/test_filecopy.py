@@ -174,6 +174,64 @@ def test_many_ranges_are_copied_with_the_crc_of_each(engine, tmp_path, monkeypat
     assert sum(advanced) == sum(sizes)
 
 
+def test_ranges_that_continue_one_another_are_copied_as_one(engine, tmp_path, monkeypatch):
+    """A checkpoint's tensors copied in order into a weights file: jobs that continue one
+    another in both files (also through two file objects over one descriptor) are read and
+    written a unit at a time, not one call each, and still each get their own CRC and pieces."""
+    monkeypatch.setattr(filecopy, "COPY_UNIT", 2 * COPY_PIECE)
+    data = RNG.randbytes(12 * COPY_PIECE)
+    sizes = [256, 0, 1024, 3 * COPY_PIECE + 5, 7, 0, COPY_PIECE, 2 * COPY_PIECE - 11, 1, 16384]
+    reads = []
+    real_preadv = filecopy.os.preadv
+    monkeypatch.setattr(filecopy.os, "preadv", lambda fd, buffers, offset: reads.append(offset) or real_preadv(fd, buffers, offset))
+    with _file(tmp_path, data) as src, open(tmp_path / "out.bin", "w+b") as dst:
+        alias = open(src.fileno(), "rb", closefd=False)  # the same open file, another object
+        fed: dict[int, list[tuple[int, bytes]]] = {}
+        lock = threading.Lock()
+
+        def feeder(i):
+            def feed(piece, at):
+                with lock:
+                    fed.setdefault(i, []).append((at, bytes(piece)))
+            return feed
+
+        jobs, at = [], 0
+        for i, n in enumerate(sizes):
+            jobs.append(filecopy.CopyJob(alias if i % 3 == 1 else src, 500 + at, 9 + at, n, feeder(i)))
+            at += n
+        crcs = filecopy.copy_ranges_crc32(jobs, dst)
+        alias.close()
+    total = sum(sizes)
+    assert (tmp_path / "out.bin").read_bytes() == b"\0" * 9 + data[500:500 + total]
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    assert crcs == [zlib.crc32(data[500 + b:500 + b + n]) for b, n in zip(starts, sizes)]
+    for i, (b, n) in enumerate(zip(starts, sizes)):  # each job's pieces tile its own bytes
+        pieces = sorted(fed.get(i, []))
+        assert b"".join(p for _, p in pieces) == data[500 + b:500 + b + n]
+        assert [a for a, _ in pieces] == [sum(len(p) for _, p in pieces[:j]) for j in range(len(pieces))]
+    assert len(reads) == -(-total // COPY_PIECE)  # one read per piece of the run (units are whole pieces), not per job
+
+
+def test_ranges_that_do_not_continue_are_not_joined(engine, tmp_path):
+    """A gap in the source, a gap in the output, another file or memory: each ends a run."""
+    data = RNG.randbytes(4096)
+    with _file(tmp_path, data) as src, open(tmp_path / "other.bin", "w+b") as other, \
+            open(tmp_path / "out.bin", "w+b") as dst:
+        other.write(data[::-1])
+        other.flush()
+        memory = io.BytesIO(data)
+        jobs = [filecopy.CopyJob(src, 0, 0, 100), filecopy.CopyJob(src, 101, 100, 100),  # source gap
+                filecopy.CopyJob(src, 201, 201, 100),  # output gap
+                filecopy.CopyJob(other, 301, 301, 100),  # another file
+                filecopy.CopyJob(memory, 401, 401, 100), filecopy.CopyJob(memory, 501, 501, 100)]
+        assert [run.first for run in filecopy._runs(jobs)] == [0, 1, 2, 3, 4, 5]
+        crcs = filecopy.copy_ranges_crc32(jobs, dst)
+        out = (tmp_path / "out.bin").read_bytes()
+    expected = [data[0:100], data[101:201], data[201:301], data[::-1][301:401], data[401:501], data[501:601]]
+    assert crcs == [zlib.crc32(b) for b in expected]
+    assert out[:100] + out[100:200] + out[201:301] + out[301:401] + out[401:501] + out[501:601] == b"".join(expected)
+
+
 def test_a_failed_unit_stops_both_threads_and_raises_once(tmp_path, monkeypatch):
     monkeypatch.setattr(filecopy, "COPY_UNIT", COPY_PIECE)
     real, calls = filecopy._copy_crc32, []

@@ -120,6 +120,7 @@ def test_a_failed_write_gives_its_claims_back(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(filecopy, "_copy_crc32", failing)
+    monkeypatch.setattr(filecopy, "COPY_UNIT", 256)  # many units: the copy fails mid-way, not before or after
     outcome = []
 
     def job():

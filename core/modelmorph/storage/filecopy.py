@@ -10,6 +10,7 @@ copied this way by writers that store the same bytes: no numpy, no decoding.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import io
 import os
@@ -289,19 +290,25 @@ def copy_ranges_crc32(jobs: list[CopyJob], dst: BinaryIO, advance: Callable[[int
     through one small buffer per thread: no second read of either file for a checksum, and the
     copy itself costs no more than ``copy_file_range`` (see ``COPY_PIECE``).
 
+    Jobs that continue one another in both files (a checkpoint's tensors copied, in order, into
+    a weights file) are copied as one range: a model's hundreds of small tensors cost a few
+    large reads and writes, not one each (ResNet50's 320 tensors: 48 ms -> 37 ms). Each job
+    still gets its own CRC, and its ``feed`` its own pieces.
+
     The ranges are cut into units of at most ``COPY_UNIT`` bytes, taken in order by two threads
     (positioned reads and writes, CRCs and all release the GIL: on two cores about half the wall
-    time for the same CPU time); a job's CRC is combined from its units'. ``advance(nbytes)`` is
+    time for the same CPU time); a job's CRC is combined from its parts'. ``advance(nbytes)`` is
     called as units are done (from either thread, never at once). Same contract as
     :func:`copy_range` (descriptors, positions unmoved, EOFError); on a failure the first error
     is raised once both threads have stopped."""
-    shared, own = [], []  # units: (job index, offset in the job, length)
-    for index, job in enumerate(jobs):
-        if isinstance(job.src, io.BytesIO):  # one position to seek: the caller's thread reads it, whole
-            own.append((index, 0, job.nbytes))
+    runs = _runs(jobs)
+    shared, own = [], []  # units: (run, offset in the run, length)
+    for number, run in enumerate(runs):
+        if isinstance(jobs[run.first].src, io.BytesIO):  # one position to seek: the caller's thread reads it, whole
+            own.append((number, 0, run.nbytes))
         else:
-            shared += [(index, at, min(COPY_UNIT, job.nbytes - at)) for at in range(0, job.nbytes, COPY_UNIT)]
-    crcs: dict[tuple[int, int], int] = {}
+            shared += [(number, at, min(COPY_UNIT, run.nbytes - at)) for at in range(0, run.nbytes, COPY_UNIT)]
+    parts: list[tuple[int, int, int, int]] = []  # (job, offset in the job, length, CRC)
     lock = threading.Lock()
     state: dict[str, Any] = {"next": 0, "error": None}
 
@@ -320,17 +327,16 @@ def copy_ranges_crc32(jobs: list[CopyJob], dst: BinaryIO, advance: Callable[[int
                     unit = next(mine, None)
                     if unit is None:
                         return
-            index, at, length = unit
-            job = jobs[index]
+            number, at, length = unit
             try:
-                crc = _copy_crc32(job.src, job.src_offset + at, dst, job.dst_offset + at, length, 0, job.feed, at)
+                done = _copy_crc32(jobs, runs[number], at, length, dst)
             except BaseException as exc:
                 with lock:
                     if state["error"] is None:
                         state["error"] = exc
                 return
             with lock:
-                crcs[(index, at)] = crc
+                parts.extend(done)
                 if advance is not None:
                     advance(length)
 
@@ -347,21 +353,74 @@ def copy_ranges_crc32(jobs: list[CopyJob], dst: BinaryIO, advance: Callable[[int
     if state["error"] is not None:
         raise state["error"]
     out = [0] * len(jobs)
-    for index, at, length in sorted(own + shared):
-        out[index] = crc32_combine(out[index], crcs[(index, at)], length)
+    for index, _, length, crc in sorted(parts):  # each job's parts in order
+        out[index] = crc32_combine(out[index], crc, length)
     return out
 
 
-def _copy_crc32(src, src_offset: int, dst: BinaryIO, dst_offset: int, nbytes: int, crc: int,
-                feed: Callable[[memoryview, int], None] | None, at: int = 0) -> int:
+class _Run(NamedTuple):
+    """Jobs ``first`` .. ``first + len(starts) - 1``, which continue one another in both files;
+    ``starts``: where each begins in the run."""
+
+    first: int
+    starts: list[int]
+    nbytes: int
+
+
+def _runs(jobs: list[CopyJob]) -> list[_Run]:
+    runs: list[_Run] = []
+    first, starts, at = 0, [], 0
+    for index, job in enumerate(jobs):
+        if starts and not _continues(jobs[index - 1], job):
+            runs.append(_Run(first, starts, at))
+            first, starts, at = index, [], 0
+        starts.append(at)
+        at += job.nbytes
+    if starts:
+        runs.append(_Run(first, starts, at))
+    return runs
+
+
+def _continues(before: CopyJob, job: CopyJob) -> bool:
+    """Whether ``job`` begins where ``before`` ends in the source and in the output (two file
+    objects over one open file share a descriptor; in-memory sources are never joined)."""
+    if job.src_offset != before.src_offset + before.nbytes or job.dst_offset != before.dst_offset + before.nbytes:
+        return False
+    if job.src is before.src:
+        return not isinstance(job.src, io.BytesIO)
+    try:
+        return job.src.fileno() == before.src.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _copy_crc32(jobs: list[CopyJob], run: _Run, at: int, nbytes: int, dst: BinaryIO) -> list[tuple[int, int, int, int]]:
+    """Copy ``nbytes`` of ``run`` from ``at``; returns the parts of its jobs this covered, as
+    ``(job, offset in the job, length, CRC-32)``, after feeding each job its pieces."""
+    head = jobs[run.first]
     dfd, done = dst.fileno(), 0
-    for piece in read_pieces(src, src_offset, nbytes, memoryview(bytearray(min(nbytes, COPY_PIECE)))):
-        crc = _fast_crc32(piece, crc)
-        if feed is not None:
-            feed(piece, at + done)
-        _pwrite_all(dfd, piece, dst_offset + done)
+    k = bisect.bisect_right(run.starts, at) - 1  # the job holding the unit's first byte
+    parts: dict[int, list[int]] = {}  # job -> [offset in the job, length, CRC]
+    for piece in read_pieces(head.src, head.src_offset + at, nbytes, memoryview(bytearray(min(nbytes, COPY_PIECE)))):
+        low, high = at + done, at + done + len(piece)
+        while k < len(run.starts) and run.starts[k] < high:
+            index = run.first + k
+            begin, end = run.starts[k], run.starts[k] + jobs[index].nbytes
+            if end > low:
+                sub = piece if begin <= low and high <= end else piece[max(begin, low) - low:min(end, high) - low]
+                part = parts.get(index)
+                if part is None:
+                    part = parts[index] = [max(begin, low) - begin, 0, 0]
+                part[2] = _fast_crc32(sub, part[2])
+                if jobs[index].feed is not None:
+                    jobs[index].feed(sub, part[0] + part[1])
+                part[1] += len(sub)
+            if end > high:
+                break
+            k += 1
+        _pwrite_all(dfd, piece, head.dst_offset + low)
         done += len(piece)
-    return crc
+    return [(index, offset, length, crc) for index, (offset, length, crc) in parts.items()]
 
 
 def stored_as_is(weight, nbytes: int) -> bool:
