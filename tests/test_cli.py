@@ -174,7 +174,11 @@ def test_diff_equal_and_different(tmp_path, capsys):
 
 
 def test_console_script_runs(tmp_path):
-    """The installed `modelmorph` command exists and reports errors without a traceback."""
+    """The installed `modelmorph` command and `python -m modelmorph` exist, exit with main()'s
+    status and report errors without a traceback."""
     exe = os.path.join(os.path.dirname(sys.executable), "modelmorph")
-    proc = subprocess.run([exe, "info", str(tmp_path / "nope.h5")], capture_output=True, text=True)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "nope.h5" in proc.stderr
+    for command in ([exe], [sys.executable, "-m", "modelmorph"]):
+        proc = subprocess.run([*command, "info", str(tmp_path / "nope.h5")], capture_output=True, text=True)
+        assert proc.returncode == 4 and "Traceback" not in proc.stderr and "nope.h5" in proc.stderr
+        proc = subprocess.run([*command, "--version"], capture_output=True, text=True)
+        assert proc.returncode == 0 and proc.stdout.startswith("modelmorph ")

@@ -7,6 +7,7 @@ needs them, so ``modelmorph --help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import warnings
@@ -390,5 +391,17 @@ COMMANDS = {"convert": cmd_convert, "info": cmd_info, "formats": cmd_formats, "p
             "migrate": cmd_migrate, "verify": cmd_verify}
 
 
+def run() -> None:
+    """The ``modelmorph`` program: :func:`main` as a whole process.
+
+    Python's last act at exit is a garbage collection over every object still alive (the
+    modules, the model just written), ~25 ms of a 0.25 s conversion; frozen objects are left
+    out of it, and nothing is lost: they die with the process. :func:`main` itself leaves the
+    collector alone, being also called in-process (tests, scripts)."""
+    status = main()
+    gc.freeze()
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
