@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_keras import KERAS_ENV, run  # the same measuring (warm-up, median, peak RSS) as the Keras benchmark
+from bench_keras import KERAS_ENV, modelmorph_command, run  # the same measuring (warm-up, median, peak RSS) as the Keras benchmark
 
 BUILD = """
 import tf_keras
@@ -58,7 +58,7 @@ def bench(folder: Path, repeat: int) -> None:
         subprocess.run([sys.executable, "-c", BUILD.format(src=str(src))], env={**os.environ, **KERAS_ENV}, check=True)
     print(f"ResNet50 Keras 2 .h5: {src.stat().st_size / 1e6:.1f} MB; {repeat} run(s) per job; "
           f"python {sys.version.split()[0]}")
-    mm_time, mm_peak = run("modelmorph", lambda dst: [sys.executable, "-m", "modelmorph.cli", "convert", "-q",
+    mm_time, mm_peak = run("modelmorph", lambda dst: [*modelmorph_command(), "convert", "-q",
                                                      "--force", str(src), f"{dst}.keras"], folder, repeat)
     k_time, k_peak = run("keras", lambda dst: [sys.executable, "-c", KERAS_JOB.format(src=str(src), dst=f"{dst}.keras")],
                          folder, repeat)

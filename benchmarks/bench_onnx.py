@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_keras import KERAS_ENV, measure, resnet50, run
+from bench_keras import KERAS_ENV, modelmorph_command, measure, resnet50, run
 
 # Keras refuses to export a model never called ("The model provided has never called"): one call first.
 KERAS_EXPORT = ("import keras, numpy as np; m = keras.saving.load_model({src!r}); m(np.zeros((1, 224, 224, 3), 'float32')); "
@@ -119,7 +119,7 @@ def main() -> None:
         large(folder, args.large, keep=args.keep is not None)
         return
     src = resnet50(folder, args.repeat)
-    ours = run("modelmorph", lambda dst: [sys.executable, "-m", "modelmorph.cli", "convert", "-q", "--force",
+    ours = run("modelmorph", lambda dst: [*modelmorph_command(), "convert", "-q", "--force",
                                           str(src), f"{dst}.onnx"], folder, args.repeat)
     theirs = run("keras", lambda dst: [sys.executable, "-c", KERAS_EXPORT.format(src=str(src), dst=f"{dst}.onnx")],
                  folder, args.repeat)

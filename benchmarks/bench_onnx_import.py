@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_keras import KERAS_ENV, resnet50, run
+from bench_keras import KERAS_ENV, modelmorph_command, resnet50, run
 
 ORT_SESSION = ("import onnxruntime as ort; "
                "ort.InferenceSession({src!r}, providers=['CPUExecutionProvider'])")
@@ -44,11 +44,11 @@ def main() -> None:
     keras_file = resnet50(folder, args.repeat)
     onnx_file = folder / "resnet50.onnx"
     if not onnx_file.exists():
-        subprocess.run([sys.executable, "-m", "modelmorph.cli", "convert", "-q", str(keras_file), str(onnx_file)],
+        subprocess.run([*modelmorph_command(), "convert", "-q", str(keras_file), str(onnx_file)],
                        check=True)
     weights = onnx_file.stat().st_size
     print(f"ResNet50 .onnx: {weights / 1e6:.1f} MB ({weights / 2**20:.0f} MiB)")
-    ours = run("import", lambda dst: [sys.executable, "-m", "modelmorph.cli", "convert", "-q", "--force",
+    ours = run("import", lambda dst: [*modelmorph_command(), "convert", "-q", "--force",
                                       str(onnx_file), f"{dst}.keras"], folder, args.repeat)
     theirs = run("ort", lambda dst: [sys.executable, "-c", ORT_SESSION.format(src=str(onnx_file))], folder,
                  args.repeat)

@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_keras import KERAS_ENV, run  # the same measuring (warm-up, median, peak RSS) as the Keras benchmark
+from bench_keras import KERAS_ENV, modelmorph_command, run  # the same measuring (warm-up, median, peak RSS) as the Keras benchmark
 
 GENERATOR = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "generate_savedmodel.py"
 TF_KERAS_JOB = "import tf_keras; tf_keras.models.load_model({src!r}).save({dst!r})"
@@ -70,7 +70,7 @@ def bench(folder: Path, repeat: int) -> None:
     print(f"ResNet50 tf_keras SavedModel: {_size(src) / 1e6:.1f} MB (saved_model.pb "
           f"{(src / 'saved_model.pb').stat().st_size / 1e6:.1f} MB); {repeat} run(s) per job; "
           f"python {sys.version.split()[0]}; {os.cpu_count()} CPU(s)")
-    mm_time, mm_peak = run("modelmorph", lambda dst: [sys.executable, "-m", "modelmorph.cli", "convert", "-q",
+    mm_time, mm_peak = run("modelmorph", lambda dst: [*modelmorph_command(), "convert", "-q",
                                                      "--force", str(src), f"{dst}.keras"], folder, repeat)
     k_time, k_peak = run("tf_keras", lambda dst: [sys.executable, "-c",
                                                   TF_KERAS_JOB.format(src=str(src), dst=f"{dst}.keras")],

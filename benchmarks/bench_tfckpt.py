@@ -121,7 +121,7 @@ def main() -> None:
               f"(built by TensorFlow in {time.perf_counter() - t:.0f} s); {os.cpu_count()} CPUs, warm page cache",
               flush=True)
         jobs = {
-            "modelmorph": (lambda dst: [sys.executable, "-m", "modelmorph", "convert", str(src), str(dst),
+            "modelmorph": (lambda dst: [str(Path(sys.executable).with_name("modelmorph")), "convert", str(src), str(dst),
                                         "--to", "tf-checkpoint", "-q"], {}),
             "tensorflow": (lambda dst: [sys.executable, "-c", TF_JOB.format(src=str(src), dst=str(dst))], TF_ENV),
         }

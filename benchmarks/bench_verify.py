@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_keras import KERAS_ENV, run
+from bench_keras import KERAS_ENV, modelmorph_command, run
 
 BUILD = """
 import tf_keras
@@ -38,10 +38,10 @@ def main() -> None:
     if not h5.exists():
         subprocess.run([sys.executable, "-c", BUILD.format(src=str(h5))], env={**os.environ, **KERAS_ENV},
                        check=True, stderr=subprocess.DEVNULL)
-    subprocess.run([sys.executable, "-m", "modelmorph.cli", "convert", "-q", "--force", str(h5), str(keras)], check=True)
+    subprocess.run([*modelmorph_command(), "convert", "-q", "--force", str(h5), str(keras)], check=True)
     print(f"ResNet50 .h5: {h5.stat().st_size / 1e6:.1f} MB; {args.repeat} run(s) per engine; {os.cpu_count()} CPU(s)")
     for engine in ("onnxruntime", "reference"):
-        seconds, peak = run(f"verify-{engine}", lambda _: [sys.executable, "-m", "modelmorph.cli", "verify", str(h5),
+        seconds, peak = run(f"verify-{engine}", lambda _: [*modelmorph_command(), "verify", str(h5),
                                                            str(keras), "--engine", engine], folder, args.repeat)
         print(f"verify .h5 vs .keras, engine {engine:<12} {seconds:7.2f} s {peak / 2**20:6.0f} MiB")
 
