@@ -406,7 +406,7 @@ def _copy_crc32(jobs: list[CopyJob], run: _Run, at: int, nbytes: int, dst: Binar
         while k < len(run.starts) and run.starts[k] < high:
             index = run.first + k
             begin, end = run.starts[k], run.starts[k] + jobs[index].nbytes
-            if end > low:
+            if end > low and end > begin:  # an empty job has no part
                 sub = piece if begin <= low and high <= end else piece[max(begin, low) - low:min(end, high) - low]
                 part = parts.get(index)
                 if part is None:
