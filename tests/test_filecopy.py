@@ -177,13 +177,15 @@ def test_many_ranges_are_copied_with_the_crc_of_each(engine, tmp_path, monkeypat
 def test_ranges_that_continue_one_another_are_copied_as_one(engine, tmp_path, monkeypatch):
     """A checkpoint's tensors copied in order into a weights file: jobs that continue one
     another in both files (also through two file objects over one descriptor) are read and
-    written a unit at a time, not one call each, and still each get their own CRC and pieces."""
+    written a unit at a time, not one call each, and still each get their own CRC and pieces.
+    Every write but the first begins on a page boundary of the output."""
     monkeypatch.setattr(filecopy, "COPY_UNIT", 2 * COPY_PIECE)
     data = RNG.randbytes(12 * COPY_PIECE)
     sizes = [256, 0, 1024, 3 * COPY_PIECE + 5, 7, 0, COPY_PIECE, 2 * COPY_PIECE - 11, 1, 16384]
-    reads = []
-    real_preadv = filecopy.os.preadv
+    reads, writes = [], []
+    real_preadv, real_pwrite = filecopy.os.preadv, filecopy.os.pwrite
     monkeypatch.setattr(filecopy.os, "preadv", lambda fd, buffers, offset: reads.append(offset) or real_preadv(fd, buffers, offset))
+    monkeypatch.setattr(filecopy.os, "pwrite", lambda fd, data, offset: writes.append(offset) or real_pwrite(fd, data, offset))
     with _file(tmp_path, data) as src, open(tmp_path / "out.bin", "w+b") as dst:
         alias = open(src.fileno(), "rb", closefd=False)  # the same open file, another object
         fed: dict[int, list[tuple[int, bytes]]] = {}
@@ -209,7 +211,9 @@ def test_ranges_that_continue_one_another_are_copied_as_one(engine, tmp_path, mo
         pieces = sorted(fed.get(i, []))
         assert b"".join(p for _, p in pieces) == data[500 + b:500 + b + n]
         assert [a for a, _ in pieces] == [sum(len(p) for _, p in pieces[:j]) for j in range(len(pieces))]
-    assert len(reads) == -(-total // COPY_PIECE)  # one read per piece of the run (units are whole pieces), not per job
+    lead = 4096 - 9  # the output's first page boundary
+    assert len(reads) == 1 + -(-(total - lead) // COPY_PIECE)  # one read per piece of the run, not per job
+    assert sorted(writes)[0] == 9 and all(offset % 4096 == 0 for offset in sorted(writes)[1:])
 
 
 def test_ranges_that_do_not_continue_are_not_joined(engine, tmp_path):

@@ -264,6 +264,7 @@ COPY_PIECE = 1 << 18
 #: :func:`copy_ranges_crc32`): a model's many small tensors and its few large ones alike keep
 #: both cores busy, and a unit is large enough that its CRC combination costs nothing.
 COPY_UNIT = 1 << 23
+_PAGE = 4096
 
 
 class CopyJob(NamedTuple):
@@ -304,10 +305,13 @@ def copy_ranges_crc32(jobs: list[CopyJob], dst: BinaryIO, advance: Callable[[int
     runs = _runs(jobs)
     shared, own = [], []  # units: (run, offset in the run, length)
     for number, run in enumerate(runs):
+        if not run.nbytes:
+            continue
         if isinstance(jobs[run.first].src, io.BytesIO):  # one position to seek: the caller's thread reads it, whole
             own.append((number, 0, run.nbytes))
         else:
-            shared += [(number, at, min(COPY_UNIT, run.nbytes - at)) for at in range(0, run.nbytes, COPY_UNIT)]
+            starts = _unit_starts(jobs[run.first].dst_offset, run.nbytes)
+            shared += [(number, at, end - at) for at, end in zip(starts, [*starts[1:], run.nbytes])]
     parts: list[tuple[int, int, int, int]] = []  # (job, offset in the job, length, CRC)
     lock = threading.Lock()
     state: dict[str, Any] = {"next": 0, "error": None}
@@ -356,6 +360,17 @@ def copy_ranges_crc32(jobs: list[CopyJob], dst: BinaryIO, advance: Callable[[int
     for index, _, length, crc in sorted(parts):  # each job's parts in order
         out[index] = crc32_combine(out[index], crc, length)
     return out
+
+
+def _unit_starts(dst_offset: int, nbytes: int) -> list[int]:
+    """Where the units of a run of ``nbytes`` copied to ``dst_offset`` begin: every ``COPY_UNIT``
+    bytes from the output's first page boundary on, so that every write but the first begins on
+    a page boundary of the output (pieces are whole pages), wherever the output's layout puts
+    the tensors. Writes that begin inside a page cost ~15% more system time (measured in one
+    thread, ext4, 512 MiB from the page cache: 0.23 s against 0.20 s; in the two threads' copy
+    the difference was within this machine's noise)."""
+    lead = -dst_offset % _PAGE
+    return [0, *range(lead or COPY_UNIT, nbytes, COPY_UNIT)]
 
 
 class _Run(NamedTuple):
