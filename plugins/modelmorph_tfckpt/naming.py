@@ -27,7 +27,7 @@ for ``keras3``) and escape them into keys through the bundle library.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from modelmorph.keras import catalogue
 from modelmorph import Layer, Model
@@ -36,8 +36,7 @@ SCHEMES = ("keras2", "keras3", "module")
 
 Path = tuple[str, ...]
 
-@dataclass(frozen=True)
-class LayerObject:
+class LayerObject(NamedTuple):
     """One layer of a model level and the child paths reaching it from the model's object.
 
     ``path`` is the canonical one (keys use it); ``aliases`` also reach the same object

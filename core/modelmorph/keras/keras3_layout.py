@@ -21,7 +21,6 @@ weights are ``vars/idf_weights``. The catalogue marks those variables ``named``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple
 
 from .catalogue import Var, follow, get, variables_of
@@ -88,8 +87,7 @@ def places(model: Model, h5_prefix: str = "", layer_prefix: str = "") -> list[Pl
     return out
 
 
-@dataclass(frozen=True)
-class Slot:
+class Slot(NamedTuple):
     """Where one variable of a layer goes: group ``<place>/<sub>/vars``, dataset ``key``."""
 
     weight_path: str  # relative to the layer, as in the IR ("cell/kernel", or "0" by position)

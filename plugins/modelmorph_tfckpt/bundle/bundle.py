@@ -213,8 +213,7 @@ def _key_to_bytes(key: str | bytes) -> bytes:
 Extents = tuple  # tuple[tuple[int, int | None], ...]; length None = whole dimension
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One tensor of a checkpoint as described by the index (no data read yet).
 
     ``dtype`` is a TensorFlow dtype name ("float32", "bfloat16", "string", ...;

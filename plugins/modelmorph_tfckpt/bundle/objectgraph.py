@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 from .table import BundleError, short_repr
 from .wirewrite import message_field, string_field, varint_field
@@ -352,8 +352,7 @@ def compute_checkpoint_keys(graph, paths: list | None = None) -> dict[tuple[int,
     return out
 
 
-@dataclass(frozen=True)
-class SlotOrigin:
+class SlotOrigin(NamedTuple):
     """Where a slot variable comes from: the optimizer keeping it, the variable it
     shadows, and the slot's name ("m", "v", "momentum", ...)."""
 
@@ -365,8 +364,7 @@ class SlotOrigin:
     original_variable_key: str | None
 
 
-@dataclass(frozen=True)
-class KeyOrigin:
+class KeyOrigin(NamedTuple):
     """What a checkpoint key belongs to: its node, attribute and every object path that
     reaches the node (shortest first; empty for slot variables, see ``slot``)."""
 

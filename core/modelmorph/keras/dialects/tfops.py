@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ...diagnostics import Diagnostics
 from ...errors import Inexpressible
@@ -23,8 +22,7 @@ _OPS_MODULE = "keras.src.ops."
 
 _CONSTANT = "_CONSTANT_VALUE"  # tf_keras' record of a non-tensor first argument
 
-@dataclass(frozen=True)
-class _Op:
+class _Op(NamedTuple):
     """The Keras 3 operation ``keras.src.ops.<module>.<name>`` equivalent to a TF function.
 
     ``operands``: the TF keyword names of the further call arguments, in the operation's call

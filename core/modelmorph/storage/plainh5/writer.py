@@ -23,8 +23,7 @@ Everything the subset cannot express raises ``ValueError``: callers then fall ba
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from . import NUMERIC, Dataset
 
@@ -53,8 +52,7 @@ _FILL = bytes([2, 2, 2, 1, 0, 0, 0, 0])
 Attrs = dict[str, tuple[bool, list[bytes], "int | None"]]
 
 
-@dataclass(frozen=True)
-class FixedStrings:
+class FixedStrings(NamedTuple):
     """An attribute value: a 1-D array of byte strings ``size`` bytes long each (NUL-padded
     ASCII), as h5py stores a numpy ``S<size>`` array; it may be empty (numpy's ``S1``)."""
 
