@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 import warnings
 from typing import Sequence
@@ -42,24 +43,66 @@ Set MODELMORPH_DISABLE_PLUGIN_AUTOLOAD=1 to load only the built-in format plugin
 """
 
 
+def _columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` finds it: $COLUMNS, else stdout's, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Width:
+    """Gives argparse's formatters their width: left to find it, they import shutil (and with it
+    bz2 and lzma, ~3 ms), which a conversion otherwise never needs."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None,
+                 **kwargs):
+        super().__init__(prog, indent_increment, max_help_position, _columns() - 2 if width is None else width,
+                         **kwargs)
+
+
+class _Formatter(_Width, argparse.HelpFormatter):
+    pass
+
+
+class _RawFormatter(_Width, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, formatter_class: type = _Formatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
     def error(self, message: str) -> None:  # one line and exit status 2, like every usage error
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or given ``command``, of that one alone: building a command's
+    parser costs about a millisecond, and a conversion needs only its own."""
+    parser = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=_RawFormatter)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, add in _PARSERS.items():
+        if command is None or name == command:
+            add(sub)
+    return parser
 
+
+def _convert_parser(sub) -> None:
     p = sub.add_parser("convert", help="convert a model to another format",
                        description="Convert SRC to DST.\n\n"
                                    "Formats are detected from content, then from the file name (.keras,\n"
                                    ".weights.h5, .h5, .json, .onnx, a checkpoint prefix, a SavedModel folder);\n"
                                    "--from/--to override. Diagnostics (lossy, unsupported, contains-code) are\n"
                                    "printed on stderr; --strict makes them fatal.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       formatter_class=_RawFormatter,
                        epilog="examples:\n  modelmorph convert model.h5 model.keras\n"
                               "  modelmorph convert ckpt/ckpt model.keras --arch model.json\n"
                               "  modelmorph convert model.keras model.json -O dialect=keras2\n")
@@ -73,13 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     _option_args(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print no diagnostics and no progress")
 
+
+def _info_parser(sub) -> None:
     p = sub.add_parser("info", help="summarize a model: layers, parameters, weights",
                        description="Summarize a model file: its format, layers, classes, parameter counts,\n"
                                    "weights with shapes and dtypes, optimizer state and Keras version.\n"
                                    "Only the metadata is read, never the tensors' bytes: it answers at once\n"
                                    "whatever the size, but does not notice a corrupted tensor. --verify does\n"
                                    "(convert and diff always check).",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       formatter_class=_RawFormatter,
                        epilog="examples:\n  modelmorph info model.keras\n"
                               "  modelmorph info model.keras --verify    also read every byte the checksums cover\n"
                               "  modelmorph info ckpt/ckpt --json --no-weights\n")
@@ -93,16 +138,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--no-weights", action="store_true", help="leave out the per-weight lines")
 
+
+def _formats_parser(sub) -> None:
     p = sub.add_parser("formats", help="list the formats installed plugins provide",
                        description="List every format: name, extensions, what it reads and writes, its -O options "
                                    "and the plugin providing it.")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
+
+def _plugins_parser(sub) -> None:
     p = sub.add_parser("plugins", help="list installed plugins",
                        description="List installed modelmorph plugins (built-in and third-party) with their "
                                    "distribution, version and the hooks they implement.")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
+
+def _diff_parser(sub) -> None:
     p = sub.add_parser("diff", help="compare two models in any formats",
                        description="Compare two models: architecture differences, then the maximum absolute "
                                    "difference of every weight (matched by layer path and weight path). "
@@ -116,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-only", action="store_true", help="compare weights only, not architectures")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
+
+def _verify_parser(sub) -> None:
     p = sub.add_parser("verify", help="prove numerically that two models compute the same function",
                        description="Run A and B on the same inputs and compare every output.\n\n"
                                    "A and B are any formats with an architecture, or .onnx files. Reported: max\n"
@@ -124,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "package's reference evaluator: no framework needed. With A alone, run it\n"
                                    "once and print its outputs' shapes and statistics. Exit 0 when within\n"
                                    "tolerance, 1 when not.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       formatter_class=_RawFormatter,
                        epilog="examples:\n  modelmorph verify old.h5 new.keras\n"
                               "  modelmorph verify model.keras model.onnx --samples 8 --atol 1e-5\n"
                               "  modelmorph verify ckpt/ckpt model.keras --arch model.json\n"
@@ -143,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (default): onnxruntime when installed, else the reference evaluator")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
+
+def _migrate_parser(sub) -> None:
     p = sub.add_parser("migrate", help="convert a tree of models to another format, in parallel",
                        description="Convert every model under each PATH to FORMAT, several at a time.\n\n"
                                    "Folders are walked for .h5, .hdf5, .json and .keras files and SavedModel\n"
@@ -151,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "SavedModel, than any file in it), and architecture-only files when FORMAT\n"
                                    "needs weights. One bad file never stops the others: a closing table lists\n"
                                    "each file, and the exit status is non-zero if any failed.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       formatter_class=_RawFormatter,
                        epilog="example:\n  modelmorph migrate models/ --to keras --out models_keras3/ --jobs 4\n")
     p.add_argument("paths", nargs="+", metavar="PATH", help="a model file or SavedModel folder, or a folder to walk")
     p.add_argument("--to", dest="to_format", required=True, metavar="FORMAT", help="format to write (e.g. keras)")
@@ -162,7 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "otherwise is removed and reported")
     p.add_argument("--keep-unverified", action="store_true", help="with --verify, keep outputs that fail it")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    return parser
+
+
+_PARSERS = {"convert": _convert_parser, "info": _info_parser, "formats": _formats_parser, "plugins": _plugins_parser,
+            "diff": _diff_parser, "verify": _verify_parser, "migrate": _migrate_parser}
 
 
 def _arch_args(p: argparse.ArgumentParser) -> None:
@@ -189,7 +247,7 @@ def _parse_options(items: list[str]) -> dict[str, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
-        parser = build_parser()
+        parser = build_parser(args_list[0] if args_list and args_list[0] in _PARSERS else None)
         if not args_list:
             parser.print_help()
             return EXIT_USAGE
