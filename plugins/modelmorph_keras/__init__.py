@@ -2,7 +2,8 @@
 (``.weights.h5``, sharded ``.weights.json``).
 
 This module is what the entry point loads; it stays light (no h5py). The readers and writers
-live in :mod:`modelmorph_keras.archive` and :mod:`modelmorph_keras.weightsfile`.
+live in :mod:`modelmorph_keras.archive` (reading archives), :mod:`modelmorph_keras.archive_writer`
+and :mod:`modelmorph_keras.weightsfile`.
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ from __future__ import annotations
 import modelmorph
 from modelmorph import CERTAIN, NO, PLAUSIBLE
 
+#: The members of a ``.keras`` archive, and the files of its unzipped folder.
+CONFIG, METADATA, WEIGHTS, WEIGHTS_NPZ, ASSETS = "config.json", "metadata.json", "model.weights.h5", "model.weights.npz", "assets"
+
 _ZIP_MAGIC = b"PK\x03\x04"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-_ARCHIVE_MEMBERS = (b"metadata.json", b"config.json", b"model.weights.h5")
+_ARCHIVE_MEMBERS = (METADATA.encode(), CONFIG.encode(), WEIGHTS.encode())
 
 
 def sniff_archive(probe: "modelmorph.Probe") -> int:
     if probe.is_dir:
-        return CERTAIN if (probe.path / "config.json").is_file() and (probe.path / "model.weights.h5").exists() else NO
+        return CERTAIN if (probe.path / CONFIG).is_file() and (probe.path / WEIGHTS).exists() else NO
     if not probe.header.startswith(_ZIP_MAGIC):
         return NO
     # The first local header's file name starts at byte 30; Keras writes metadata.json first.
@@ -47,7 +51,7 @@ def modelmorph_formats():
             writes=frozenset({"architecture", "weights", "optimizer"}),
             needs=frozenset({"architecture"}),
             reader="modelmorph_keras.archive:read",
-            writer="modelmorph_keras.archive:write",
+            writer="modelmorph_keras.archive_writer:write",
             sniff=sniff_archive,
             options=(
                 modelmorph.Option("zipped", "bool", True, "write",

@@ -7,7 +7,7 @@ is a window on the archive file, opened through ``modelmorph.storage.h5file``; o
 asked for are read). Their CRC is a check left to ``Model.verify()``: ``info`` reads no tensor
 byte, a conversion checks it while the writer copies (a writer that checksums the tensors it
 copies does that part of the check: ``ByteRange.claim_crc32``), before the output is kept.
-Writing has HDF5 write ``model.weights.h5`` straight into the zip (see ``storedzip``).
+:mod:`.archive_writer` writes archives.
 """
 
 from __future__ import annotations
@@ -16,29 +16,24 @@ import contextlib
 import dataclasses
 import io
 import functools
-import json
 import os
 import shutil
 import struct
-import time
 import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
 
-from modelmorph import Asset, Diagnostics, Model, Progress, ReadError, UsageError, Weight, WriteError
+from modelmorph import Asset, Diagnostics, Model, ReadError, Weight
 from modelmorph.keras import kerasconfig
 from modelmorph.storage import h5file, safety
-from modelmorph.storage.filecopy import SharedCrc32, crc32_range
+from modelmorph.storage.filecopy import SharedCrc32
 from modelmorph.storage.safety import inside, parse_json, read_json_file, safe_member_path
 
+from . import ASSETS, CONFIG, METADATA, WEIGHTS, WEIGHTS_NPZ
 from .h5store import VarsStore
 from .mapping import attach
 
-CONFIG, METADATA, WEIGHTS, WEIGHTS_NPZ, ASSETS = "config.json", "metadata.json", "model.weights.h5", "model.weights.npz", "assets"
-#: The Keras release whose archive layout modelmorph writes (and is tested against), used as
-#: ``keras_version`` unless the model came from a Keras 3 file naming its own.
-KERAS_VERSION = "3.15.1"
 #: A deflated member larger than this may expand at most MAX_EXPANSION times (Keras' own rule).
 BOMB_FLOOR = 1 << 28
 MAX_EXPANSION = 100
@@ -378,87 +373,6 @@ def _no_weights(has_npz: bool) -> str:
     if has_npz:
         return f"the archive keeps its weights as {WEIGHTS_NPZ} (weights_format='npz'), which modelmorph does not read"
     return f"the archive has no {WEIGHTS}"
-
-
-# -- writing ---------------------------------------------------------------------------------
-def write(model: Model, path: Path, *, options: dict, diagnostics: Diagnostics, progress: Progress | None = None) -> None:
-    zipped = options["zipped"]
-    if not zipped and path.name.endswith(".keras"):
-        raise UsageError("-O zipped=false writes a folder, which Keras loads only if its name does not end in .keras")
-    if not model.has_architecture:
-        raise WriteError(path, "a .keras archive holds an architecture, and this model has weights only "
-                               "(give one with --arch)")
-    for asset in model.assets:
-        try:
-            safe_member_path(asset.path, path)
-        except ReadError as exc:
-            raise WriteError(path, f"asset {exc.problem}") from None
-        if not asset.path.startswith(ASSETS + "/"):
-            raise WriteError(path, f"asset path {asset.path!r} is not under {ASSETS}/")
-    config = kerasconfig.model_to_config(model)
-    config.setdefault("compile_config", {})  # what Keras writes for a model never compiled
-    version = model.metadata.get("keras_version")
-    metadata = json.dumps({
-        "keras_version": version if isinstance(version, str) and version.startswith("3.") else KERAS_VERSION,
-        "date_saved": time.strftime("%Y-%m-%d@%H:%M:%S"),  # local time, as Keras writes it
-    })
-    progress = progress or Progress()
-    if zipped:
-        _write_zip(model, path, metadata, json.dumps(config), diagnostics, progress)
-    else:
-        _write_folder(model, path, metadata, json.dumps(config), diagnostics, progress)
-
-
-def _write_zip(model: Model, path: Path, metadata: str, config: str, diagnostics: Diagnostics, progress: Progress) -> None:
-    # Imported here: reading an archive (info, a conversion from .keras) does without them.
-    from .storedzip import StoredZip, local_header_size
-    from .weightsfile import write_weights
-
-    # HDF5 writes the weights in place, after a user block that then receives metadata.json,
-    # config.json and the weights' zip header (see storedzip). The header always has zip64
-    # sizes: its length must be known before the size is. config.json ends in blanks (valid
-    # JSON) so that the header ends exactly where the user block does.
-    head = [(METADATA, metadata.encode()), (CONFIG, config.encode())]
-    prefix = sum(local_header_size(name, len(data)) + len(data) for name, data in head)
-    prefix += local_header_size(WEIGHTS, 0, zip64=True)
-    userblock = max(512, 1 << (prefix - 1).bit_length())
-    head[1] = (CONFIG, head[1][1] + b" " * (userblock - prefix))
-    crc = write_weights(model, path, diagnostics, progress, userblock=userblock, checksum=True)
-    with open(path, "r+b") as f:
-        size = f.seek(0, os.SEEK_END) - userblock
-        if crc is None:
-            crc = crc32_range(f, userblock, size)
-        f.seek(0)
-        archive = StoredZip(f)
-        for name, data in head:
-            archive.add(name, data)
-        archive.header(WEIGHTS, crc, size, zip64=True)
-        if f.tell() != userblock:  # the user block was sized from these members: a bug, not bad input
-            raise WriteError(path, f"the archive's first members end at byte {f.tell()}, not where the "
-                                   f"{userblock}-byte HDF5 user block reserved for them does")
-        f.seek(userblock + size)
-        for asset in model.assets:  # streamed: a large vocabulary never sits in memory whole
-            with asset.open() as stream:
-                try:
-                    archive.add_stream(asset.path, asset.size, stream)
-                except ValueError as exc:
-                    raise WriteError(path, f"asset {exc}") from None
-        archive.finish()
-
-
-def _write_folder(model: Model, path: Path, metadata: str, config: str, diagnostics: Diagnostics,
-                  progress: Progress) -> None:
-    from .weightsfile import write_weights
-
-    (path / ASSETS).mkdir(parents=True)
-    (path / METADATA).write_text(metadata)
-    (path / CONFIG).write_text(config)
-    write_weights(model, path / WEIGHTS, diagnostics, progress)
-    for asset in model.assets:
-        target = path / asset.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with asset.open() as stream, open(target, "wb") as out:
-            shutil.copyfileobj(stream, out, _CHUNK)
 
 
 def _first_line(exc: BaseException) -> str:
