@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import threading
 import zlib
 
 import google_crc32c
@@ -27,14 +28,21 @@ plain_path = pytest.mark.skipif(os.environ.get("MODELMORPH_HDF5", "").strip().lo
                                 reason="MODELMORPH_HDF5=h5py: .keras tensors have no byte ranges")
 
 
+def _threads(monkeypatch, threads: int) -> None:
+    """Copies from one piece on shared by two threads, a piece at a time; or never shared."""
+    monkeypatch.setattr(bundle_module, "_SPLIT_FROM", PIECE if threads == 2 else 1 << 62)
+    monkeypatch.setattr(bundle_module, "_SPLIT_UNIT", PIECE)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("engine", ["c-function", "bytes"])
 @pytest.mark.parametrize("kind", ["file", "in-memory"])
 @pytest.mark.parametrize("nbytes", [0, 1, PIECE - 1, PIECE, PIECE + 1, 3 * PIECE + 17])
 def test_a_checksummed_copy_gives_the_crcs_of_what_it_wrote(nbytes, kind, engine, threads, tmp_path, monkeypatch):
     """Through the C function on the reused buffer or through bytes; in one thread, or shared by
-    two (from _SPLIT_FROM bytes, made small here) whose CRCs are combined."""
-    monkeypatch.setattr(bundle_module, "_SPLIT_FROM", PIECE if threads == 2 else 1 << 62)
+    two (from _SPLIT_FROM bytes, in units of _SPLIT_UNIT: both made small here) whose CRCs are
+    combined."""
+    _threads(monkeypatch, threads)
     if engine == "bytes":
         monkeypatch.setattr(bundle_module, "crc32c_at_address", lambda: None)
     elif bundle_module.crc32c_at_address() is None:
@@ -53,11 +61,38 @@ def test_a_checksummed_copy_gives_the_crcs_of_what_it_wrote(nbytes, kind, engine
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_a_checksummed_copy_of_a_short_source_is_an_eof(threads, tmp_path, monkeypatch):
-    monkeypatch.setattr(bundle_module, "_SPLIT_FROM", PIECE if threads == 2 else 1 << 62)
+    _threads(monkeypatch, threads)
     (tmp_path / "src").write_bytes(b"x" * (4 * PIECE))
     with open(tmp_path / "src", "rb") as src, open(tmp_path / "dst", "w+b") as dst:
         with pytest.raises(EOFError, match="ends 50 bytes early"):
             bundle_module._copy_checksummed(src, 50, dst.fileno(), 0, 4 * PIECE)
+
+
+def test_two_threads_write_near_one_end_of_the_file(tmp_path, monkeypatch):
+    """A shared copy goes by units the two threads take in turn, as filecopy's does, not by
+    halves (one thread writing from the middle of a 1 GiB tensor while the other fills its
+    start): every write lands within two units of the furthest byte written before it."""
+    _threads(monkeypatch, 2)
+    writes: list[tuple[int, int]] = []
+    lock = threading.Lock()
+    real_pwrite = os.pwrite
+
+    def pwrite(fd, data, offset):
+        with lock:
+            writes.append((offset, offset + len(data)))
+            return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    data = np.random.default_rng(1).integers(0, 256, 16 * PIECE, dtype=np.uint8).tobytes()
+    (tmp_path / "src").write_bytes(data)
+    with open(tmp_path / "src", "rb") as src, open(tmp_path / "dst", "w+b") as dst:
+        crc, _ = bundle_module._copy_checksummed(src, 0, dst.fileno(), 0, len(data))
+    assert crc == google_crc32c.value(data) and (tmp_path / "dst").read_bytes() == data
+    assert len(writes) == 16
+    furthest = 0
+    for start, end in writes:
+        assert start < furthest + 2 * PIECE, writes
+        furthest = max(furthest, end)
 
 
 def _entries(prefix) -> dict:

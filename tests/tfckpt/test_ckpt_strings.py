@@ -103,6 +103,7 @@ def check(request, monkeypatch):
         monkeypatch.setattr(Model, "start_checks", lambda self: None)  # no check thread before the claims
     if request.param == "copy-checks-split":
         monkeypatch.setattr(bundle, "_SPLIT_FROM", bundle._COPY_PIECE)
+        monkeypatch.setattr(bundle, "_SPLIT_UNIT", bundle._COPY_PIECE)
     by_copy: list[str] = []
     checked = BundleReader.check_crc32c
     monkeypatch.setattr(BundleReader, "check_crc32c", lambda self, key, crc: by_copy.append(key) or
