@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from typing import Iterator, NamedTuple
 
-from .table import BundleError, crc32c_combine, crc32c_extend
+from .table import BundleError, crc32c_combine, crc32c_extend, crc32c_view
 
 _LENGTHS_CHUNK = 1 << 18  # varint bytes decoded at a time (numpy's temporaries: ~40 bytes each)
 _DATA_CHUNK = 1 << 22  # bytes read at a time when checksumming the strings' data
@@ -41,7 +42,7 @@ class _Lengths:
         self.crc = self.varints_crc = self.total = 0
 
     def __iter__(self) -> Iterator:
-        carry, at = b"", self.pos
+        carry, at, spread = b"", self.pos, bytearray()
         while self.left:
             # The varints left take at least one byte each, and a carried partial one at least one
             # more: reading `left` new bytes never goes past them into the strings.
@@ -54,9 +55,14 @@ class _Lengths:
             at += len(data)
             buf = carry + data if carry else data
             if buf.isascii():  # all one-byte varints (strings under 128 bytes): C-speed path
-                fixed = bytearray(4 * len(buf))
-                fixed[0::4] = buf
-                self._took(buf, bytes(fixed), sum(buf), len(buf), len(buf))
+                n = len(buf)
+                if len(spread) < 4 * n:
+                    spread = bytearray(4 * n)
+                # Each length as a uint32 (its other 3 bytes stay 0). One buffer, reused: a new
+                # 1 MiB one per chunk cost more than the rest of the chunk's work (scanning
+                # 1 GiB of 128-byte strings: 30 ms -> 13 ms).
+                spread[0:4 * n:4] = buf
+                self._took(buf, memoryview(spread)[:4 * n], _ascii_sum(buf), n, n)
                 carry = b""
                 yield buf
                 continue
@@ -73,12 +79,19 @@ class _Lengths:
                 self._took(buf, fixed, total, len(values), used)
                 yield values
 
-    def _took(self, buf: bytes, fixed: bytes, total: int, count: int, used: int) -> None:
-        self.crc = crc32c_extend(self.crc, fixed)
-        self.varints_crc = crc32c_extend(self.varints_crc, memoryview(buf)[:used])
+    def _took(self, buf: bytes, fixed: bytes | memoryview, total: int, count: int, used: int) -> None:
+        self.crc = crc32c_view(self.crc, fixed) if isinstance(fixed, memoryview) else crc32c_extend(self.crc, fixed)
+        self.varints_crc = crc32c_extend(self.varints_crc, buf if used == len(buf) else memoryview(buf)[:used])
         self.total += total
         self.left -= count
         self.pos += used
+
+
+def _ascii_sum(data: bytes) -> int:
+    """``sum(data)`` for bytes below 128, 8x faster (1 GiB of 128-byte strings: 5 ms against
+    40): Adler-32's low half is 1 + the bytes' sum modulo 65521, exact over 512 of them."""
+    view = memoryview(data)
+    return sum([(zlib.adler32(view[i:i + 512]) & 0xFFFF) - 1 for i in range(0, len(data), 512)])
 
 
 def _decode(buf: bytes):
