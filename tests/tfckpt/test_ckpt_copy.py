@@ -28,21 +28,24 @@ plain_path = pytest.mark.skipif(os.environ.get("MODELMORPH_HDF5", "").strip().lo
                                 reason="MODELMORPH_HDF5=h5py: .keras tensors have no byte ranges")
 
 
-def _threads(monkeypatch, threads: int) -> None:
-    """Copies from one piece on shared by two threads, a piece at a time; or never shared."""
+def _threads(monkeypatch, threads: int | str) -> None:
+    """Copies from one piece on shared by two threads, a piece at a time; or never shared; or
+    ("kernel"), from one piece on between the same offsets within a page, made by the kernel."""
     monkeypatch.setattr(bundle_module, "_SPLIT_FROM", PIECE if threads == 2 else 1 << 62)
     monkeypatch.setattr(bundle_module, "_SPLIT_UNIT", PIECE)
+    monkeypatch.setattr(bundle_module, "_KERNEL_FROM", PIECE if threads == "kernel" else 1 << 62)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, "kernel"])
 @pytest.mark.parametrize("engine", ["c-function", "bytes"])
 @pytest.mark.parametrize("kind", ["file", "in-memory"])
 @pytest.mark.parametrize("nbytes", [0, 1, PIECE - 1, PIECE, PIECE + 1, 3 * PIECE + 17])
 def test_a_checksummed_copy_gives_the_crcs_of_what_it_wrote(nbytes, kind, engine, threads, tmp_path, monkeypatch):
     """Through the C function on the reused buffer or through bytes; in one thread, or shared by
     two (from _SPLIT_FROM bytes, in units of _SPLIT_UNIT: both made small here) whose CRCs are
-    combined."""
+    combined, or by the kernel while a thread reads the bytes again for their CRCs."""
     _threads(monkeypatch, threads)
+    at = 5 if threads == "kernel" else 3  # the kernel's: at the source's offset within a page
     if engine == "bytes":
         monkeypatch.setattr(bundle_module, "crc32c_at_address", lambda: None)
     elif bundle_module.crc32c_at_address() is None:
@@ -51,21 +54,41 @@ def test_a_checksummed_copy_gives_the_crcs_of_what_it_wrote(nbytes, kind, engine
     (tmp_path / "src").write_bytes(data)
     with open(tmp_path / "src", "rb") if kind == "file" else io.BytesIO(data) as src, \
             open(tmp_path / "dst", "w+b") as dst:
-        crc, zip_crc = bundle_module._copy_checksummed(src, 5, dst.fileno(), 3, nbytes, with_crc32=True)
-        assert bundle_module._copy_checksummed(src, 5, dst.fileno(), 3, nbytes) == (crc, None)
+        crc, zip_crc = bundle_module._copy_checksummed(src, 5, dst.fileno(), at, nbytes, with_crc32=True)
+        assert bundle_module._copy_checksummed(src, 5, dst.fileno(), at, nbytes) == (crc, None)
     copied = data[5:5 + nbytes]
-    assert (tmp_path / "dst").read_bytes() == (b"\0" * 3 + copied if nbytes else b"")
+    assert (tmp_path / "dst").read_bytes() == (b"\0" * at + copied if nbytes else b"")
     assert crc == google_crc32c.value(copied)
     assert zip_crc == zlib.crc32(copied)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, "kernel"])
 def test_a_checksummed_copy_of_a_short_source_is_an_eof(threads, tmp_path, monkeypatch):
     _threads(monkeypatch, threads)
     (tmp_path / "src").write_bytes(b"x" * (4 * PIECE))
     with open(tmp_path / "src", "rb") as src, open(tmp_path / "dst", "w+b") as dst:
         with pytest.raises(EOFError, match="ends 50 bytes early"):
-            bundle_module._copy_checksummed(src, 50, dst.fileno(), 0, 4 * PIECE)
+            bundle_module._copy_checksummed(src, 50, dst.fileno(), 50 if threads == "kernel" else 0, 4 * PIECE)
+
+
+def test_a_kernel_copy_writes_nothing_from_user_space_and_feeds_every_byte(tmp_path, monkeypatch):
+    """Between the same offsets within a page the kernel copies (no pwrite), and the check is fed
+    every byte, in order, by the second read; an error of the check is raised once both are done."""
+    _threads(monkeypatch, "kernel")
+    monkeypatch.setattr(os, "pwrite", lambda *args: pytest.fail("a byte written from user space"))
+    data = np.random.default_rng(2).integers(0, 256, 3 * PIECE + 4096 + 7, dtype=np.uint8).tobytes()
+    (tmp_path / "src").write_bytes(data)
+    fed = bytearray()
+
+    def feed(piece, position):
+        assert position == len(fed)
+        fed.extend(piece)
+
+    with open(tmp_path / "src", "rb") as src, open(tmp_path / "dst", "w+b") as dst:
+        assert bundle_module._copy_checksummed(src, 4096, dst.fileno(), 0, len(data) - 4096, feed=feed) == (0, None)
+        with pytest.raises(ZeroDivisionError):
+            bundle_module._copy_checksummed(src, 4096, dst.fileno(), 0, len(data) - 4096, feed=lambda *a: 1 / 0)
+    assert bytes(fed) == data[4096:] and (tmp_path / "dst").read_bytes() == data[4096:]
 
 
 def test_two_threads_write_near_one_end_of_the_file(tmp_path, monkeypatch):

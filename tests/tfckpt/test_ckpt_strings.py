@@ -87,12 +87,13 @@ def test_the_reader_decodes_every_varint_width_as_tensorflow_does(varied):
             assert got == theirs["long" + VALUE].reshape(-1).tolist()
 
 
-@pytest.fixture(params=["reader-checks", "copy-checks", "copy-checks-split"])
+@pytest.fixture(params=["reader-checks", "copy-checks", "copy-checks-split", "copy-checks-kernel"])
 def check(request, monkeypatch):
     """Who checks a string tensor on its way to a checkpoint: the reader, before the kernel
     copies it (its check thread took it first), or the copy, which feeds the reader's check
-    (``ByteRange.claim_check``) from one thread or, from 256 KiB here, two; in any case once.
-    Gives the keys whose check a copy computed."""
+    (``ByteRange.claim_check``) from one thread or, from one piece here, two, or (kernel) from a
+    second read while the kernel copies; in any case once. Gives the keys whose check a copy
+    computed, and for each copy the kernel made whether a second read fed a check."""
     from modelmorph import Model
     from modelmorph_tfckpt.bundle import bundle
     from modelmorph_tfckpt.source import Checkpoint
@@ -101,6 +102,8 @@ def check(request, monkeypatch):
         monkeypatch.setattr(Checkpoint, "_claim_check", lambda self, *args: None)
     else:
         monkeypatch.setattr(Model, "start_checks", lambda self: None)  # no check thread before the claims
+    kernel_from = bundle._COPY_PIECE if request.param == "copy-checks-kernel" else 1 << 62
+    monkeypatch.setattr(bundle, "_KERNEL_FROM", kernel_from)
     if request.param == "copy-checks-split":
         monkeypatch.setattr(bundle, "_SPLIT_FROM", bundle._COPY_PIECE)
         monkeypatch.setattr(bundle, "_SPLIT_UNIT", bundle._COPY_PIECE)
@@ -108,7 +111,11 @@ def check(request, monkeypatch):
     checked = BundleReader.check_crc32c
     monkeypatch.setattr(BundleReader, "check_crc32c", lambda self, key, crc: by_copy.append(key) or
                         checked(self, key, crc))
-    return request.param, by_copy
+    kernel: list[int] = []
+    in_kernel = bundle._copy_in_kernel
+    monkeypatch.setattr(bundle, "_copy_in_kernel",
+                        lambda *args: kernel.append(args[-1] is not None) or in_kernel(*args))  # args[-1]: feed
+    return request.param, by_copy, kernel
 
 
 def test_checkpoint_to_checkpoint_copies_string_tensors_as_they_lie(varied, check, tmp_path):
@@ -120,9 +127,10 @@ def test_checkpoint_to_checkpoint_copies_string_tensors_as_they_lie(varied, chec
     for key in theirs:
         assert _same(ours[key], theirs[key]), key
     assert filecmp.cmp(_data(varied), _data(out / "ckpt"), shallow=False)
-    mode, by_copy = check
+    mode, by_copy, kernel = check
     strings = sorted(k for k in theirs if np.asarray(theirs[k]).dtype.kind in "OS")  # a scalar: bytes
     assert sorted(by_copy) == (strings if mode != "reader-checks" else []), by_copy
+    assert (True in kernel) == (mode == "copy-checks-kernel"), kernel  # "long", 4 MB, fed from a second read
 
 
 def test_short_strings_are_checked_and_copied_without_numpy(tmp_path):
@@ -158,18 +166,22 @@ def test_strings_written_to_legacy_h5_are_tensorflows(varied, tmp_path):
             assert _same(got, value), key
 
 
-@pytest.mark.parametrize("where", ["data", "lengths", "lengths-crc"])
-@pytest.mark.parametrize("target", ["ckpt", "out.h5"])
+# (not one-byte-lengths to .h5: "short" comes after "odd", whose NUL bytes HDF5 refuses first)
+@pytest.mark.parametrize("where, target", [(w, t) for w in ("data", "lengths", "lengths-crc")
+                                           for t in ("ckpt", "out.h5")] + [("one-byte-lengths", "ckpt")])
 def test_a_flipped_byte_in_a_string_tensor_leaves_no_output(varied, where, target, check, tmp_path, capsys):
     src = tmp_path / "src"
     src.mkdir()
     for f in varied.parent.iterdir():
         (src / f.name).write_bytes(f.read_bytes())
+    name = "short" if where == "one-byte-lengths" else "long"
     with BundleReader(src / "ckpt") as reader:
-        e = reader.entries()["long" + VALUE]
-    # 20000 two-byte lengths, then their masked CRC, then the strings
+        e = reader.entries()[name + VALUE]
+    # long: 20000 two-byte lengths, then their masked CRC, then the strings; short: 1000 one-byte
+    # lengths (the first, of "0", becomes 0: they are added up without decoding any varint)
     at, problem = {"data": (e.offset + e.size - 7, "checksum mismatch for tensor 'long"),
                    "lengths": (e.offset + 1, "string lengths do not add up to the stored size"),
+                   "one-byte-lengths": (e.offset, "string lengths do not add up to the stored size"),
                    "lengths-crc": (e.offset + 2 * 20000 + 1, "checksum mismatch in the string lengths")}[where]
     data = _data(src / "ckpt")
     raw = bytearray(data.read_bytes())
@@ -183,9 +195,10 @@ def test_a_flipped_byte_in_a_string_tensor_leaves_no_output(varied, where, targe
     assert err.count("\n") == 1 and err.startswith("modelmorph: error: ") and problem in err, err
     assert f"{data.name}: " in err, err  # the data file, where the bytes are
     assert list(out.iterdir()) == []
-    mode, by_copy = check
+    mode, by_copy, _ = check
     if target == "ckpt":  # the copy's check failed (an HDF5 target splits strings: the reader checks them)
-        assert by_copy == (["long" + VALUE] if mode != "reader-checks" else []), by_copy
+        checked = [k + VALUE for k in ("long", "odd", "scalar", "short")]  # the order they are copied in
+        assert by_copy == (checked[:checked.index(name + VALUE) + 1] if mode != "reader-checks" else []), by_copy
 
 
 def _peak_mib(argv: list[str]) -> float:

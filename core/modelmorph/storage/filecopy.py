@@ -34,14 +34,14 @@ _CRC_CHUNK = 1 << 22
 _FALLBACK_ERRNOS = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM}
 
 
-def copy_range(src: BinaryIO, src_offset: int, dst: BinaryIO, dst_offset: int, nbytes: int) -> None:
-    """Copy ``nbytes`` from ``src`` at ``src_offset`` to ``dst`` at ``dst_offset``.
+def copy_range(src: BinaryIO, src_offset: int, dst: BinaryIO | int, dst_offset: int, nbytes: int) -> None:
+    """Copy ``nbytes`` from ``src`` at ``src_offset`` to ``dst`` (a file or a descriptor) at ``dst_offset``.
 
     Works on the file descriptors: neither file's position moves, and ``dst`` must have no
     buffered writes pending (flush it first). ``src`` may also be an in-memory file (BytesIO).
     Raises EOFError if ``src`` ends early.
     """
-    dfd = dst.fileno()
+    dfd = dst if isinstance(dst, int) else dst.fileno()
     try:
         sfd = src.fileno()
     except (OSError, ValueError):  # io.UnsupportedOperation: no descriptor, read it the plain way

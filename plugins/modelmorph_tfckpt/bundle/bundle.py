@@ -768,8 +768,12 @@ class BundleReader:
 #: Copied tensors pass through a buffer this size: it stays in the CPU's L2 cache from the read
 #: into it, through the CRCs, to the write from it, so the bytes cross memory once, as in ``cp``
 #: (measured, 1 GiB from the page cache: about the CPU time of an aligned ``copy_file_range``,
-#: CRC-32C and CRC-32 included; 1-4 MiB pieces cost up to three times as much).
-_COPY_PIECE = 1 << 18
+#: CRC-32C and CRC-32 included; 1-4 MiB pieces cost up to three times as much). Not 256 KiB:
+#: writes that large to page-aligned offsets were up to 3x slower on a 2-vCPU VM (Linux 6.18;
+#: 1 GiB read 256 KiB at a time and written 256 KiB at a time: 0.97-1.13 s in 8 rounds, 128 KiB:
+#: 0.31-0.33 s in 4, cp 0.26-0.32 s; another 8 rounds: medians 0.39, 0.31 and 0.29 s). The page
+#: cache sizes its pages by the write; cp writes 64 KiB at a time.
+_COPY_PIECE = 1 << 17
 _PAGE = 4096
 #: ``copy_file_range`` between offsets that differ within a page costs ~50% more system time
 #: (every destination page is filled from two source pages): a tensor this large is placed at
@@ -782,6 +786,14 @@ _SPLIT_FROM = 1 << 23  # a copy this large is shared by two threads
 #: 1 GiB string tensor while the other filled its start; 1 GiB ckpt -> ckpt, 8 rounds each on a
 #: 2-vCPU VM: median 0.51-0.52 s with units, 0.56 s with halves.)
 _SPLIT_UNIT = 1 << 23
+#: A copy this large between the same offsets within a page is the kernel's (``copy_file_range``
+#: in the caller's thread, as ``cp`` does) while a second thread reads the source for the CRCs:
+#: the bytes are read twice, but not written from user space. Such writes (to page-aligned
+#: offsets: a checkpoint's big tensors) went 3-4x slower on a 2-vCPU VM (Linux 6.18) for minutes
+#: after other 1 GiB conversions, and cp did not. The copy alone, 1 GiB, 6 rounds each in that
+#: state: this way 0.37 s median, cp 0.43 s, two threads writing from user space 0.69 s. The
+#: 1 GiB string checkpoint -> checkpoint in bench_ladder, after its float rungs: 1.02 s -> 0.36 s.
+_KERNEL_FROM = 1 << 23
 
 
 def _copy_checksummed(src, src_offset: int, dst_fd: int, dst_offset: int, nbytes: int,
@@ -792,7 +804,9 @@ def _copy_checksummed(src, src_offset: int, dst_fd: int, dst_offset: int, nbytes
     ``with_crc32``, their CRC-32 (zip's), both computed from the buffer they pass through: the
     source is read once and the copy never. With ``feed`` (a source's check the writer claimed:
     ``ByteRange.claim_check``) each piece goes to it with its position in the range instead, and
-    the CRC-32C returned is 0: the check computes it. From ``_SPLIT_FROM`` bytes two threads copy
+    the CRC-32C returned is 0: the check computes it. From ``_KERNEL_FROM`` bytes at the same
+    offset within a page as the source, the kernel copies instead, and the CRCs come from a
+    second read (see there). Otherwise, from ``_SPLIT_FROM`` bytes two threads copy
     ``_SPLIT_UNIT``-sized units in turn (the calls they make release the GIL; the file system
     still takes the writes one at a time: measured at 1 GiB on two cores, with halves, 20-25%
     less wall time than one thread for the same CPU time) and the units' CRCs are combined.
@@ -801,6 +815,8 @@ def _copy_checksummed(src, src_offset: int, dst_fd: int, dst_offset: int, nbytes
         sfd = src.fileno()
     except (OSError, ValueError):  # io.UnsupportedOperation: an in-memory file (one position: one thread)
         sfd = None
+    if sfd is not None and nbytes >= _KERNEL_FROM and (src_offset - dst_offset) % _PAGE == 0:
+        return _copy_in_kernel(src, sfd, src_offset, dst_fd, dst_offset, nbytes, with_crc32, feed)
     if sfd is None or nbytes < _SPLIT_FROM:
         return _copy_pieces(src, sfd, src_offset, dst_fd, dst_offset, nbytes, with_crc32, feed)
     from modelmorph.storage.filecopy import crc32_combine
@@ -844,11 +860,37 @@ def _copy_checksummed(src, src_offset: int, dst_fd: int, dst_offset: int, nbytes
     return crc, zip_crc
 
 
-def _copy_pieces(src, sfd: int | None, src_offset: int, dst_fd: int, dst_offset: int, nbytes: int,
+def _copy_in_kernel(src, sfd: int, src_offset: int, dst_fd: int, dst_offset: int, nbytes: int,
+                    with_crc32: bool, feed: Callable[[memoryview, int], None] | None) -> tuple[int, int | None]:
+    """:func:`_copy_checksummed` by the kernel (see ``_KERNEL_FROM``): the CRCs come from a second
+    read of the source, in another thread, as the copy goes on."""
+    from modelmorph.storage.filecopy import copy_range
+
+    found: dict = {}
+
+    def check() -> None:
+        try:
+            found["crcs"] = _copy_pieces(src, sfd, src_offset, None, dst_offset, nbytes, with_crc32, feed)
+        except BaseException as exc:  # raised by the caller's thread, below
+            found["error"] = exc
+
+    thread = threading.Thread(target=check, name="modelmorph-check", daemon=True)
+    thread.start()
+    try:
+        copy_range(src, src_offset, dst_fd, dst_offset, nbytes)
+    finally:
+        thread.join()
+    if "error" in found:
+        raise found["error"]
+    return found["crcs"]
+
+
+def _copy_pieces(src, sfd: int | None, src_offset: int, dst_fd: int | None, dst_offset: int, nbytes: int,
                  with_crc32: bool, feed: Callable[[memoryview, int], None] | None = None,
                  position: int = 0) -> tuple[int, int | None]:
     """:func:`_copy_checksummed` in one thread (``sfd``: ``src``'s descriptor, None: in memory;
-    ``position``: that of ``src_offset`` in the range a ``feed`` checks)."""
+    ``position``: that of ``src_offset`` in the range a ``feed`` checks; ``dst_fd`` None: the
+    CRCs only, nothing written)."""
     from modelmorph.storage.filecopy import crc32 as zip_crc32, read_pieces
 
     crc, zip_crc = 0, 0 if with_crc32 else None
@@ -868,6 +910,9 @@ def _copy_pieces(src, sfd: int | None, src_offset: int, dst_fd: int, dst_offset:
             crc = crc32c_extend(crc, bytes(got))
         if zip_crc is not None:
             zip_crc = zip_crc32(got, zip_crc)
+        if dst_fd is None:
+            at += n
+            continue
         while got:
             written = os.pwrite(dst_fd, got, at)
             got, at = got[written:], at + written
@@ -1148,17 +1193,15 @@ class BundleWriter:
         CRC-32C once the copy is made; without it (or if it returns None) the copy is scanned
         for it, which also checks its structure. With ``check`` (the source's check, claimed:
         ``ByteRange.claim_check``) the bytes pass through one small buffer that feeds it, read
-        once for copy and check alike; its verdict (a raised error) comes before the entry is
-        added. Without it the kernel copies them, after the source checked them on its own."""
+        once for copy and check alike, or, from ``_KERNEL_FROM`` bytes, the kernel copies them
+        while a second read feeds it; its verdict (a raised error) comes before the entry is
+        added. Without it the kernel copies them, after the source checked them on its own.
+        A large tensor keeps its source offset's position within a page (``_reserve_copy``)."""
         from modelmorph.storage.filecopy import copy_range
 
         k = self._check_key(key)
         shape = tuple(int(d) for d in shape)
-        if check is None:
-            shard, start, pad = self._reserve_copy(nbytes, offset)
-        else:
-            (shard, start), pad = self._reserve(nbytes), 0
-            self._f.flush()  # the copy writes through the descriptor
+        shard, start, pad = self._reserve_copy(nbytes, offset)
         at = start + pad
         copied = False
         try:
