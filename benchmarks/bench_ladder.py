@@ -10,16 +10,16 @@ For each size and dtype, a stack of Dense layers is saved by Keras 3 (``src.kera
 ``--rounds`` interleaved rounds, every job runs as a fresh ``modelmorph`` subprocess next to
 ``cp`` of the file it reads (the checkpoint's data file), ``cp`` first in even rounds and the
 job first in odd ones. Both run with a warm page cache (the source is read once with ``cat``
-before each, after emptying the page cache where permitted), ``sync`` between runs so that one
-run's writeback does not land on the next. Reported per job: median wall time, the ratio of
-that median to the median of its ``cp`` runs, the largest peak resident memory (``wait4``'s
-``ru_maxrss``), and the median CPU time (user + system, all threads) of the job and of its
-``cp``. Medians are compared, not the runs of one round: on a VM, successive 1 GiB writes can
-take turns being fast and 3-6 times slower whichever program makes them (a 2-vCPU Firecracker
-VM, 1 GiB string checkpoint: ``cp`` 0.29-0.35 s or 1.22-1.84 s, the job 0.57-0.86 s or
-1.46-2.30 s, one of the two slow in each of 8 rounds; the time goes to filling new page-cache
-pages), so that a round's ratio is 0.2 or 7 by turns. ``--jobs`` runs only
-the jobs named.
+and the program's code loaded before each, after emptying the page cache where permitted),
+``sync`` between runs so that one run's writeback does not land on the next. Reported per
+job: median wall time, the ratio of that median to the median of its ``cp`` runs, the largest
+peak resident memory (``wait4``'s ``ru_maxrss``), and the median CPU time (user + system, all
+threads) of the job and of its ``cp``. Medians are compared, not the runs of one round: on a
+VM, successive 1 GiB writes can take turns being fast and 3-6 times slower whichever program
+makes them (a 2-vCPU Firecracker VM, 1 GiB string checkpoint: ``cp`` 0.29-0.35 s or
+1.22-1.84 s, the job 0.57-0.86 s or 1.46-2.30 s, one of the two slow in each of 8 rounds; the
+time goes to filling new page-cache pages), so that a round's ratio is 0.2 or 7 by turns.
+``--jobs`` runs only the jobs named.
 ``--frameworks`` also times Keras 3 / tf_keras / TF doing the same jobs (load and save: slow and
 memory-hungry at 1 GB and up).
 
@@ -132,16 +132,36 @@ def can_drop_caches() -> bool:
     return os.access(DROP_CACHES, os.W_OK)
 
 
-def warm(path: Path) -> None:
-    """``cat`` the file(s) to /dev/null, so that the run finds them in the page cache. Where it
-    may (root on Linux), the page cache is emptied first: a cache filled by earlier runs' outputs
-    makes each new page written cost a reclaim, which varied ``cp`` of 1 GB from 0.5 to 4 s of CPU
-    on one machine; emptied, every run starts from the same state (its source cached, free memory)."""
+#: Imports every module of modelmorph and of its plugins (the installed ones, as the run finds
+#: them): the files a job may load are then in the page cache.
+WARM_MODELMORPH = """
+import importlib, pkgutil
+from importlib.metadata import entry_points
+for name in {"modelmorph"} | {ep.module.split(".")[0] for ep in entry_points(group="modelmorph")}:
+    package = importlib.import_module(name)
+    for module in pkgutil.walk_packages(package.__path__, name + "."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
+"""
+
+
+def warm(path: Path, program: list[str]) -> None:
+    """``cat`` the file(s) to /dev/null and run ``program``, so that the run finds its source and
+    its own code in the page cache. Where it may (root on Linux), the page cache is emptied first:
+    a cache filled by earlier runs' outputs makes each new page written cost a reclaim, which
+    varied ``cp`` of 1 GB from 0.5 to 4 s of CPU on one machine; emptied, every run starts from
+    the same state (its source and code cached, free memory). Without ``program`` modelmorph's
+    code was cold after the emptying: 25-40 ms more per run than with it warm."""
     os.sync()
     if can_drop_caches():
         DROP_CACHES.write_text("1")
     files = [path] if path.is_file() else sorted(p for p in path.parent.iterdir() if p.is_file())
     subprocess.run(["cat", *map(str, files)], stdout=subprocess.DEVNULL, check=True)
+    subprocess.run(program, stdout=subprocess.DEVNULL, check=True)
+
+
+def warm_modelmorph() -> list[str]:
+    return [sys.executable, "-c", WARM_MODELMORPH]  # the Python beside bin/modelmorph
 
 
 def build_strings(folder: Path, size: str, python: str) -> dict[str, Path]:
@@ -205,12 +225,12 @@ def run_rung(paths: dict[str, Path], rounds: int, work: Path, frameworks: bool, 
             for step in ("cp", "job") if rnd % 2 == 0 else ("job", "cp"):
                 os.sync()
                 if step == "cp":
-                    warm(copied)
+                    warm(copied, ["cp", "--version"])
                     cp_time, _ = measure(["cp", str(copied), str(run / "copy")])
                     cp_cpu = LAST_CPU[0]
                     (run / "copy").unlink()
                 else:
-                    warm(src)
+                    warm(src, warm_modelmorph())
                     t, peak = measure(argv)
                     cpu = LAST_CPU[0]
                     shutil.rmtree(run)  # its output, deleted as cp's is
@@ -226,7 +246,7 @@ def run_rung(paths: dict[str, Path], rounds: int, work: Path, frameworks: bool, 
                 shutil.rmtree(run, ignore_errors=True)
                 (run / "ckpt").mkdir(parents=True)
                 os.sync()
-                warm(src)
+                warm(src, [python, "-c", "import keras, tf_keras, tensorflow"])
                 code = FRAMEWORK[job.name].format(src=str(src), dst=str(run / job.output) if job.output else "",
                                                   arch=str(paths.get("arch", "")))
                 ft, fpeak = measure([python, "-c", code], env={**os.environ, **ENV})
@@ -275,7 +295,7 @@ def main() -> None:
             parser.error(f"unknown job {value!r}")
     print(f"modelmorph: {modelmorph()}; python {sys.version.split()[0]}; {os.cpu_count()} CPU(s); "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {args.rounds} interleaved round(s); "
-          "warm page cache (cat of the source before each run"
+          "warm page cache (cat of the source and a run loading the program's code before each run"
           + (", page cache emptied before that" if can_drop_caches() else ", page cache NOT emptied (not root)")
           + "), sync between runs")
     for size in sizes:
