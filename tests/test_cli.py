@@ -33,6 +33,26 @@ def test_version_is_the_installed_distributions(capsys):
     assert code == EXIT_OK and out.split() == ["modelmorph", version("modelmorph")]
 
 
+def test_the_program_collects_cycles_in_larger_batches_and_main_leaves_the_collector_alone():
+    """``run`` (the installed program) raises the young generation's threshold, so that a
+    model's metadata is not rescanned ~90 times; ``main`` (called in-process by scripts and
+    these tests) does not touch it. Checked in a subprocess: the settings are process-wide."""
+    probe = ("import gc, sys, modelmorph.cli as cli\n"
+             "seen = []\n"
+             "cli.main = lambda: seen.append(gc.get_threshold()) or 0\n"
+             "default = gc.get_threshold()\n"
+             "try:\n    cli.run()\nexcept SystemExit as exc:\n    code = exc.code\n"
+             "print(seen[0][0], seen[0][1:] == default[1:], code)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["50000", "True", "0"]
+    import gc
+
+    before = gc.get_threshold()
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert gc.get_threshold() == before
+
+
 def test_help_teaches(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])

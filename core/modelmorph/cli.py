@@ -448,14 +448,22 @@ def _load_array(file: str):
 COMMANDS = {"convert": cmd_convert, "info": cmd_info, "formats": cmd_formats, "plugins": cmd_plugins, "diff": cmd_diff,
             "migrate": cmd_migrate, "verify": cmd_verify}
 
+_GC_YOUNG = 50_000  # see run()
+
 
 def run() -> None:
     """The ``modelmorph`` program: :func:`main` as a whole process.
 
-    Python's last act at exit is a garbage collection over every object still alive (the
-    modules, the model just written), ~25 ms of a 0.25 s conversion; frozen objects are left
-    out of it, and nothing is lost: they die with the process. :func:`main` itself leaves the
-    collector alone, being also called in-process (tests, scripts)."""
+    The cyclic garbage collector runs after every 50,000 new container objects instead of
+    CPython's 700: a command builds a model's metadata (ResNet50: a 380 KB config, thousands of
+    dicts, lists and IR objects), all alive until it ends, which the default rescans: 88
+    collections, 7-11 ms by ``gc.callbacks``, in a 0.18 s SavedModel conversion; with this,
+    none after start-up. Cycles are still collected, in larger batches. Python's last act at exit is a garbage collection over every object still alive,
+    ~25 ms; frozen objects are left out of it, and nothing is lost: they die with the process.
+    :func:`main` itself leaves the collector alone, being also called in-process (tests,
+    scripts); ``migrate``'s workers are processes of their own, with the default."""
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(_GC_YOUNG, older, oldest)
     status = main()
     gc.freeze()
     sys.exit(status)
