@@ -54,6 +54,8 @@ def test_pure_combination_agrees_with_zlib_ng_at_any_length():
     for length in [1 << 31, (1 << 32) + 7, 5 * (1 << 40) + 12345, (1 << 62) + 1]:
         c1, c2 = RNG.getrandbits(32), RNG.getrandbits(32)
         assert filecopy._shift(c1, length, filecopy._POLY32) ^ c2 == zlib_ng.crc32_combine(c1, c2, length), length
+        # A zero first CRC (what a combination starts from) is shifted by no arithmetic at all.
+        assert filecopy._shift(0, length, filecopy._POLY32) ^ c2 == zlib_ng.crc32_combine(0, c2, length) == c2
 
 
 def test_combination_is_associative_for_huge_lengths(engine):

@@ -135,6 +135,8 @@ def _multiply(a: int, b: int, poly: int) -> int:
 
 def _shift(crc: int, nbytes: int, poly: int) -> int:
     """crc(x) * x^(8 * nbytes) modulo the polynomial."""
+    if not crc:  # zero times anything (a combination starting from nothing: most tensors' CRCs)
+        return 0
     powers = _POWERS.get(poly)
     if powers is None:
         powers = [1 << 30]  # x^1
