@@ -63,11 +63,24 @@ def measure(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
 
 
 def run(label: str, argv_for, folder: Path, repeat: int) -> tuple[float, int]:
-    """Median wall time and largest peak of ``repeat`` runs, after one warm-up run."""
+    """Median wall time and largest peak of ``repeat`` runs, after one warm-up run.
+
+    The output of every run but the first (``{label}-0``, which the checks read) is removed
+    once measured, so that each run starts with the page cache and the disk as the one before
+    it did. Kept, the outputs make every run write into memory the system has not used lately,
+    which on a VM is several times slower to touch (``cp`` of a 100 MB file: 0.03 s into
+    recycled page cache, 0.3 s into new; a 2-vCPU Firecracker VM), and the runs drift (the
+    SavedModel job: 0.18 s in the first runs, 0.44 s after twelve)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env.update(KERAS_ENV, PYTHONPYCACHEPREFIX=str(folder / "pycache"))
-    measure(argv_for(_fresh(folder / f"{label}-warm-up")), env)
-    runs = [measure(argv_for(_fresh(folder / f"{label}-{i}")), env) for i in range(repeat)]
+    runs = []
+    for i in ["warm-up", *range(repeat)]:
+        stem = _fresh(folder / f"{label}-{i}")
+        timed = measure(argv_for(stem), env)
+        if i != "warm-up":
+            runs.append(timed)
+        if i != 0:
+            _fresh(stem)
     return statistics.median(t for t, _ in runs), max(p for _, p in runs)
 
 
