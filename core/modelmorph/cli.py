@@ -458,8 +458,9 @@ def run() -> None:
     CPython's 700: a command builds a model's metadata (ResNet50: a 380 KB config, thousands of
     dicts, lists and IR objects), all alive until it ends, which the default rescans: 88
     collections, 7-11 ms by ``gc.callbacks``, in a 0.18 s SavedModel conversion; with this,
-    none after start-up. Cycles are still collected, in larger batches. Python's last act at exit is a garbage collection over every object still alive,
-    ~25 ms; frozen objects are left out of it, and nothing is lost: they die with the process.
+    none after start-up. Cycles are still collected, in larger batches. Python's last act at
+    exit is a garbage collection over every object still alive, ~25 ms; frozen objects are
+    left out of it, and nothing is lost: they die with the process.
     :func:`main` itself leaves the collector alone, being also called in-process (tests,
     scripts); ``migrate``'s workers are processes of their own, with the default."""
     _, older, oldest = gc.get_threshold()
