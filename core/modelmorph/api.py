@@ -16,7 +16,7 @@ from .options import resolve, route
 from .plugins import HookFailed, call_each_or_raise
 from .progress import Progress
 from .registry import Format, Registry, default_registry
-from .storage.safety import atomic_output, check_destination
+from .storage.safety import atomic_output, check_destination, refuse_special
 
 DEBUG_ENV = "MODELMORPH_DEBUG"  # set to 1 to see tracebacks of unexpected errors
 
@@ -61,6 +61,7 @@ def _read(reg: Registry, path: str | Path, override: str | None, arch: "str | Pa
     """Read ``path`` with the first candidate format whose reader does not decline it;
     ``options_for(format)`` gives that reader's typed options."""
     diags = diagnostics if diagnostics is not None else Diagnostics()
+    refuse_special(path)  # before anything opens it: a named pipe would block the first open
     candidates = reg.source_candidates(path, override)
     options_for(candidates[0])  # bad options fail before any file is opened
     arch_model = None

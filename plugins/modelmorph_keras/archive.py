@@ -28,7 +28,7 @@ from modelmorph import Asset, Diagnostics, Model, ReadError, Weight
 from modelmorph.keras import kerasconfig
 from modelmorph.storage import h5file, safety
 from modelmorph.storage.filecopy import SharedCrc32
-from modelmorph.storage.safety import inside, parse_json, read_json_file, safe_member_path
+from modelmorph.storage.safety import inside, open_input, parse_json, read_json_file, refuse_special, safe_member_path
 
 from . import ASSETS, CONFIG, METADATA, WEIGHTS, WEIGHTS_NPZ
 from .h5store import VarsStore
@@ -89,7 +89,7 @@ class ZipArchive:
         self.checked: set[str] = set()  # members whose CRC zipfile checked (read to their end)
         self.pieces: list[tuple[int, int]] = []  # the stored weights' tensors: (offset, nbytes)
         try:
-            self.raw = open(path, "rb")
+            self.raw = open_input(path)
         except OSError as exc:
             raise ReadError(path, exc.strerror or _first_line(exc)) from None
         try:
@@ -360,8 +360,9 @@ class FolderArchive:
             for file in sorted(files):
                 rel = (Path(folder) / file).relative_to(self.path).as_posix()
                 target = inside(self.path, rel, self.path)
-                out.append(Asset(rel, target.stat().st_size, loader=target.read_bytes,
-                                 opener=lambda target=target: open(target, "rb")))
+                refuse_special(target)  # a named pipe among the assets would block their copy
+                out.append(Asset(rel, target.stat().st_size, loader=lambda target=target: _read_all(target),
+                                 opener=lambda target=target: open_input(target)))
         return sorted(out, key=lambda a: a.path)
 
     def close(self) -> None:
@@ -373,6 +374,11 @@ def _no_weights(has_npz: bool) -> str:
     if has_npz:
         return f"the archive keeps its weights as {WEIGHTS_NPZ} (weights_format='npz'), which modelmorph does not read"
     return f"the archive has no {WEIGHTS}"
+
+
+def _read_all(path: Path) -> bytes:
+    with open_input(path) as f:
+        return f.read()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -48,7 +48,9 @@ def sniff_savedmodel(probe: "modelmorph.Probe") -> int:
 
 
 def _footer(path) -> bytes:
-    with open(path, "rb") as f:
+    from modelmorph.storage.safety import open_input
+
+    with open_input(path) as f:
         size = f.seek(0, 2)
         f.seek(max(0, size - len(_TABLE_MAGIC)))
         return f.read()

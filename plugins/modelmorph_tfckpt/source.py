@@ -27,6 +27,7 @@ from typing import Callable, NamedTuple
 
 from modelmorph import DTYPES, ByteRange, ReadError, Weight
 from modelmorph.storage import protowire as wire
+from modelmorph.storage.safety import refuse_special
 
 from .bundle import OBJECT_GRAPH_KEY, VARIABLE_VALUE, BundleError, BundleReader, Entry, resolve_checkpoint
 from .bundle.table import crc32c_combine, crc32c_view, unmask_crc
@@ -232,6 +233,7 @@ class Checkpoint:
         files = self.bundle.data_files()
         sizes = []
         for shard, path in enumerate(files):
+            refuse_special(path)  # a named pipe's size is 0: say what it is
             try:
                 sizes.append(os.stat(path).st_size)
             except FileNotFoundError:

@@ -26,7 +26,6 @@ error). :func:`open` makes the reading choice, :func:`write_backend` the writing
 
 from __future__ import annotations
 
-import builtins
 import io
 import os
 from pathlib import Path
@@ -36,6 +35,7 @@ from ..errors import ReadError, UsageError, WriteError
 from ..ir import Weight
 from . import plainh5
 from .plainh5.weights import weight_from_plain
+from .safety import open_input, refuse_special
 
 if TYPE_CHECKING:  # imported when used: the plain backend never loads them
     import h5py
@@ -171,7 +171,7 @@ def open(path: str | Path, *, start: int = 0, size: int | None = None, source: s
     raw = None
     if choice != "h5py":
         try:
-            raw = builtins.open(path, "rb")
+            raw = open_input(path)
         except OSError as exc:
             raise ReadError(source, _open_problem(exc)) from None
         try:
@@ -543,6 +543,7 @@ class _H5pyFile(_H5pyGroup, H5File):
              root_only: bool) -> "_H5pyFile":
         import h5py
 
+        refuse_special(path)  # libhdf5 opens the path itself: a named pipe would block it
         window = _Window(path, start, size) if start or size is not None else None
         try:
             # locking=False: reading must work on read-only media and beside other readers.
@@ -595,7 +596,7 @@ class _Window(io.RawIOBase):
 
     def __init__(self, path: str | Path, start: int, size: int | None):
         super().__init__()
-        self.file = builtins.open(path, "rb", buffering=0)
+        self.file = open_input(path, buffering=0)
         end = os.fstat(self.file.fileno()).st_size
         self.start = start
         self.size = max(0, end - start) if size is None else size

@@ -1,4 +1,5 @@
-"""Treating files as data: bounded JSON parsing, paths that stay inside a folder, atomic output.
+"""Treating files as data: bounded JSON parsing, paths that stay inside a folder, regular files
+only, atomic output.
 
 Shared by every format plugin so that each one gets the same guarantees.
 """
@@ -9,8 +10,9 @@ import contextlib
 import errno
 import json
 import os
+import stat
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 from ..errors import ReadError, WriteError
 
@@ -73,14 +75,65 @@ def _check_depth(value: Any, source: str | Path, what: str) -> None:
 
 
 def read_json_file(path: str | Path, what: str = "JSON") -> Any:
-    p = Path(path)
     try:
-        size = p.stat().st_size
+        with open_input(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_JSON_BYTES:
+                raise ReadError(path, f"{what} is {size} bytes, more than the {MAX_JSON_BYTES} modelmorph accepts")
+            data = f.read(MAX_JSON_BYTES + 1)  # bounded even if the file grows meanwhile (parse_json refuses more)
     except OSError as exc:
         raise ReadError(path, exc.strerror or str(exc)) from None
-    if size > MAX_JSON_BYTES:
-        raise ReadError(path, f"{what} is {size} bytes, more than the {MAX_JSON_BYTES} modelmorph accepts")
-    return parse_json(p.read_bytes(), path, what)
+    return parse_json(data, path, what)
+
+
+# -- regular files only ------------------------------------------------------------------------
+#: What a path that is neither a regular file nor a folder is, for the error message.
+_SPECIAL = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # POSIX; Windows has no named pipes in the file system
+
+
+def _not_regular(path: str | Path, mode: int) -> ReadError:
+    kind = next((kind for test, kind in _SPECIAL if test(mode)), "something else")
+    return ReadError(path, f"not a regular file but {kind}; modelmorph reads model files and folders only")
+
+
+def refuse_special(path: str | Path) -> None:
+    """Raise :class:`ReadError` if ``path`` exists but is neither a regular file nor a folder
+    (symbolic links followed). Opening a named pipe for reading waits for a writer, and reading
+    a device may never end: a model file from a stranger, or a tree ``migrate`` walks, must not
+    hang the program. For paths given to a library that opens them itself; modelmorph's own
+    opens use :func:`open_input`, which also closes the gap between the test and the open."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return  # missing or unreadable: whoever opens it reports that
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise _not_regular(path, mode)
+
+
+def open_input(path: str | Path, buffering: int = -1) -> BinaryIO:
+    """``open(path, "rb")`` for a file a model is read from, refusing (:class:`ReadError`)
+    anything but a regular file: the open itself never waits (``O_NONBLOCK``, so that a named
+    pipe without a writer is opened at once and then refused), and the test is made on what was
+    opened, not on the name. Other failures raise ``OSError`` as ``open`` does."""
+
+    def opener(name: str, flags: int) -> int:
+        fd = os.open(name, flags | _NONBLOCK)
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+            if not stat.S_ISREG(mode):
+                raise _not_regular(path, mode)
+            if _NONBLOCK:
+                os.set_blocking(fd, True)  # reads of a regular file ignore it; cleared all the same
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    return open(path, "rb", buffering=buffering, opener=opener)
 
 
 def safe_member_path(name: str, source: str | Path) -> PurePosixPath:
@@ -96,7 +149,13 @@ def safe_member_path(name: str, source: str | Path) -> PurePosixPath:
 def inside(folder: Path, relative: str, source: str | Path) -> Path:
     """``folder / relative``, refusing anything that resolves outside ``folder``."""
     safe_member_path(relative, source)
-    target = (folder / relative).resolve()
+    loop = ReadError(source, f"{relative!r} is a loop of symbolic links")
+    try:
+        target = (folder / relative).resolve()
+    except RuntimeError:  # how resolve() reports a loop before Python 3.13
+        raise loop from None
+    if target.is_symlink():  # resolved as far as it goes and still a link: a loop (3.13 on)
+        raise loop
     if not target.is_relative_to(folder.resolve()):
         raise ReadError(source, f"{relative!r} points outside {folder}")
     return target

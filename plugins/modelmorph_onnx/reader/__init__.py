@@ -16,6 +16,7 @@ import numpy as np
 
 from modelmorph import ByteRange, Diagnostics, Model, ReadError, UsageError, Weight, dtype_name
 from modelmorph.keras import catalogue, kerasconfig
+from modelmorph.storage.safety import open_input
 
 from . import info
 from .graph import Graph, _name
@@ -92,7 +93,7 @@ def _opener(path: Path, model: Model):
 
     def get():
         if not opened:
-            opened.append(open(path, "rb"))
+            opened.append(open_input(path))
             model.on_close(opened[0].close)
         return opened[0]
 

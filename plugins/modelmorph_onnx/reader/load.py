@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from modelmorph import ReadError
+from modelmorph.storage.safety import open_input
 
 from . import wire
 
@@ -71,7 +72,8 @@ def _parse(path: Path):
                 raise ReadError(path, f"not an ONNX model: malformed protobuf ({exc})") from None
             data, raw = stripped.data, stripped.raw
         else:
-            data = path.read_bytes()
+            with open_input(path) as f:
+                data = f.read()
         model = parse_model(data)
     except WireError as exc:
         raise ReadError(path, f"not an ONNX model: malformed protobuf ({exc})") from None
@@ -141,7 +143,7 @@ class InFile:
 
     def __call__(self) -> np.ndarray:
         array = np.empty(self.nbytes // np.dtype(self.dtype).itemsize, np.dtype(self.dtype).newbyteorder("<"))
-        with open(self.path, "rb") as f:  # read into the array: the only copy
+        with open_input(self.path) as f:  # read into the array: the only copy
             f.seek(self.offset)
             got = f.readinto(memoryview(array).cast("B")) if self.nbytes else 0
         if got != self.nbytes:
@@ -205,7 +207,7 @@ def _external(path: Path, tensor, dtype: str, dims: tuple, nbytes: int) -> Calla
                               f"{size}-byte file does not hold")
 
     def load() -> np.ndarray:
-        with open(target, "rb") as f:
+        with open_input(target) as f:
             f.seek(offset)
             data = f.read(nbytes)
         return np.frombuffer(data, np.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(dims)

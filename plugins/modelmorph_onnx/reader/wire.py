@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelmorph.storage.protowire import bytes_field
+from modelmorph.storage.safety import open_input
 
 #: raw_data at least this long is read from the file when used, not parsed.
 STRIP_AT = 4096
@@ -104,7 +105,7 @@ def _fields(buf, start: int, end: int):
 
 def strip(path: Path) -> Stripped:
     """The model at ``path`` with its large raw initializer data left out (see the module)."""
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         buf = _FileBytes(f)
         out = bytearray()
         raw: dict[int, tuple[int, int]] = {}

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 from modelmorph.storage import protowire as wire
+from modelmorph.storage.safety import open_input
 
 from . import strings
 from .ordered_code import decode_slice_key, encode_slice_key
@@ -459,7 +460,7 @@ class BundleReader:
             path = data_filename(self.prefix, shard_id, self.num_shards)
             self._check_confined(path)
             try:
-                f = open(path, "rb")
+                f = open_input(path)
             except FileNotFoundError:
                 raise BundleError(f"missing data shard {shard_id} of {self.num_shards}", path) from None
             except OSError as e:

@@ -30,6 +30,7 @@ from typing import BinaryIO, Callable, Iterator
 import google_crc32c
 
 from modelmorph.storage import protowire
+from modelmorph.storage.safety import open_input
 
 __all__ = [
     "BundleError",
@@ -330,7 +331,7 @@ class TableReader:
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
         try:
-            self._f: BinaryIO = open(self.path, "rb")
+            self._f: BinaryIO = open_input(self.path)
         except FileNotFoundError:
             raise BundleError("index file not found", self.path) from None
         except OSError as e:

@@ -17,6 +17,7 @@ from typing import BinaryIO, NamedTuple
 
 from modelmorph import ReadError
 from modelmorph.storage import protowire as wire
+from modelmorph.storage.safety import open_input
 
 from . import ASSETS, KERAS_METADATA, SAVED_MODEL
 
@@ -59,7 +60,7 @@ class Directory:
     def read_bytes(self, relative: str, limit: int, what: str) -> bytes:
         path = self.inside(relative)
         try:
-            with open(path, "rb") as f:
+            with open_input(path) as f:
                 size = os.fstat(f.fileno()).st_size
                 if size > limit:
                     raise self.error(f"{what} is {size} bytes, more than the {limit} this reader accepts", path)
@@ -149,7 +150,7 @@ def graph_summary(directory: Directory) -> list[MetaGraphHeader]:
     seeking: the graph is never read."""
     path = directory.inside(SAVED_MODEL)
     try:
-        with open(path, "rb") as f:
+        with open_input(path) as f:
             size = os.fstat(f.fileno()).st_size
             reader = _Wire(f, size, path, directory)
             headers = []

@@ -17,7 +17,7 @@ from typing import Any
 
 from modelmorph import Asset, Diagnostics, Model, ReadError
 from modelmorph.keras import dialects, kerasconfig
-from modelmorph.storage.safety import parse_json
+from modelmorph.storage.safety import parse_json, refuse_special
 
 from ..join import join
 from ..reader import _weights_only
@@ -42,6 +42,7 @@ NO_ARCHITECTURE = "no_architecture_reason"
 def read(path: Path, *, options: dict, diagnostics: Diagnostics, arch: Model | None = None) -> Model:
     root = savedmodel_dir(path)
     if root is None:
+        refuse_special(path / SAVED_MODEL)  # there, but a named pipe or a device: say so
         raise ReadError(path, f"not a SavedModel directory: no {SAVED_MODEL} in it")
     directory = Directory(root)
     headers = graph_summary(directory)
