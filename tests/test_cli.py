@@ -53,6 +53,17 @@ def test_the_program_collects_cycles_in_larger_batches_and_main_leaves_the_colle
     assert gc.get_threshold() == before
 
 
+def test_a_reader_that_stops_early_ends_the_program_quietly():
+    """`modelmorph info m.keras | head -1`: the pipe closes under the program's output; it
+    stops without a traceback, with the status of a tool SIGPIPE ended (141)."""
+    proc = subprocess.Popen([sys.executable, "-c", "from modelmorph.cli import run; run()", "info",
+                             str(FIXTURES / "keras3" / "mlp_adam.keras")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line (the program takes ~0.1 s to start)
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 141 and err == "", err
+
+
 def test_help_teaches(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])

@@ -617,3 +617,43 @@ def test_keras_archive_whose_weights_match_no_layer_is_an_input_error(tmp_path):
     assert run.code == 4 and run.stderr.count("\n") == 1, run.stderr
     assert "bad.keras: holds an architecture without weights" in run.stderr
     no_output(out)
+
+
+# -- 14. an archive of very many members ---------------------------------------------------------
+
+def _with_members(path: Path, count: int, zip64: bool = False) -> Path:
+    """The fixture archive plus ``count`` empty asset members."""
+    with zipfile.ZipFile(K3 / "mlp_adam.keras") as src, zipfile.ZipFile(path, "w", allowZip64=True) as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info))
+        for i in range(count):
+            dst.writestr(f"assets/{i:06d}", b"")
+    return path
+
+
+@pytest.mark.parametrize("count", [10_001, 70_000])  # the latter needs zip64's end record
+def test_an_archive_of_more_members_than_a_model_has_is_refused_before_they_are_listed(tmp_path, count):
+    # A million empty members (60 MB) took 1.3 GB and 12 s to list; refused, at once.
+    bad = _with_members(tmp_path / "many.keras", count)
+    run = run_cli("info", bad)
+    refused(run, bad, "the archive holds more than 10000 members")
+    assert run.max_rss < 100 * MB and run.seconds < 10, (run.max_rss, run.seconds)
+
+
+def test_an_archive_of_many_assets_up_to_the_limit_is_read(tmp_path):
+    good = _with_members(tmp_path / "assets.keras", 9_000)
+    run = run_cli("convert", good, tmp_path / "out.keras")
+    assert run.code == 0, run.stderr
+    with zipfile.ZipFile(tmp_path / "out.keras") as out:
+        assert sum(name.startswith("assets/") for name in out.namelist()) == 9_000
+
+
+def test_an_unzipped_archive_of_too_many_assets_is_refused(tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(K3 / "mlp_adam_dir", folder)
+    (folder / "assets").mkdir()
+    for i in range(10_001):
+        (folder / "assets" / f"{i:06d}").touch()
+    run = run_cli("convert", folder, tmp_path / "out.keras")
+    refused(run, folder, "assets/ holds more than 10000 files")
+    no_output(tmp_path, "model")

@@ -38,7 +38,8 @@ examples:
   modelmorph formats                                     formats, extensions, what each reads/writes
 
 exit status: 0 ok, 1 models differ (diff, verify), 2 usage error, 3 unknown format,
-4 read error, 5 write error, 6 diagnostics under --strict.
+4 read error, 5 write error, 6 diagnostics under --strict; 141 when the reader of the
+output stopped early (`| head`), as for any tool.
 Set MODELMORPH_DISABLE_PLUGIN_AUTOLOAD=1 to load only the built-in format plugins.
 """
 
@@ -449,6 +450,7 @@ COMMANDS = {"convert": cmd_convert, "info": cmd_info, "formats": cmd_formats, "p
             "migrate": cmd_migrate, "verify": cmd_verify}
 
 _GC_YOUNG = 50_000  # see run()
+_EXIT_PIPE = 141  # 128 + SIGPIPE, as a shell reports a tool that signal ended
 
 
 def run() -> None:
@@ -465,7 +467,15 @@ def run() -> None:
     scripts); ``migrate``'s workers are processes of their own, with the default."""
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(_GC_YOUNG, older, oldest)
-    status = main()
+    try:
+        status = main()
+        sys.stdout.flush()  # a reader gone early is found here, not in Python's last flush
+    except BrokenPipeError:
+        # The reader of the output stopped early (`modelmorph info m.h5 | head`): stop quietly,
+        # with the status of a Unix tool that SIGPIPE ended, and no traceback. Standard output
+        # then goes nowhere, so that Python's last flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = _EXIT_PIPE
     gc.freeze()
     sys.exit(status)
 

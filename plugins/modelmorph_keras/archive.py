@@ -22,7 +22,7 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from modelmorph import Asset, Diagnostics, Model, ReadError, Weight
 from modelmorph.keras import kerasconfig
@@ -37,6 +37,10 @@ from .mapping import attach
 #: A deflated member larger than this may expand at most MAX_EXPANSION times (Keras' own rule).
 BOMB_FLOOR = 1 << 28
 MAX_EXPANSION = 100
+#: Most members (files and folders) a .keras archive, or files an unzipped one's assets/, may
+#: hold: Keras writes three and one or a few per asset-bearing layer. Listed, each costs ~1 KB
+#: (zipfile's record, ours): a 60 MB archive of a million empty members took 1.3 GB and 12 s.
+MAX_MEMBERS = 10_000
 _CHUNK = 1 << 20
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature ... file name length, extra field length
 
@@ -93,6 +97,7 @@ class ZipArchive:
         except OSError as exc:
             raise ReadError(path, exc.strerror or _first_line(exc)) from None
         try:
+            _count_members(self.raw, path)
             self.zip = zipfile.ZipFile(self.raw)
             self.members = self._check_members()
         except BaseException as exc:
@@ -101,7 +106,7 @@ class ZipArchive:
                 raise ReadError(path, f"not a readable .keras zip archive ({_first_line(exc)})") from None
             raise
 
-    def _check_members(self) -> dict[str, zipfile.ZipInfo]:
+    def _check_members(self) -> dict[str, zipfile.ZipInfo]:  # at most MAX_MEMBERS (_count_members)
         members: dict[str, zipfile.ZipInfo] = {}
         for info in self.zip.infolist():
             safe_member_path(info.filename.rstrip("/") if info.is_dir() else info.filename, self.path)
@@ -357,6 +362,8 @@ class FolderArchive:
             if links:
                 rel = (Path(folder) / links[0]).relative_to(self.path).as_posix()
                 raise ReadError(self.path, f"{rel}/ is a symbolic link; refused")
+            if len(out) + len(files) > MAX_MEMBERS:
+                raise ReadError(self.path, f"{ASSETS}/ holds more than {MAX_MEMBERS} files (a model has a few): refused")
             for file in sorted(files):
                 rel = (Path(folder) / file).relative_to(self.path).as_posix()
                 target = inside(self.path, rel, self.path)
@@ -374,6 +381,34 @@ def _no_weights(has_npz: bool) -> str:
     if has_npz:
         return f"the archive keeps its weights as {WEIGHTS_NPZ} (weights_format='npz'), which modelmorph does not read"
     return f"the archive has no {WEIGHTS}"
+
+
+def _count_members(raw: BinaryIO, path: Path) -> None:
+    """Refuse an archive of more than MAX_MEMBERS members before zipfile lists them all: the
+    central directory zipfile is about to read (found as zipfile finds it: ``_EndRecData`` is
+    private, but the function zipfile itself uses) is scanned 1 MiB at a time for the signature
+    that begins each entry. That count is an upper bound (a name holding the 4-byte signature
+    counts twice; no real one does), and it is made before anything grows with it."""
+    end = zipfile._EndRecData(raw)
+    if end is None:
+        return  # no end record: zipfile says the file is no zip
+    size = end[zipfile._ECD_SIZE]
+    start = end[zipfile._ECD_LOCATION] - size
+    if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:
+        start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
+    if start < 0:
+        return  # zipfile refuses it
+    signature, count, tail, done = b"PK\x01\x02", 0, b"", 0
+    raw.seek(start)
+    while done < size:
+        chunk = raw.read(min(_CHUNK, size - done))
+        if not chunk:
+            break
+        window = tail + chunk
+        count += window.count(signature)
+        tail, done = window[-(len(signature) - 1):], done + len(chunk)  # a signature cut in two is counted once
+        if count > MAX_MEMBERS:
+            raise ReadError(path, f"the archive holds more than {MAX_MEMBERS} members (a .keras holds a few): refused")
 
 
 def _read_all(path: Path) -> bytes:
