@@ -103,6 +103,10 @@ class Graph:
         self.roots: dict[int, tuple[np.ndarray, Any]] = {}  # id of such an array → (it, its loader)
         self.readers_left: Counter = Counter()  # initializer → nodes still to walk that read it
         self.tensors: dict[str, T] = {}  # ONNX name → Keras tensor
+        # Both kept as the walk goes, so that a node's questions cost no pass over the whole graph
+        # (each was one, per activation folded: 8,000 nodes took 34 s).
+        self._aliases: dict[int, list[str]] = {}  # id of a Keras tensor record → the ONNX names bound to it
+        self._reads: Counter | None = Counter()  # layer → reads of its outputs by the calls so far (None: count again)
         self.names: set[str] = set()
         self.skip: set[int] = set()  # ids of nodes already mapped as part of a pattern
         self.permuted: dict[tuple, T] = {}  # (tensor record id, to channels-last) → the Permute's output
@@ -140,7 +144,7 @@ class Graph:
         is_op = module != _LAYERS
         if node is not None and self.keras_names and "/" in node.name.strip("/"):
             self.scopes[name] = node.name.strip("/").rsplit("/", 1)[0]  # one layer called twice: shared.py
-        self.entries.append({
+        self._append({
             "module": module, "class_name": class_name, "config": {"name": name, **config},
             "registered_name": registered_name or (class_name if is_op else None), "name": name,
             "inbound_nodes": [{"args": [self._arg(a) for a in args], "kwargs": kwargs or {}}]})
@@ -261,11 +265,11 @@ class Graph:
         self.names.add(layer_name)
         shape = tuple(d if isinstance(d, int) else None for d in shape)
         cl = self.boundary_cl(shape, dtype)  # -O layout=channels_last: the one change of layout, here
-        self.entries.append({"module": _LAYERS, "class_name": "InputLayer", "registered_name": None,
-                             "config": {"batch_shape": _keras_shape(shape, cl), "dtype": dtype, "sparse": False,
-                                        "name": layer_name},
-                             "name": layer_name, "inbound_nodes": []})
-        self.tensors[name] = T(self._record(layer_name, shape, cl, dtype), shape, dtype, cl)
+        self._append({"module": _LAYERS, "class_name": "InputLayer", "registered_name": None,
+                      "config": {"batch_shape": _keras_shape(shape, cl), "dtype": dtype, "sparse": False,
+                                 "name": layer_name},
+                      "name": layer_name, "inbound_nodes": []})
+        self._bind(name, T(self._record(layer_name, shape, cl, dtype), shape, dtype, cl))
 
     # -- the walk ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -373,7 +377,7 @@ class Graph:
         return tuple(d if isinstance(d, int) else None for d in shape)
 
     def alias(self, out: str, t: T) -> None:
-        self.tensors[out] = t
+        self._bind(out, t)
         known = self.shapes.known(out)  # (what inference finds later still wins where it is complete)
         if known is None or len(known) != t.rank or any(k is None for k in known[1:]):
             # what we computed is what later Shape nodes fold (dim 0 is the batch everywhere)
@@ -405,23 +409,40 @@ class Graph:
         inputs = [self.tensors[n].record["config"]["keras_history"] for n in input_names]
         return _keras_order(self.entries, [i[0] for i in inputs], [(o[0], o[1]) for o in outputs]), inputs, outputs
 
-    def readers(self, layer: str) -> int:
-        """How many layer calls read ``layer``'s output so far."""
-        count = 0
+    def _append(self, entry: dict) -> None:
+        self.entries.append(entry)
+        if self._reads is not None:
+            self._reads.update(r["config"]["keras_history"][0] for r in _tensor_refs(entry["inbound_nodes"]))
 
-        def walk(value) -> None:
-            nonlocal count
-            if isinstance(value, dict) and value.get("class_name") == "__keras_tensor__":
-                count += value["config"]["keras_history"][0] == layer
-            elif isinstance(value, dict):
-                for v in value.values():
-                    walk(v)
-            elif isinstance(value, list):
-                for v in value:
-                    walk(v)
-        for entry in self.entries:
-            walk(entry["inbound_nodes"])
-        return count
+    def _bind(self, name: str, t: T) -> None:
+        """ONNX tensor ``name`` is Keras tensor ``t`` (several names may share its record)."""
+        old = self.tensors.get(name)
+        self.tensors[name] = t
+        if old is not None and old.record is t.record:
+            return
+        if old is not None:
+            names = self._aliases[id(old.record)]
+            names.remove(name)
+            if not names:
+                del self._aliases[id(old.record)]
+        self._aliases.setdefault(id(t.record), []).append(name)
+
+    def aliases(self, t: T) -> list[str]:
+        """The ONNX names bound to ``t``'s Keras tensor, in the order they were bound."""
+        return list(self._aliases.get(id(t.record), ()))
+
+    def readers(self, layer: str) -> int:
+        """How many references to ``layer``'s outputs the layer calls so far hold (a call reading
+        one twice counts twice)."""
+        if self._reads is None:
+            self._reads = Counter(r["config"]["keras_history"][0] for e in self.entries
+                                  for r in _tensor_refs(e["inbound_nodes"]))
+        return self._reads[layer]
+
+    def rewired(self) -> None:
+        """Calls were merged or their references renamed (shared layers): :meth:`readers` counts
+        again when next asked."""
+        self._reads = None
 
     def entry(self, t: T) -> dict | None:
         """The layer call whose output ``t`` is."""
@@ -440,6 +461,8 @@ class Graph:
         for record in {id(r): r for r in records}.values():
             record["config"]["keras_history"][0] = want
         entry["name"] = entry["config"]["name"] = want
+        if self._reads is not None:
+            self._reads[want] += self._reads.pop(layer, 0)
         if layer in self.weights:
             self.weights[want] = self.weights.pop(layer)
         return True
@@ -459,10 +482,22 @@ class Graph:
 
     def _named(self, name: str, class_name: str, config: dict, t: T, cl: bool) -> T:
         self.names.add(name)
-        self.entries.append({"module": _LAYERS, "class_name": class_name, "registered_name": None,
-                             "config": {"name": name, **config}, "name": name,
-                             "inbound_nodes": [{"args": [t.record], "kwargs": {}}]})
+        self._append({"module": _LAYERS, "class_name": class_name, "registered_name": None,
+                      "config": {"name": name, **config}, "name": name,
+                      "inbound_nodes": [{"args": [t.record], "kwargs": {}}]})
         return T(self._record(name, t.shape, cl, t.dtype), t.shape, t.dtype, cl)
+
+
+def _tensor_refs(value: Any):
+    """The Keras tensor records referenced in a call's ``inbound_nodes`` (or any part of them)."""
+    if isinstance(value, dict) and value.get("class_name") == "__keras_tensor__":
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensor_refs(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _tensor_refs(v)
 
 
 def _keras_order(entries: list[dict], inputs: list[str], outputs: list[tuple[str, int]]) -> list[dict]:

@@ -41,8 +41,7 @@ def sole_reader(g: Graph, name: str, node) -> bool:
     t = g.tensors.get(name)
     if t is None:
         return False
-    aliases = [n for n, other in g.tensors.items() if other.record is t.record]
-    for n in aliases:
+    for n in g.aliases(t):
         users = g.consumers.get(n, [])
         if n in g.outputs or any(u is not node for u in users) or (n == name and len(users) != 1):
             return False
