@@ -2,7 +2,7 @@
 """Every conversion path against the I/O floor: `cp` of the same file, in the same rounds.
 
     python benchmarks/bench_ladder.py [--sizes 100MB,1GB,4GB] [--dtypes float32,bfloat16]
-                                      [--rounds 3] [--work DIR] [--jobs a,b] [--frameworks]
+                                      [--rounds 3] [--work DIR] [--jobs a,b] [--frameworks] [--width N]
 
 For each size and dtype, a stack of Dense layers is saved by Keras 3 (``src.keras``, and
 ``tf.train.Checkpoint(model=m).write`` for ``ckpt/ckpt``) and, for float32, by tf_keras
@@ -19,7 +19,8 @@ VM, successive 1 GiB writes can take turns being fast and 3-6 times slower which
 makes them (a 2-vCPU Firecracker VM, 1 GiB string checkpoint: ``cp`` 0.29-0.35 s or
 1.22-1.84 s, the job 0.57-0.86 s or 1.46-2.30 s, one of the two slow in each of 8 rounds; the
 time goes to filling new page-cache pages), so that a round's ratio is 0.2 or 7 by turns.
-``--jobs`` runs only the jobs named.
+``--jobs`` runs only the jobs named. ``--width 1024`` makes the same sizes of more, smaller tensors
+(a model of 4 MiB kernels: real models have many tensors of a few MiB).
 ``--frameworks`` also times Keras 3 / tf_keras / TF doing the same jobs (load and save: slow and
 memory-hungry at 1 GB and up).
 
@@ -173,10 +174,11 @@ def build_strings(folder: Path, size: str, python: str) -> dict[str, Path]:
     return {"strings": prefix}
 
 
-def build(folder: Path, size: str, dtype: str, python: str) -> dict[str, Path]:
-    """The sources of one rung (built once; kept in ``folder``)."""
+def build(folder: Path, size: str, dtype: str, python: str, width: int | None = None) -> dict[str, Path]:
+    """The sources of one rung (built once; kept in ``folder``): Dense layers ``width`` wide
+    (default ``WIDTH[size]``)."""
     folder.mkdir(parents=True, exist_ok=True)
-    width = WIDTH[size]
+    width = width or WIDTH[size]
     layers = max(1, round(SIZES[size] / (width * width * ITEMSIZE[dtype])))
     paths = {"keras": folder / "src.keras", "ckpt": folder / "ckpt" / "ckpt", "arch": folder / "arch.json"}
     env = {**os.environ, **ENV}
@@ -279,6 +281,9 @@ def main() -> None:
     parser.add_argument("--frameworks", action="store_true", help="also time Keras 3 / tf_keras / TF")
     parser.add_argument("--python", default=sys.executable, help="Python with keras, tensorflow, tf_keras")
     parser.add_argument("--jobs", help=f"comma-separated job names to run (default all: {', '.join(j.name for j in JOBS)})")
+    parser.add_argument("--width", type=int,
+                        help="Dense layers this wide instead of the size's default (1024 at 100MB, else 4096): "
+                             "more, smaller tensors (1024 at 1GB: 256 float32 kernels of 4 MiB)")
     parser.add_argument("--strings", action="store_true",
                         help="also a checkpoint of string tensors (one rung per size, 128-byte strings)")
     args = parser.parse_args()
@@ -300,12 +305,12 @@ def main() -> None:
           + "), sync between runs")
     for size in sizes:
         for dtype in dtypes:
-            folder = args.work / f"{size}-{dtype}"
-            paths = build(folder, size, dtype, args.python)
+            folder = args.work / (f"{size}-{dtype}" + (f"-w{args.width}" if args.width else ""))
+            paths = build(folder, size, dtype, args.python, args.width)
             actual = paths["keras"].stat().st_size
             rows = run_rung(paths, args.rounds, folder, args.frameworks, args.python, only)
             print()
-            print(table(rows, f"{size} {dtype} (src.keras {actual / 2**20:.0f} MiB; load average now "
+            print(table(rows, f"{size} {dtype}{f' width {args.width}' if args.width else ''} (src.keras {actual / 2**20:.0f} MiB; load average now "
                               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})"))
         if args.strings:
             folder = args.work / f"{size}-strings"

@@ -30,7 +30,7 @@ from modelmorph.storage import protowire as wire
 from modelmorph.storage.safety import refuse_special
 
 from .bundle import OBJECT_GRAPH_KEY, VARIABLE_VALUE, BundleError, BundleReader, Entry, resolve_checkpoint
-from .bundle.table import crc32c_combine, crc32c_view, unmask_crc
+from .bundle.table import Crc32cOfPieces, unmask_crc
 
 
 class ObjectGraph:
@@ -294,21 +294,13 @@ class Checkpoint:
         if not self.prefetch.claim(tensor):
             return None
         checked.defer()
-        # Runs of contiguous bytes fed so far, by where each ends: [start, CRC-32C]. A copy's
-        # thread feeds its pieces in order, so each extends its run (one combination per run,
-        # at the end: they cost ~30 us each in Python, too much per piece).
-        runs: dict[int, list[int]] = {}
-        lock = threading.Lock()
+        pieces = Crc32cOfPieces()  # a copy may read them from two threads
 
         def feed(piece: memoryview | None, at: int = 0) -> None:
             if piece is not None:
-                with lock:
-                    run = runs.pop(at, None) or [at, 0]
-                run[1] = crc32c_view(run[1], piece)  # unlocked: another thread's copy goes on
-                with lock:
-                    runs[at + len(piece)] = run
+                pieces.feed(piece, at)
                 return
-            crc = _joined_crc32c([(start, end - start, crc) for end, (start, crc) in runs.items()], size)
+            crc = pieces.value(size)
             if crc is None:  # the writer stopped early: the check is the reader's again
                 checked.undefer()
                 self.prefetch.release(tensor)
@@ -384,17 +376,6 @@ class Checkpoint:
                 self._verified.add(key)
             else:
                 self._verify(key)
-
-
-def _joined_crc32c(pieces: list[tuple[int, int, int]], size: int) -> int | None:
-    """The CRC-32C of ``size`` bytes from the CRCs of pieces that cover them exactly once (in
-    any order); None if they do not (a copy that stopped early)."""
-    crc = done = 0
-    for at, length, piece in sorted(pieces):
-        if at != done:
-            return None
-        crc, done = crc32c_combine(crc, piece, length), done + length
-    return crc if done == size else None
 
 
 class _Tensor:

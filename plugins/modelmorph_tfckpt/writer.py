@@ -3,8 +3,10 @@ graph TensorFlow restores by, and the ``checkpoint`` state file naming it the la
 
 Tensors are streamed one at a time: each weight is read, written and dropped; a weight whose
 bytes lie in a file (``Weight.raw``) is copied file to file instead: by the kernel when the
-source gives its CRC-32C (a checkpoint), else through one small buffer that gives the CRC-32C,
-and the CRC-32 a zip source's check would otherwise read the bytes again for. A checkpoint's
+source gives its CRC-32C (a checkpoint), else together with the tensors next to it in the
+writer's order (``BundleWriter.add_copies``: two threads share them) through a small buffer per
+thread that gives the CRC-32C, and the CRC-32 a zip source's check would otherwise read the
+bytes again for. A checkpoint's
 string tensors are copied as they lie; where the source lets the copy do its check
 (``ByteRange.claim_check``), through one small buffer that feeds it: one read, not two.
 No protobuf: the index, the object graph and the state file are encoded here (``.bundle``).
@@ -12,6 +14,7 @@ No protobuf: the index, the object graph and the state file are encoded here (``
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +22,7 @@ from modelmorph import Diagnostics, Model, Progress, ReadError, UsageError, Weig
 from modelmorph.storage import protowire as wire
 
 from . import naming
-from .bundle import BundleError, BundleWriter, TrackableNode, build_object_graph, write_checkpoint_state
+from .bundle import BundleError, BundleWriter, ByteCopy, TrackableNode, build_object_graph, write_checkpoint_state
 from .optimizer import optimizer_object
 from .reader import CHECKPOINT_KEYS, OBJECT_GRAPH
 
@@ -53,35 +56,67 @@ def _write(model: Model, prefix: Path, max_shard_size: int | None, options: dict
     tensors, graph = _plan(model, options.get("naming"), diagnostics)
     progress.start(sum(w.nbytes for _, w in tensors), f"writing {prefix.name}")
     with BundleWriter(prefix, max_shard_size=max_shard_size) as bundle:
+        copies: list[ByteCopy] = []  # tensors copied together (BundleWriter.add_copies), until another kind comes
         for key, weight in tensors:
             raw = weight.raw
-            if raw is not None and raw.layout == "tf-string" and weight.dtype == "string":
-                try:  # stored as a checkpoint stores strings: copied as it lies, the entry's CRC with it
-                    bundle.add_string_bytes(key, weight.shape, raw.file, raw.offset, raw.nbytes, crc32c=raw.crc32c,
-                                            check=checks.pop(id(weight), None))
-                except EOFError:
-                    raise ReadError(getattr(raw.file, "name", path), f"variable {key!r}: its data ends early") from None
-                except BundleError as exc:  # only when the source gave no CRC: the copy's layout is bad
-                    raise ReadError(getattr(raw.file, "name", path), f"variable {key!r}: {exc.problem}") from None
+            if _copyable(weight) and raw.crc32c is None:  # the same bytes as a checkpoint stores them, no numpy
+                copies.append(ByteCopy(key, weight.dtype, weight.shape, raw.file, raw.offset, raw.nbytes,
+                                       claims.pop(id(weight), None)))
                 continue
-            if _copyable(weight):
-                try:  # the same bytes as a checkpoint stores them: copied file to file, no numpy
-                    bundle.add_bytes(key, weight.dtype, weight.shape, raw.file, raw.offset, raw.nbytes,
-                                     crc32c=raw.crc32c,  # a checkpoint source gives its checked CRC
-                                     report_crc32=claims.pop(id(weight), None))
-                except EOFError:
-                    raise ReadError(getattr(raw.file, "name", path), f"variable {key!r}: its data ends early") from None
-                progress.advance(weight.nbytes)
-                continue
-            value = weight.read()
-            if tuple(value.shape) != tuple(weight.shape):
-                raise WriteError(path, f"variable {key!r}: its data has shape {list(value.shape)}, "
-                                       f"the model declares {list(weight.shape)}")
-            bundle.add(key, value, dtype=weight.dtype)
+            _add_copies(bundle, copies, progress, path)
+            _add_one(bundle, key, weight, checks, path)
             progress.advance(weight.nbytes)
-            del value  # before the next read: one tensor in memory at a time, not two
+        _add_copies(bundle, copies, progress, path)
         if graph is not None:
             bundle.add_object_graph(graph)
+
+
+def _add_one(bundle: BundleWriter, key: str, weight: Weight, checks: dict[int, Callable[..., None]], path: Path) -> None:
+    """Write one tensor that is not copied together with others (see ``_write``)."""
+    raw = weight.raw
+    if raw is not None and raw.layout == "tf-string" and weight.dtype == "string":
+        try:  # stored as a checkpoint stores strings: copied as it lies, the entry's CRC with it
+            bundle.add_string_bytes(key, weight.shape, raw.file, raw.offset, raw.nbytes, crc32c=raw.crc32c,
+                                    check=checks.pop(id(weight), None))
+        except EOFError:
+            raise ReadError(getattr(raw.file, "name", path), f"variable {key!r}: its data ends early") from None
+        except BundleError as exc:  # only when the source gave no CRC: the copy's layout is bad
+            raise ReadError(getattr(raw.file, "name", path), f"variable {key!r}: {exc.problem}") from None
+        return
+    if _copyable(weight):
+        try:  # a checkpoint's tensor, whose checked CRC-32C the source gives: the kernel copies
+            bundle.add_bytes(key, weight.dtype, weight.shape, raw.file, raw.offset, raw.nbytes, crc32c=raw.crc32c)
+        except EOFError:
+            raise ReadError(getattr(raw.file, "name", path), f"variable {key!r}: its data ends early") from None
+        return
+    value = weight.read()
+    if tuple(value.shape) != tuple(weight.shape):
+        raise WriteError(path, f"variable {key!r}: its data has shape {list(value.shape)}, "
+                               f"the model declares {list(weight.shape)}")
+    bundle.add(key, value, dtype=weight.dtype)  # one tensor in memory at a time: dropped on return
+
+
+def _add_copies(bundle: BundleWriter, copies: list[ByteCopy], progress: Progress, path: Path) -> None:
+    """Copy the tensors gathered in ``copies`` (emptied) into ``bundle``."""
+    if not copies:
+        return
+    try:
+        bundle.add_copies(copies, progress.advance)
+    except EOFError:
+        short = next((c for c in copies if _ends_early(c)), None)
+        if short is None:
+            raise ReadError(getattr(copies[0].file, "name", path), "a variable's data ends early") from None
+        raise ReadError(getattr(short.file, "name", path), f"variable {short.key!r}: its data ends early") from None
+    finally:
+        copies.clear()
+
+
+def _ends_early(copy: ByteCopy) -> bool:
+    """Whether ``copy``'s file is shorter than its bytes' end (which copy an EOFError came from)."""
+    try:
+        return os.fstat(copy.file.fileno()).st_size < copy.offset + copy.nbytes
+    except (AttributeError, OSError, ValueError):  # an in-memory file: no descriptor
+        return False
 
 
 def _copyable(weight: Weight) -> bool:

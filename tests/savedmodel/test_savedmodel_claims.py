@@ -140,14 +140,23 @@ def test_a_failed_write_gives_its_claims_back(tmp_path, monkeypatch):
 
 
 def test_pieces_crcs_join_only_when_they_cover_the_tensor_once():
+    """A copy feeds pieces from two threads, in any order: runs of them are joined only when
+    they cover the range exactly once."""
     import google_crc32c
 
-    from modelmorph_tfckpt.source import _joined_crc32c
+    from modelmorph_tfckpt.bundle.table import Crc32cOfPieces
 
     data = bytes(range(256)) * 40
-    cuts = [(0, 1000), (1000, 5000), (5000, len(data))]
-    pieces = [(a, b - a, google_crc32c.value(data[a:b])) for a, b in cuts]
-    assert _joined_crc32c(list(reversed(pieces)), len(data)) == google_crc32c.value(data)
-    assert _joined_crc32c(pieces[:2], len(data)) is None  # stopped early
-    assert _joined_crc32c(pieces[::2], len(data)) is None  # a gap
-    assert _joined_crc32c(pieces + pieces[1:2], len(data)) is None  # a piece twice
+    view = memoryview(bytearray(data))  # writable: the CRC is computed in place
+    cuts = [(0, 1000), (1000, 3000), (3000, 5000), (5000, len(data))]
+
+    def fed(order):
+        pieces = Crc32cOfPieces()
+        for a, b in order:
+            pieces.feed(view[a:b], a)
+        return pieces.value(len(data))
+
+    assert fed(cuts) == fed([cuts[2], cuts[0], cuts[3], cuts[1]]) == google_crc32c.value(data)
+    assert fed(cuts[:3]) is None  # stopped early
+    assert fed(cuts[::2]) is None  # a gap
+    assert fed(cuts + cuts[1:2]) is None  # a piece twice

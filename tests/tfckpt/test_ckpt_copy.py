@@ -5,6 +5,7 @@ CRC-32C. Judged by zlib/google_crc32c on the same bytes and by TensorFlow's read
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import shutil
@@ -22,6 +23,7 @@ from modelmorph.cli import main
 from modelmorph.storage import filecopy
 from modelmorph_tfckpt.bundle import BundleReader
 from modelmorph_tfckpt.bundle import bundle as bundle_module
+from modelmorph_tfckpt.bundle.table import mask_crc
 
 PIECE = bundle_module._COPY_PIECE
 plain_path = pytest.mark.skipif(os.environ.get("MODELMORPH_HDF5", "").strip().lower() == "h5py",
@@ -40,10 +42,10 @@ def _threads(monkeypatch, threads: int | str) -> None:
 @pytest.mark.parametrize("engine", ["c-function", "bytes"])
 @pytest.mark.parametrize("kind", ["file", "in-memory"])
 @pytest.mark.parametrize("nbytes", [0, 1, PIECE - 1, PIECE, PIECE + 1, 3 * PIECE + 17])
-def test_a_checksummed_copy_gives_the_crcs_of_what_it_wrote(nbytes, kind, engine, threads, tmp_path, monkeypatch):
+def test_a_checksummed_copy_gives_the_crc_of_what_it_wrote(nbytes, kind, engine, threads, tmp_path, monkeypatch):
     """Through the C function on the reused buffer or through bytes; in one thread, or shared by
     two (from _SPLIT_FROM bytes, in units of _SPLIT_UNIT: both made small here) whose CRCs are
-    combined, or by the kernel while a thread reads the bytes again for their CRCs."""
+    combined, or by the kernel while a thread reads the bytes again for their CRC."""
     _threads(monkeypatch, threads)
     at = 5 if threads == "kernel" else 3  # the kernel's: at the source's offset within a page
     if engine == "bytes":
@@ -54,12 +56,10 @@ def test_a_checksummed_copy_gives_the_crcs_of_what_it_wrote(nbytes, kind, engine
     (tmp_path / "src").write_bytes(data)
     with open(tmp_path / "src", "rb") if kind == "file" else io.BytesIO(data) as src, \
             open(tmp_path / "dst", "w+b") as dst:
-        crc, zip_crc = bundle_module._copy_checksummed(src, 5, dst.fileno(), at, nbytes, with_crc32=True)
-        assert bundle_module._copy_checksummed(src, 5, dst.fileno(), at, nbytes) == (crc, None)
+        crc = bundle_module._copy_checksummed(src, 5, dst.fileno(), at, nbytes)
     copied = data[5:5 + nbytes]
     assert (tmp_path / "dst").read_bytes() == (b"\0" * at + copied if nbytes else b"")
     assert crc == google_crc32c.value(copied)
-    assert zip_crc == zlib.crc32(copied)
 
 
 @pytest.mark.parametrize("threads", [1, 2, "kernel"])
@@ -85,7 +85,7 @@ def test_a_kernel_copy_writes_nothing_from_user_space_and_feeds_every_byte(tmp_p
         fed.extend(piece)
 
     with open(tmp_path / "src", "rb") as src, open(tmp_path / "dst", "w+b") as dst:
-        assert bundle_module._copy_checksummed(src, 4096, dst.fileno(), 0, len(data) - 4096, feed=feed) == (0, None)
+        assert bundle_module._copy_checksummed(src, 4096, dst.fileno(), 0, len(data) - 4096, feed=feed) == 0
         with pytest.raises(ZeroDivisionError):
             bundle_module._copy_checksummed(src, 4096, dst.fileno(), 0, len(data) - 4096, feed=lambda *a: 1 / 0)
     assert bytes(fed) == data[4096:] and (tmp_path / "dst").read_bytes() == data[4096:]
@@ -109,13 +109,84 @@ def test_two_threads_write_near_one_end_of_the_file(tmp_path, monkeypatch):
     data = np.random.default_rng(1).integers(0, 256, 16 * PIECE, dtype=np.uint8).tobytes()
     (tmp_path / "src").write_bytes(data)
     with open(tmp_path / "src", "rb") as src, open(tmp_path / "dst", "w+b") as dst:
-        crc, _ = bundle_module._copy_checksummed(src, 0, dst.fileno(), 0, len(data))
+        crc = bundle_module._copy_checksummed(src, 0, dst.fileno(), 0, len(data))
     assert crc == google_crc32c.value(data) and (tmp_path / "dst").read_bytes() == data
     assert len(writes) == 16
     furthest = 0
     for start, end in writes:
         assert start < furthest + 2 * PIECE, writes
         furthest = max(furthest, end)
+
+
+def _scattered(tmp_path, sizes: list[int], kind: str):
+    """A source holding tensors of ``sizes`` at scattered offsets (7 bytes apart); returns the
+    open source, and each tensor's (offset, bytes)."""
+    data = np.random.default_rng(len(sizes)).integers(0, 256, sum(sizes) + 7 * len(sizes) + 7, dtype=np.uint8).tobytes()
+    (tmp_path / "src").write_bytes(data)
+    tensors, at = [], 7
+    for n in sizes:
+        tensors.append((at, data[at:at + n]))
+        at += n + 7
+    return (open(tmp_path / "src", "rb") if kind == "file" else io.BytesIO(data)), tensors
+
+
+@pytest.mark.parametrize("kind", ["file", "in-memory"])
+@pytest.mark.parametrize("max_shard_size", [None, 3 * PIECE])
+def test_tensors_copied_together_get_their_own_crcs(kind, max_shard_size, tmp_path, monkeypatch):
+    """add_copies: tensors of many sizes (none, one byte, several pieces) at scattered offsets of
+    one source are copied in one go per data file, in units the two threads share (made small
+    here), not one tensor after another; each entry has the CRC-32C of its own bytes, each
+    report the CRC-32, and our reader, which checks every CRC-32C, gives the bytes back. With
+    max_shard_size, they fill several data files, each one's copied in one go."""
+    monkeypatch.setattr(filecopy, "COPY_UNIT", PIECE)
+    calls = []
+    original = filecopy.copy_ranges_crc32
+    monkeypatch.setattr(filecopy, "copy_ranges_crc32", lambda jobs, *a: calls.append(len(jobs)) or original(jobs, *a))
+    sizes = [0, 1, PIECE - 1, 3 * PIECE + 17, 5, 2 * PIECE, PIECE + 1]
+    source, tensors = _scattered(tmp_path, sizes, kind)
+    reports: dict[int, int | None] = {}
+    copies = [bundle_module.ByteCopy(f"t{i}", "uint8", (len(value),), source, offset, len(value),
+                                     functools.partial(reports.__setitem__, i))
+              for i, (offset, value) in enumerate(tensors)]
+    advanced = []
+    with source, bundle_module.BundleWriter(tmp_path / "out" / "ckpt", max_shard_size=max_shard_size) as writer:
+        writer.add("first", np.arange(3, dtype=np.float32))
+        entries = writer.add_copies(copies, advanced.append)
+        writer.add("last", np.arange(4, dtype=np.int64))
+    assert sum(advanced) == sum(sizes)
+    assert reports == {i: zlib.crc32(value) for i, (_, value) in enumerate(tensors)}
+    shards = len(list((tmp_path / "out").glob("ckpt.data-*")))
+    if max_shard_size is None:
+        assert calls == [len(sizes)] and shards == 1
+    else:
+        assert len(calls) == len({e.shard_id for e in entries}) > 1 and sum(calls) == len(sizes)
+    with BundleReader(tmp_path / "out" / "ckpt") as reader:
+        for entry, (_, value) in zip(entries, tensors):
+            assert entry.crc32c == mask_crc(google_crc32c.value(value))
+            assert reader.entries()[entry.key].crc32c == entry.crc32c
+            assert reader.read(entry.key).tobytes() == value
+        assert reader.read("first").tolist() == [0, 1, 2] and reader.read("last").tolist() == [0, 1, 2, 3]
+
+
+def test_a_failed_copy_of_tensors_adds_none_of_them_and_reports_none(tmp_path):
+    """A source that ends early fails the copy: no tensor of the group is added, every report
+    gets None (the source's check reads them itself), and the checkpoint goes on from where the
+    group began."""
+    source, tensors = _scattered(tmp_path, [3 * PIECE, 2 * PIECE], "file")
+    reports = {}
+    copies = [bundle_module.ByteCopy(f"t{i}", "uint8", (len(value) + 10 * i,), source, offset, len(value) + 10 * i,
+                                     functools.partial(reports.__setitem__, i))
+              for i, (offset, value) in enumerate(tensors)]  # the second runs 3 bytes past the end
+    with source, bundle_module.BundleWriter(tmp_path / "out" / "ckpt") as writer:
+        writer.add("first", np.arange(3, dtype=np.float32))
+        with pytest.raises(EOFError):
+            writer.add_copies(copies)
+        assert reports == {0: None, 1: None}
+        writer.add_copies([copies[0]._replace(key="again", report_crc32=None)])
+    with BundleReader(tmp_path / "out" / "ckpt") as reader:
+        assert sorted(reader.keys()) == ["again", "first"]
+        assert reader.read("again").tobytes() == tensors[0][1]
+        assert reader.entries()["again"].offset == reader.entries()["first"].size
 
 
 def _entries(prefix) -> dict:
@@ -199,3 +270,51 @@ def test_a_flipped_byte_in_a_claimed_keras_tensor_leaves_no_output(which, tmp_pa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model.weights.h5 is corrupt (CRC-32 mismatch)" in err, err
     assert list(out.iterdir()) == []
+
+
+def test_a_write_that_fails_between_copies_reports_every_claimed_check(tmp_path):
+    """The writer gathers the tensors it copies to copy them together, and copies those gathered
+    before it writes a tensor of another kind: when that one fails (its reader raises), the
+    copied tensor has reported its CRC-32, the one never reached gives its claimed check back
+    (None: the source's check reads it itself), and no checkpoint is left."""
+    data = np.arange(64, dtype=np.float32).tobytes()
+    (tmp_path / "src").write_bytes(data)
+    (tmp_path / "out").mkdir()
+    reports: dict[str, int | None] = {}
+
+    def broken():
+        raise modelmorph.ReadError(tmp_path / "src", "tensor 1 is bad")
+
+    with open(tmp_path / "src", "rb") as f:
+        def copied(name: str, offset: int) -> modelmorph.Weight:
+            claim = functools.partial(functools.partial, reports.__setitem__, name)
+            return modelmorph.Weight(name, (16,), "float32", raw=modelmorph.ByteRange(f, offset, 64, claim_crc32=claim),
+                                     loader=lambda: np.frombuffer(data, np.float32, 16, offset))
+
+        model = modelmorph.Model("w", class_name="", has_architecture=False)
+        model.layers.append(modelmorph.Layer("a", "", weights=[
+            copied("0", 0), modelmorph.Weight("1", (2,), "float32", loader=broken), copied("2", 64)]))
+        with pytest.raises(modelmorph.ReadError, match="tensor 1 is bad"):
+            modelmorph.write(model, tmp_path / "out" / "ckpt", "tf-checkpoint")
+    assert reports == {"0": zlib.crc32(data[:64]), "2": None}
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_tensors_refused_before_any_copy_report_none(tmp_path):
+    """A key taken twice (or a size that does not fit the shape) refuses the whole group before
+    anything is copied, and every report still gets its None."""
+    source, tensors = _scattered(tmp_path, [10, 20], "file")
+    reports = {}
+    copies = [bundle_module.ByteCopy("same", "uint8", (len(value),), source, offset, len(value),
+                                     functools.partial(reports.__setitem__, i)) for i, (offset, value) in enumerate(tensors)]
+    with source, bundle_module.BundleWriter(tmp_path / "out" / "ckpt") as writer:
+        with pytest.raises(ValueError, match="duplicate key 'same'"):
+            writer.add_copies(copies)
+        assert reports == {0: None, 1: None}
+        reports.clear()
+        with pytest.raises(ValueError, match="21 bytes for a uint8 tensor of shape"):
+            writer.add_copies([copies[0]._replace(key="a"), copies[1]._replace(key="b", nbytes=21)])
+        assert reports == {0: None, 1: None}
+        writer.add("x", np.arange(2, dtype=np.int32))
+    with BundleReader(tmp_path / "out" / "ckpt") as reader:
+        assert list(reader.keys()) == ["x"] and reader.entries()["x"].offset == 0
