@@ -21,6 +21,7 @@ from modelmorph_tfckpt.bundle import (
     encode_slice_key,
     resolve_checkpoint,
 )
+from modelmorph_tfckpt.bundle import bundle as bundle_module
 from modelmorph_tfckpt.bundle.protos import tensor_bundle_pb2 as tb
 from modelmorph_tfckpt.bundle.protos import trackable_object_graph_pb2 as tog
 from modelmorph_tfckpt.bundle.table import crc32c, mask_crc
@@ -175,6 +176,32 @@ def test_block_handles_outside_the_file(tmp_path):
     data[footer : footer + 40] = b"\xff" * 40
     open(prefix + ".index", "wb").write(data)
     _open_err(prefix, "corrupt footer")
+
+
+@pytest.mark.parametrize("count", [50, 51])
+def test_an_index_of_too_many_tensors_is_refused(count, tmp_path, monkeypatch):
+    """Entries cost an index a few bytes each (shared key prefixes, snappy: 300,000 in 453 KB)
+    and a model read from it ~3 KB: past _MAX_ENTRIES (made small here) the index is refused
+    while it is read, with one line; up to it, every entry is there."""
+    monkeypatch.setattr(bundle_module, "_MAX_ENTRIES", 50)
+    prefix = str(tmp_path / "many")
+    data = struct.pack("<f", 1.0)
+    with open(prefix + ".data-00000-of-00001", "wb") as f:
+        f.write(data)
+    header = tb.BundleHeaderProto(num_shards=1)
+    header.version.producer = 1
+    entry = _entry(size=4, data=data).SerializeToString()  # every one the same 4 bytes
+    with open(prefix + ".index", "wb") as f:
+        t = TableWriter(f, compress=snappy_compress)
+        t.add(b"", header.SerializeToString())
+        for i in range(count):
+            t.add(b"v%06d" % i, entry)
+        t.finish()
+    if count > 50:
+        assert _open_err(prefix) == f"{prefix}.index: the index holds more than 50 tensors"
+    else:
+        with BundleReader(prefix) as r:
+            assert len(r.keys()) == 50 and r.read("v000049").tolist() == 1.0
 
 
 def test_snappy_bomb_block(tmp_path):

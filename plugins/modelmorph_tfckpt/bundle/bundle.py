@@ -62,6 +62,11 @@ OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _HEADER_KEY = b""
 _MAX_RANK = 64  # numpy holds no more dimensions (TensorFlow allows 254: such a tensor is refused on read)
 _MAX_SHARDS = 99999  # the %05d file-name field
+#: Tensors (slices included) an index may hold, as the HDF5 reader's ``MAX_OBJECTS``: real
+#: checkpoints hold thousands. An index stores an entry in a few bytes (keys share prefixes,
+#: blocks may be snappy-compressed), and a model read from it costs ~3 KB per tensor: a 453 KB
+#: index of 300,000 made ``info`` take 13 s and 0.9 GB, so this bounds what a small file can ask.
+_MAX_ENTRIES = 1_000_000
 _BUNDLE_VERSION = 1  # TensorFlow's kTensorBundleVersion
 _IO_CHUNK = 16 * 1024 * 1024
 _MAX_STATE_FILE = 1024 * 1024  # a `checkpoint` state file is a few hundred bytes
@@ -324,7 +329,9 @@ class BundleReader:
             if first is None or first[0] != _HEADER_KEY:
                 raise self._error("index has no bundle header (the entry under the empty key)")
             self._parse_header(first[1])
-            for key, value in items:
+            for count, (key, value) in enumerate(items, 1):
+                if count > _MAX_ENTRIES:
+                    raise self._error(f"the index holds more than {_MAX_ENTRIES:,} tensors")
                 self._add_entry(key, value)
 
     # -- parsing ---------------------------------------------------------------------
