@@ -824,11 +824,11 @@ def _copy_checksummed(src, src_offset: int, dst_fd: int, dst_offset: int, nbytes
                       feed: Callable[[memoryview, int], None] | None = None) -> int:
     """Copy ``nbytes`` of ``src`` (an open binary file, or an in-memory one) from ``src_offset``
     to ``dst_fd`` at ``dst_offset``; returns the (unmasked) CRC-32C of the bytes written, computed
-    from the buffer they pass through: the source is read once and the copy never. With ``feed`` (a source's check the writer claimed:
-    ``ByteRange.claim_check``) each piece goes to it with its position in the range instead, and
-    the CRC-32C returned is 0: the check computes it. From ``_KERNEL_FROM`` bytes at the same
-    offset within a page as the source, the kernel copies instead, and the CRC comes from a
-    second read (see there). Otherwise, from ``_SPLIT_FROM`` bytes two threads copy
+    from the buffer they pass through: the source is read once and the copy never. With ``feed``
+    (a source's check the writer claimed: ``ByteRange.claim_check``) each piece goes to it with
+    its position in the range instead, and the CRC-32C returned is 0: the check computes it.
+    From ``_KERNEL_FROM`` bytes at the same offset within a page as the source, the kernel
+    copies instead, and the CRC comes from a second read (see there). Otherwise, from ``_SPLIT_FROM`` bytes two threads copy
     ``_SPLIT_UNIT``-sized units in turn (the calls they make release the GIL; the file system
     still takes the writes one at a time: measured at 1 GiB on two cores, with halves, 20-25%
     less wall time than one thread for the same CPU time) and the units' CRCs are combined.
@@ -1162,7 +1162,7 @@ class BundleWriter:
         from modelmorph.storage.filecopy import copy_range
 
         k = self._check_key(key)
-        target, shape = self._copied_type(key, dtype, shape, nbytes)
+        target, shape = self._copied_type(dtype, shape, nbytes)
         shard, start, pad = self._reserve_copy(nbytes, offset)
         at = start + pad
         try:
@@ -1233,7 +1233,7 @@ class BundleWriter:
                 if k in keys:
                     raise ValueError(f"duplicate key {copy.key!r}")
                 keys.add(k)
-                planned.append((k, copy, *self._copied_type(copy.key, copy.dtype, copy.shape, copy.nbytes)))
+                planned.append((k, copy, *self._copied_type(copy.dtype, copy.shape, copy.nbytes)))
             for index, (k, copy, target, shape) in enumerate(planned):
                 if self._needs_new_shard(copy.nbytes):
                     copy_group(group)
@@ -1259,7 +1259,7 @@ class BundleWriter:
             raise
         return [self._entry_of(copy.key, self._entries[k]) for k, copy, *_ in planned]
 
-    def _copied_type(self, key, dtype: str, shape: Sequence[int], nbytes: int):
+    def _copied_type(self, dtype: str, shape: Sequence[int], nbytes: int):
         """The checked type and shape of a tensor copied as bytes."""
         target = _resolve_dtype(dtype)
         if target.code is None or target.name.startswith("q"):
