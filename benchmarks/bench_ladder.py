@@ -310,7 +310,8 @@ def main() -> None:
             actual = paths["keras"].stat().st_size
             rows = run_rung(paths, args.rounds, folder, args.frameworks, args.python, only)
             print()
-            print(table(rows, f"{size} {dtype}{f' width {args.width}' if args.width else ''} (src.keras {actual / 2**20:.0f} MiB; load average now "
+            width = f" width {args.width}" if args.width else ""
+            print(table(rows, f"{size} {dtype}{width} (src.keras {actual / 2**20:.0f} MiB; load average now "
                               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})"))
         if args.strings:
             folder = args.work / f"{size}-strings"
